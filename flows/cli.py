@@ -1,0 +1,58 @@
+"""The `faceset` command line.
+
+Each sub-command is a module in `flows/commands/` with `add_parser(subparsers)` and
+`main(args) -> int`; they are discovered here, so adding a command touches one file.
+Errors the user can fix (`FacesetError`, `RecipeError`) are printed as plain sentences
+with what to do, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+from types import ModuleType
+
+from flows import commands
+from tasks.errors import FacesetError
+from tasks.recipe import RecipeError
+
+# In order of the help text; any other command module found is listed after these.
+ORDER = ("build", "demo", "finetune", "apply", "takedown", "hydrate")
+
+
+def _command_modules() -> list[ModuleType]:
+    names = [info.name for info in pkgutil.iter_modules(commands.__path__)]
+    names.sort(key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+    return [importlib.import_module(f"flows.commands.{name}") for name in names]
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="faceset",
+        description="Build labelled face-image datasets from the web, as a Prefect flow.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in _command_modules():
+        sub = module.add_parser(subparsers)
+        sub.set_defaults(handler=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    args = make_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (FacesetError, RecipeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume where it stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
