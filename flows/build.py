@@ -1,0 +1,400 @@
+"""The build flow: every stage of a recipe, in order, as one Prefect flow `build-<name>`.
+
+One Prefect task per stage (task runs named `<dataset>/<stage>`). Stages are plain
+functions from `tasks/` (`run(manifest, recipe, paths, **deps)`); this module adds what
+Prefect is for: caching and resume (flows/caching.py), retries with backoff on the stages
+that talk to the network, failures that name the stage and the item, artifacts for the UI
+(flows/artifacts.py), progress bars, S3 data roots (tasks/storage.py) and scale-out of
+per-image batches on Dask.
+
+After every stage the manifest is checked (no row lost), written atomically to the
+stage's own file and to `manifest.parquet`, and only then is the stage recorded as done;
+a build killed at any moment and started again therefore continues from the last
+finished stage, and inside a per-image stage from the last finished chunk of batches.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Prefect reads these when first imported. Its temporary local server (used when no
+# PREFECT_API_URL is set) can take over 20 s to start on a busy machine.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+import pandas as pd  # noqa: E402
+from prefect import flow, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.tasks import exponential_backoff  # noqa: E402
+
+from flows import artifacts, progress  # noqa: E402
+from flows.caching import ROW_KEY, RowCache, StageCache, code_version, row_keys, stage_key  # noqa: E402
+from tasks import manifest as mf  # noqa: E402
+from tasks import parallel  # noqa: E402
+from tasks.errors import FacesetError  # noqa: E402
+from tasks.paths import DatasetPaths  # noqa: E402
+from tasks.recipe import STAGES, Recipe, load_recipe  # noqa: E402
+from tasks.storage import DataRoot, open_root  # noqa: E402
+
+RUNNERS = ("default", "dask")
+RETRIES = 3  # network stages: attempts after the first
+RETRY_BACKOFF = 10.0  # seconds; waits grow 10, 20, 40 (exponential_backoff)
+DEFAULT_BATCH_SIZE = 32  # rows per batch when a stage module sets no BATCH_SIZE
+CHUNK_BATCHES = 8  # batches between two saves of a per-image stage's finished rows
+TAKEDOWN_STAGES = ("crawl", "fetch", "faces")
+DRY_RUN_LAST = "dedupe"  # --dry-run stops here, before any paid API call
+
+
+class StageFailed(FacesetError):
+    """A stage failed; the message names the stage (and item) and the hint what to do.
+
+    Pickles with its hint, so it survives the trip back from a worker process or Dask.
+    """
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.hint))
+
+
+def _network_stage(stage: str, recipe: Recipe) -> bool:
+    return stage in ("crawl", "fetch") or (stage == "crosscheck" and recipe.crosscheck.autotagger == "rekognition")
+
+
+class StageRegistry(Mapping):
+    """Stage name -> the object with its `run` (and `process_batch`/`summarize`).
+
+    Stages given in `overrides` (tests, experiments) win; the others are the modules
+    `tasks.<stage>`, imported only when the build reaches them.
+    """
+
+    def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
+        self.overrides = dict(overrides or {})
+
+    def __getitem__(self, stage: str) -> Any:
+        if stage in self.overrides:
+            return self.overrides[stage]
+        if stage not in STAGES:
+            raise KeyError(stage)
+        try:
+            return importlib.import_module(f"tasks.{stage}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"tasks.{stage}":
+                raise
+            raise FacesetError(f"the {stage} stage is not installed (no module tasks/{stage}.py)",
+                               "update faceset (git pull, then scripts/setup.sh) and run the build again") from None
+
+    def __iter__(self):
+        return iter(STAGES)
+
+    def __len__(self) -> int:
+        return len(STAGES)
+
+
+@dataclass
+class Plan:
+    """Everything one build needs, decided before the flow starts."""
+
+    recipe: Recipe
+    root: DataRoot
+    stages: Mapping[str, Any]  # stage name -> module (or object) with run / process_batch / summarize
+    order: list[str]
+    forced: set[str]  # stages that run even with a valid cache
+    fresh_rows: set[str]  # per-image stages that ignore their row cache
+    runner: str
+    deps: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+
+    @functools.cached_property
+    def paths(self) -> DatasetPaths:
+        return DatasetPaths.create(self.root.local)
+
+    @functools.cached_property
+    def cache(self) -> StageCache:
+        return StageCache(self.paths)
+
+
+# ---------------------------------------------------------------- per-image batches
+
+
+@dataclass(frozen=True)
+class BatchCall:
+    """`process_batch` bound to the recipe and paths; on failure, names the item that failed.
+
+    Module-level and a dataclass so it pickles to process pools and Dask workers.
+    """
+
+    fn: Callable[..., pd.DataFrame]
+    recipe: Recipe
+    paths: DatasetPaths
+    stage: str
+    deps: dict[str, Any]
+
+    def __call__(self, rows: pd.DataFrame) -> pd.DataFrame:
+        try:
+            return self.fn(rows, self.recipe, self.paths, **self.deps)
+        except FacesetError as exc:
+            raise StageFailed(exc.message, exc.hint) from None
+        except Exception as exc:  # noqa: BLE001 - turned into a message naming the item
+            raise self._blame(rows, exc) from None
+
+    def _blame(self, rows: pd.DataFrame, exc: Exception) -> StageFailed:
+        """Run the batch's rows one by one to find the item that fails."""
+        culprit, error = None, exc
+        for position in range(len(rows)):
+            try:
+                self.fn(rows.iloc[position:position + 1], self.recipe, self.paths, **self.deps)
+            except Exception as single:  # noqa: BLE001
+                culprit, error = rows.iloc[position], single
+                break
+        where = "a batch of items"
+        if culprit is not None:
+            url = culprit.get("image_url") or culprit.get("page_url") or ""
+            where = f"item {culprit.get('item_id')}" + (f" ({url})" if isinstance(url, str) and url else "")
+        return StageFailed(
+            f"stage '{self.stage}' failed on {where}: {type(error).__name__}: {error}",
+            "if this image is broken, add it to the takedown list (faceset takedown add URL); otherwise fix the "
+            "cause and run the same command again: the build resumes where it stopped",
+        )
+
+
+@task(cache_policy=NO_CACHE, persist_result=False, task_run_name="{label}")
+def run_batch(fn: Callable[[Any], Any], batch: Any, label: str) -> Any:
+    """One batch of a per-image stage as a Prefect task (used with the Dask runner)."""
+    return fn(batch)
+
+
+def prefect_mapper(dataset: str, stage: str) -> parallel.Mapper:
+    """A mapper submitting each batch as a Prefect task to the flow's task runner (Dask)."""
+
+    def mapper(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        futures = [run_batch.submit(fn, item, label=f"{dataset}/{stage}/batch-{number}")
+                   for number, item in enumerate(items)]
+        return [future.result() for future in futures]
+
+    return mapper
+
+
+def _mapper(plan: Plan, stage: str) -> parallel.Mapper:
+    return prefect_mapper(plan.recipe.name, stage) if plan.runner == "dask" else parallel.process_mapper()
+
+
+def _is_per_image(impl: Any) -> bool:
+    return callable(getattr(impl, "process_batch", None)) and callable(getattr(impl, "summarize", None))
+
+
+def _run_per_image(stage: str, impl: Any, frame: pd.DataFrame, salt: str, plan: Plan) -> pd.DataFrame:
+    """Process only kept rows not seen before (same input row, code and section); reuse the rest."""
+    recipe, paths = plan.recipe, plan.paths
+    cache = RowCache(paths, stage)
+    if stage in plan.fresh_rows:
+        cache.clear()
+    todo = frame[mf.kept(frame)]
+    keys = dict(zip(todo["item_id"], row_keys(todo, salt)))
+    saved = cache.load()
+    known = todo["item_id"].map(keys).isin(saved.index)
+    reused = saved.loc[todo.loc[known, "item_id"].map(keys)].reset_index(drop=True)
+    new = todo[~known]
+    done: list[pd.DataFrame] = [reused] if len(reused) else []
+    call = BatchCall(impl.process_batch, recipe, paths, stage, dict(plan.deps.get(stage, {})))
+    size = int(getattr(impl, "BATCH_SIZE", DEFAULT_BATCH_SIZE))
+    mapper = _mapper(plan, stage)
+    bar, artifact = progress.current(), artifacts.ProgressArtifact(recipe.name, stage)
+    count = len(reused)
+    bar.advance(stage, count, len(todo))
+    for chunk in parallel.batches(new, size * CHUNK_BATCHES):
+        results = mapper(call, parallel.batches(chunk, size))
+        rows = pd.concat(results, ignore_index=True)
+        rows[ROW_KEY] = rows["item_id"].map(keys).astype("string")
+        cache.add(rows)
+        done.append(rows)
+        count += len(chunk)
+        bar.advance(stage, count, len(todo))
+        artifact.update(count, len(todo))
+    processed = pd.concat(done, ignore_index=True) if done else todo.iloc[0:0].assign(**{ROW_KEY: pd.Series(dtype="string")})
+    cache.compact(processed)
+    merged = pd.concat([processed.drop(columns=[ROW_KEY]), frame[~mf.kept(frame)]], ignore_index=True)
+    merged = merged.set_index("item_id", drop=False).loc[frame["item_id"]].reset_index(drop=True)
+    merged = mf.conform(merged, recipe.field_names)
+    impl.summarize(merged, recipe, paths)
+    return merged
+
+
+def _run_whole(stage: str, impl: Any, frame: pd.DataFrame, plan: Plan) -> pd.DataFrame:
+    run = getattr(impl, "run", impl)
+    kwargs = dict(plan.deps.get(stage, {}))
+    if "mapper" in inspect.signature(run).parameters:
+        kwargs.setdefault("mapper", _mapper(plan, stage))
+    return run(frame, plan.recipe, plan.paths, **kwargs)
+
+
+def _apply_takedown(frame: pd.DataFrame, plan: Plan) -> pd.DataFrame:
+    """Exclude items on the takedown list (tasks/takedown.py), when that module is installed."""
+    try:
+        takedown = importlib.import_module("tasks.takedown")
+    except ModuleNotFoundError:
+        return frame
+    return takedown.apply(frame, plan.paths)
+
+
+# ---------------------------------------------------------------- one stage
+
+
+def execute_stage(stage: str, frame: pd.DataFrame, upstream_key: str, plan: Plan) -> tuple[pd.DataFrame, str]:
+    """Run one stage (or take it from the cache); returns its output manifest and cache key."""
+    from prefect.logging import get_run_logger
+
+    try:
+        log = get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a Prefect run (direct calls in tests)
+        log = logging.getLogger("faceset.build")
+    recipe, paths = plan.recipe, plan.paths
+    impl = plan.stages[stage]
+    code = code_version(stage, impl)
+    section = recipe.section(stage)
+    key = stage_key(stage, code, section, upstream_key, None if stage == "crawl" else frame, paths)
+    bar = progress.current()
+    if stage not in plan.forced:
+        cached = plan.cache.lookup(stage, key)
+        if cached is not None:
+            log.info("%s: unchanged since the last build, reusing its output (%d rows)", stage, len(cached))
+            bar.finish(stage, "cached")
+            return cached, key
+    bar.start(stage, int(mf.kept(frame).sum()) if len(frame) else None)
+    log.info("%s: running on %d rows", stage, len(frame))
+    try:
+        if _is_per_image(impl):
+            salt = code + json.dumps(section, sort_keys=True)
+            out = _run_per_image(stage, impl, frame, salt, plan)
+        else:
+            out = _run_whole(stage, impl, frame, plan)
+        if stage in TAKEDOWN_STAGES:
+            out = _apply_takedown(out, plan)
+    except StageFailed:
+        raise
+    except FacesetError as exc:
+        raise StageFailed(f"stage '{stage}' of {recipe.name}: {exc.message}", exc.hint) from exc
+    except Exception as exc:  # noqa: BLE001 - reported with the stage and what to do
+        raise StageFailed(
+            f"stage '{stage}' of {recipe.name} failed: {type(exc).__name__}: {exc}",
+            "fix the cause above and run the same command again: finished stages are not redone",
+        ) from exc
+    mf.check_invariants(frame, out, stage)
+    mf.write(out, paths.stage_manifest(stage), csv=False)
+    out = mf.read(paths.stage_manifest(stage))  # continue from exactly what a resumed build would read
+    mf.write(out, paths.manifest)
+    plan.cache.store(stage, key, out)
+    plan.root.push()
+    counts = {str(k): int(v) for k, v in out["status"].value_counts().items()}
+    artifacts.publish_stage(recipe.name, stage, paths, counts, cached=False)
+    bar.finish(stage, "done")
+    return out, key
+
+
+def _stage_task(stage: str, plan: Plan):
+    network = _network_stage(stage, plan.recipe)
+    return task(
+        execute_stage,
+        name=stage,
+        task_run_name=f"{plan.recipe.name}/{stage}",
+        cache_policy=NO_CACHE,
+        persist_result=False,
+        retries=RETRIES if network else 0,
+        retry_delay_seconds=exponential_backoff(RETRY_BACKOFF) if network else 0,
+    )
+
+
+def _previous_crawl(plan: Plan) -> pd.DataFrame:
+    """What the crawl found last time (it crawls incrementally), or an empty manifest."""
+    saved = plan.paths.stage_manifest("crawl")
+    return mf.read(saved) if saved.is_file() else mf.empty(plan.recipe.field_names)
+
+
+def run_stages(plan: Plan) -> pd.DataFrame:
+    """The body of the flow: the stages in order, each fed the previous one's output."""
+    plan.root.pull()
+    frame, key = None, ""
+    for stage in plan.order:
+        stage_input = _previous_crawl(plan) if stage == "crawl" else frame
+        frame, key = _stage_task(stage, plan)(stage, stage_input, key, plan)
+    if "report" in plan.order:
+        artifacts.publish_report_link(plan.recipe.name, artifacts.report_url(plan.paths, plan.root.url))
+    return frame
+
+
+# ---------------------------------------------------------------- the flow
+
+
+def task_runner(runner: str, dask_address: str | None):
+    """Prefect's thread pool (stages run in order; images go to a process pool), or Dask."""
+    if runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if dask_address:
+            return DaskTaskRunner(address=dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": parallel.default_workers(), "threads_per_worker": 1})
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner()
+
+
+def make_plan(recipe: Recipe, data_root: str | Path, rebuild: bool, from_stage: str | None, runner: str,
+              recrawl: bool, dry_run: bool, stages: Mapping[str, Any] | None,
+              deps: Mapping[str, dict[str, Any]] | None) -> Plan:
+    if from_stage is not None and from_stage not in STAGES:
+        raise FacesetError(f"--from {from_stage!r} is not a stage", f"use one of: {', '.join(STAGES)}")
+    if runner not in RUNNERS:
+        raise FacesetError(f"--runner {runner!r} is not known", f"use one of: {', '.join(RUNNERS)}")
+    order = list(STAGES[: STAGES.index(DRY_RUN_LAST) + 1] if dry_run else STAGES)
+    if rebuild:
+        forced, fresh = set(STAGES), set(STAGES)
+    elif from_stage:
+        forced = fresh = set(STAGES[STAGES.index(from_stage):])
+    else:
+        forced, fresh = set(), set()
+    if recrawl:
+        forced = forced | {"crawl"}
+    return Plan(recipe=recipe, root=open_root(data_root, recipe.name), stages=StageRegistry(stages), order=order,
+                forced=forced, fresh_rows=fresh, runner=runner, deps=deps or {})
+
+
+def build(recipe_path: str | Path, data_root: str | Path = "data", rebuild: bool = False,
+          from_stage: str | None = None, runner: str = "default", dask_address: str | None = None, *,
+          recrawl: bool = False, dry_run: bool = False, stages: Mapping[str, Any] | None = None,
+          deps: Mapping[str, dict[str, Any]] | None = None) -> Path:
+    """Build the dataset of a recipe; returns the local dataset folder (`<data_root>/<name>`).
+
+    For an `s3://` data root the returned folder is the local mirror the build worked in;
+    everything in it has been uploaded to `s3://.../<name>/`.
+
+    `recrawl` crawls the sites again even if the crawl is cached (scheduled runs do this);
+    later stages then redo only what changed. `stages` replaces stage modules (tests),
+    `deps` passes keyword arguments (e.g. small models) to a stage's functions.
+    """
+    recipe = load_recipe(recipe_path)
+    plan = make_plan(recipe, data_root, rebuild, from_stage, runner, recrawl, dry_run, stages, deps)
+
+    @flow(name=f"build-{recipe.name}", task_runner=task_runner(runner, dask_address), persist_result=False,
+          validate_parameters=False, log_prints=True)
+    def build_flow(recipe_path: str, data_root: str, rebuild: bool, from_stage: str | None, runner: str,
+                   recrawl: bool, dry_run: bool) -> str:
+        run_stages(plan)
+        return str(plan.paths.root)
+
+    build_flow(str(recipe_path), str(data_root), rebuild, from_stage, runner, recrawl, dry_run)
+    if dry_run:
+        print(estimate(plan))
+    return plan.paths.root
+
+
+def estimate(plan: Plan) -> str:
+    """What the cross-check would cost, from the manifest after dedupe (no paid call is made)."""
+    crosscheck = importlib.import_module("tasks.crosscheck")
+    frame = mf.read(plan.paths.stage_manifest(DRY_RUN_LAST))
+    return str(crosscheck.estimate_cost(frame, plan.recipe))

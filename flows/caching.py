@@ -1,0 +1,274 @@
+"""The build cache: what decides that a stage (or one image of a stage) need not run again.
+
+A stage's output is fully determined by its code, its recipe section and its input, so
+its cache key hashes exactly those: the source files of the stage's module (and of the
+project modules it uses), `recipe.section(stage)`, the content hash of the input manifest,
+a fingerprint of the files that manifest points to, and the key of the stage before it
+(so a change re-runs that stage and every stage after it, never one before).
+
+The cache is a few small files under the dataset's state folder (`.faceset/cache/`),
+not Prefect's result storage: it travels with the data root (local disk or S3), every
+file is written atomically, and a record is written only after the stage's output
+manifest is safely on disk, so a build killed at any moment finds either a complete
+stage or none.
+
+Per-image stages (faces, crosscheck) also keep a *row cache*: output rows keyed by the
+stage's code, recipe section and the content of the input row, so a re-crawl that adds
+10 images processes those 10 only. The row cache grows in part files during the stage,
+which is what lets a build killed in the middle of `faces` resume without redoing the
+batches it had finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pandas as pd
+
+from tasks import manifest as mf
+from tasks.paths import DatasetPaths
+
+# Packages whose modules count as "the stage's code" when a stage imports them.
+PROJECT_PACKAGES = ("tasks", "spiders", "flows")
+# Code a stage runs without importing it (Scrapy runs the spiders in a subprocess).
+EXTRA_SOURCES: dict[str, tuple[str, ...]] = {"crawl": ("spiders",), "fetch": ("spiders",)}
+# Manifest columns holding paths to files a later stage reads.
+FILE_COLUMNS = ("image_path", "face_path")
+ROW_KEY = "_faceset_row_key"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a small file so that readers see the old or the new content, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ---------------------------------------------------------------- code version
+
+
+def _is_project_module(name: str) -> bool:
+    return name.split(".")[0] in PROJECT_PACKAGES
+
+
+def _module_files(module: ModuleType) -> list[Path]:
+    """A module's source file, or every .py file of a package."""
+    file = getattr(module, "__file__", None)
+    if not file:
+        return []
+    path = Path(file)
+    if path.name == "__init__.py":
+        return sorted(path.parent.rglob("*.py"))
+    return [path]
+
+
+def _modules_used(root: ModuleType) -> list[ModuleType]:
+    """`root` and every project module reachable from its globals (imports, imported names)."""
+    seen: dict[str, ModuleType] = {}
+    pending = [root]
+    while pending:
+        module = pending.pop()
+        if module.__name__ in seen:
+            continue
+        seen[module.__name__] = module
+        for value in vars(module).values():
+            target = value if isinstance(value, ModuleType) else sys.modules.get(getattr(value, "__module__", "") or "")
+            if isinstance(target, ModuleType) and _is_project_module(target.__name__) and target.__name__ not in seen:
+                pending.append(target)
+    return list(seen.values())
+
+
+def code_version(stage: str, impl: Any) -> str:
+    """Hash of the source files that make up a stage: its module(s) and what they import from the project."""
+    roots: list[ModuleType] = []
+    for obj in (impl, *(getattr(impl, n, None) for n in ("run", "process_batch", "summarize"))):
+        module = obj if isinstance(obj, ModuleType) else inspect.getmodule(obj) if obj is not None else None
+        if module is not None and module not in roots:
+            roots.append(module)
+    files: set[Path] = set()
+    for root in roots:
+        for module in _modules_used(root):
+            files.update(_module_files(module))
+    for package in EXTRA_SOURCES.get(stage, ()):
+        module = sys.modules.get(package)
+        if module is None:
+            try:
+                module = __import__(package)
+            except ImportError:
+                continue
+        files.update(_module_files(module))
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- stage keys
+
+
+def files_fingerprint(frame: pd.DataFrame, paths: DatasetPaths) -> str:
+    """Which referenced files exist and their sizes: a deleted or replaced file invalidates the cache.
+
+    Sizes, not contents: downloads are content-addressed by sha256 (already in the
+    manifest), and hashing every image on every run would cost more than some stages.
+    """
+    digest = hashlib.sha256()
+    for column in FILE_COLUMNS:
+        if column not in frame.columns:
+            continue
+        for value in sorted(frame[column].dropna().astype(str)):
+            path = Path(value) if os.path.isabs(value) else paths.root / value
+            try:
+                size = path.stat().st_size
+            except OSError:
+                size = -1
+            digest.update(f"{value}\0{size}\n".encode())
+    return digest.hexdigest()
+
+
+def stage_key(stage: str, code: str, section: dict[str, Any], upstream_key: str, manifest_in: pd.DataFrame | None,
+              paths: DatasetPaths) -> str:
+    """The cache key of one stage run. `manifest_in=None` leaves the input out (crawl: its input is its own past)."""
+    parts = {
+        "stage": stage,
+        "code": code,
+        "section": section,
+        "upstream": upstream_key,
+        "input": None if manifest_in is None else mf.content_hash(manifest_in),
+        "files": None if manifest_in is None else files_fingerprint(manifest_in, paths),
+    }
+    return _sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+
+
+class StageCache:
+    """One JSON record per stage: the key it ran with and the hash of the manifest it produced."""
+
+    def __init__(self, paths: DatasetPaths) -> None:
+        self.paths = paths
+        self.folder = paths.state / "cache"
+
+    def _record(self, stage: str) -> Path:
+        return self.folder / f"{stage}.json"
+
+    def lookup(self, stage: str, key: str) -> pd.DataFrame | None:
+        """The stage's saved output if it ran with this key and the saved manifest is intact."""
+        record = self._record(stage)
+        saved = self.paths.stage_manifest(stage)
+        if not record.is_file() or not saved.is_file():
+            return None
+        try:
+            entry = json.loads(record.read_text())
+            if entry.get("key") != key:
+                return None
+            frame = mf.read(saved)
+        except (ValueError, OSError):
+            return None
+        return frame if mf.content_hash(frame) == entry.get("output") else None
+
+    def store(self, stage: str, key: str, output: pd.DataFrame) -> None:
+        """Record a finished stage; call only after its output manifest is written."""
+        entry = {"stage": stage, "key": key, "output": mf.content_hash(output)}
+        atomic_write_bytes(self._record(stage), json.dumps(entry, indent=1).encode())
+
+    def key_of(self, stage: str) -> str | None:
+        """The key a stage last completed with (None if it never did)."""
+        try:
+            return json.loads(self._record(stage).read_text()).get("key")
+        except (OSError, ValueError):
+            return None
+
+
+# ---------------------------------------------------------------- row cache
+
+
+def row_keys(rows: pd.DataFrame, salt: str) -> pd.Series:
+    """One key per input row: the stage's code and section (`salt`) and the row's content."""
+    if rows.empty:
+        return pd.Series([], index=rows.index, dtype="string")
+    columns = sorted(c for c in rows.columns if c != ROW_KEY)
+    hashed = pd.util.hash_pandas_object(rows[columns].astype("string"), index=False)
+    prefix = _sha256((salt + "|" + ",".join(columns)).encode())[:16]
+    return pd.Series([f"{prefix}-{h:016x}" for h in hashed.to_numpy()], index=rows.index, dtype="string")
+
+
+class RowCache:
+    """Output rows of a per-image stage, keyed by input row; written in parts as batches finish."""
+
+    def __init__(self, paths: DatasetPaths, stage: str) -> None:
+        self.folder = paths.state / "rows" / stage
+
+    def _parts(self) -> list[Path]:
+        return sorted(self.folder.glob("*.parquet")) if self.folder.is_dir() else []
+
+    def load(self) -> pd.DataFrame:
+        """Every cached row (the last one written wins for a key)."""
+        frames = []
+        for part in self._parts():
+            try:
+                frames.append(pd.read_parquet(part))
+            except (OSError, ValueError):
+                continue  # an unreadable part is only lost work, never wrong output
+        if not frames:
+            return pd.DataFrame({ROW_KEY: pd.Series([], dtype="string")})
+        rows = pd.concat(frames, ignore_index=True)
+        return rows.drop_duplicates(ROW_KEY, keep="last").set_index(ROW_KEY, drop=False)
+
+    def add(self, rows: pd.DataFrame) -> None:
+        """Persist finished rows (with their ROW_KEY column) as a new part file."""
+        if rows.empty:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        number = len(self._parts())
+        fd, tmp = tempfile.mkstemp(prefix=".part.", suffix=".tmp", dir=self.folder)
+        os.close(fd)
+        try:
+            rows.to_parquet(tmp, index=False)
+            os.replace(tmp, self.folder / f"part-{number:06d}-{os.getpid()}.parquet")
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def compact(self, keep: pd.DataFrame) -> None:
+        """Replace all parts by one holding `keep` (the rows of the finished stage)."""
+        old = self._parts()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".rows.", suffix=".tmp", dir=self.folder)
+        os.close(fd)
+        try:
+            keep.to_parquet(tmp, index=False)
+            os.replace(tmp, self.folder / "all.parquet")
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        for part in old:
+            if part.name != "all.parquet":
+                part.unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        for part in self._parts():
+            part.unlink(missing_ok=True)
+

@@ -1,0 +1,197 @@
+"""Small fake stages for the orchestration tests: real files, real manifests, no network or models.
+
+Every stage logs what it processed to $FACESET_TEST_LOG (one line per call or per row), so
+tests can see which stages ran and which images a per-image stage processed. The fake
+"site" is a JSON list of items in $FACESET_TEST_SITE; tests add items to it to simulate
+a re-crawl that finds new images. $FACESET_TEST_SLEEP slows the faces stage per row, so a
+test can kill a build in the middle of it. No tests here: pytest collects nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+
+from tasks import manifest as mf
+
+RECIPE = """\
+name: {name}
+contact: test@example.org
+sources:
+  - name: fake
+    start_urls: ["http://127.0.0.1:1/index.html"]
+    item:
+      image: "img::attr(src)"
+      fields: {{name: "h1::text", label: "p.label::text", gender: "p.g::text"}}
+target: label
+attributes: [gender]
+crosscheck: {{autotagger: none}}
+finetune: {{epochs: {epochs}}}
+"""
+
+
+def write_recipe(folder: Path, name: str = "fakeset", epochs: int = 1) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(RECIPE.format(name=name, epochs=epochs))
+    return path
+
+
+def write_site(path: Path, count: int, start: int = 0) -> None:
+    """The fake site: `count` items, every 7th one without a face."""
+    items = [{"image_url": f"http://site/img/{i}.jpg" + ("?noface" if i % 7 == 3 else ""),
+              "name": f"person {i}", "label": ("cs", "econ")[i % 2], "gender": ("female", "male")[i % 3 % 2]}
+             for i in range(start, start + count)]
+    path.write_text(json.dumps(items))
+
+
+def _log(*parts: str) -> None:
+    log = os.environ.get("FACESET_TEST_LOG")
+    if log:
+        with open(log, "a") as handle:
+            handle.write(" ".join(parts) + "\n")
+
+
+def _report(paths, stage: str, summary: dict) -> None:
+    paths.report_json(stage).write_text(json.dumps(summary))
+
+
+def crawl(manifest: pd.DataFrame, recipe, paths) -> pd.DataFrame:
+    _log("crawl")
+    items = json.loads(Path(os.environ["FACESET_TEST_SITE"]).read_text())
+    seen = set(manifest["item_id"])
+    rows = []
+    for item in items:
+        page = item["image_url"].replace("/img/", "/page/")
+        iid = mf.item_id(page, item["image_url"])
+        if iid not in seen:
+            rows.append({"item_id": iid, "source": "fake", "page_url": page, "image_url": item["image_url"],
+                         "crawled_at": "2026-01-01T00:00:00", "status": "kept", "name": item["name"],
+                         "label": item["label"], "gender": item["gender"]})
+    new = mf.conform(pd.DataFrame(rows), recipe.field_names) if rows else manifest.iloc[0:0]
+    out = pd.concat([manifest, new], ignore_index=True) if len(manifest) else mf.conform(new, recipe.field_names)
+    _report(paths, "crawl", {"pages": len(items), "items": len(out), "new": len(rows)})
+    return out
+
+
+def fetch(manifest: pd.DataFrame, recipe, paths) -> pd.DataFrame:
+    _log("fetch")
+    out = manifest.copy()
+    for i, row in out.iterrows():
+        sha = hashlib.sha256(row["image_url"].encode()).hexdigest()
+        target = paths.image_file(sha, "jpg")
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(row["image_url"].encode() * 10)
+        out.loc[i, "sha256"] = sha
+        out.loc[i, "image_path"] = str(target.relative_to(paths.root))
+    return out
+
+
+def faces_batch(rows: pd.DataFrame, recipe, paths) -> pd.DataFrame:
+    out = rows.copy()
+    delay = float(os.environ.get("FACESET_TEST_SLEEP", "0"))
+    for i, row in out.iterrows():
+        time.sleep(delay)
+        _log("faces-row", row["item_id"])
+        if "noface" in row["image_url"]:
+            out.loc[i, "status"] = "quarantined"
+            out.loc[i, "reason"] = "no face"
+            continue
+        crop = paths.faces / f"{row['item_id']}.jpg"
+        data = (paths.root / row["image_path"]).read_bytes()[:64]
+        tmp = crop.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, crop)
+        out.loc[i, "face_path"] = str(crop.relative_to(paths.root))
+        out.loc[i, "face_score"] = 0.5 + (int(row["sha256"][:2], 16) / 512)
+    return out
+
+
+def faces_summary(manifest: pd.DataFrame, recipe, paths) -> dict:
+    summary = {"kept": int(mf.kept(manifest).sum()),
+               "reasons": {str(k): int(v) for k, v in manifest["reason"].value_counts().items()}}
+    _report(paths, "faces", summary)
+    return summary
+
+
+def faces_run(manifest, recipe, paths, mapper=None):
+    from tasks.parallel import map_frame
+    done = map_frame(lambda rows: faces_batch(rows, recipe, paths), manifest[mf.kept(manifest)], 4, mapper)
+    out = pd.concat([done, manifest[~mf.kept(manifest)]]).loc[manifest.index]
+    faces_summary(out, recipe, paths)
+    return out
+
+
+def crosscheck_batch(rows: pd.DataFrame, recipe, paths) -> pd.DataFrame:
+    out = rows.copy()
+    for i, row in out.iterrows():
+        _log("crosscheck-row", row["item_id"])
+        out.loc[i, "autotag_gender"] = row["gender"]
+        out.loc[i, "crosscheck"] = "agree"
+    return out
+
+
+def crosscheck_summary(manifest, recipe, paths) -> dict:
+    summary = {"agreement": {"agree": int((manifest["crosscheck"] == "agree").sum())}}
+    _report(paths, "crosscheck", summary)
+    return summary
+
+
+def simple(stage: str, column: str):
+    def run(manifest: pd.DataFrame, recipe, paths) -> pd.DataFrame:
+        _log(stage)
+        out = manifest.copy()
+        out[column] = pd.Series([f"{stage}:{v}" for v in out["item_id"]], index=out.index, dtype="string")
+        _report(paths, stage, {"rows": len(out), "kept": int(mf.kept(out).sum())})
+        return out
+    run.__name__ = f"{stage}_run"
+    run.__module__ = __name__
+    run.__qualname__ = f"{stage}_run"
+    globals()[run.__name__] = run
+    return run
+
+
+def dedupe_run(manifest, recipe, paths):
+    _log("dedupe")
+    out = manifest.copy()
+    out["phash"] = out["sha256"].str[:16]
+    _report(paths, "dedupe", {"duplicates": 0})
+    return out
+
+
+def split_run(manifest, recipe, paths):
+    _log("split")
+    out = manifest.copy()
+    rank = out["item_id"].map(lambda s: int(s[:4], 16) % 10)
+    out["split"] = pd.Series(["train" if r < 7 else "val" if r < 9 else "test" for r in rank], index=out.index,
+                             dtype="string").where(mf.kept(out), pd.NA)
+    _report(paths, "split", {"counts": {k: int(v) for k, v in out["split"].value_counts().items()}})
+    return out
+
+
+def report_run(manifest, recipe, paths):
+    _log("report")
+    (paths.reports / "report.html").write_text(f"<h1>{recipe.name}</h1><p>{len(manifest)} rows</p>")
+    return manifest
+
+
+def stages() -> dict[str, SimpleNamespace]:
+    """The registry the tests pass to flows.build.build(stages=...)."""
+    return {
+        "crawl": SimpleNamespace(run=crawl),
+        "fetch": SimpleNamespace(run=fetch),
+        "faces": SimpleNamespace(run=faces_run, process_batch=faces_batch, summarize=faces_summary, BATCH_SIZE=4),
+        "dedupe": SimpleNamespace(run=dedupe_run),
+        "crosscheck": SimpleNamespace(run=None, process_batch=crosscheck_batch, summarize=crosscheck_summary,
+                                      BATCH_SIZE=8),
+        "split": SimpleNamespace(run=split_run),
+        "export": SimpleNamespace(run=simple("export", "exported")),
+        "finetune": SimpleNamespace(run=simple("finetune", "trained")),
+        "report": SimpleNamespace(run=report_run),
+    }
