@@ -1,0 +1,96 @@
+"""End to end: `faceset demo` on a small set, its outputs checked against its manifest.
+
+This runs the real command in a subprocess: the demo site on 127.0.0.1, Scrapy, YuNet,
+the local autotagger, the Lite0 backbone and Prefect's temporary server, all for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tasks.recipe import STAGES
+
+REPO = Path(__file__).resolve().parents[1]
+LIMIT = 40
+
+
+@pytest.fixture(scope="module")
+def demo_dataset(utkface_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    root = tmp_path_factory.mktemp("demo")
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1"}
+    env.pop("PREFECT_API_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "demo", "--images", str(utkface_dir), "--limit", str(LIMIT),
+         "--data-root", str(root), "--epochs", "1", "--port", "0"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    return root / "demo-staff", output
+
+
+@pytest.mark.slow
+def test_demo_prints_where_everything_is(demo_dataset: tuple[Path, str]) -> None:
+    dataset, output = demo_dataset
+    for word in ("dataset:", "report:", "model:", str(dataset)):
+        assert word in output
+
+
+@pytest.mark.slow
+def test_every_candidate_has_a_row_and_bad_entries_have_reasons(demo_dataset: tuple[Path, str]) -> None:
+    dataset, _ = demo_dataset
+    manifest = pd.read_parquet(dataset / "manifest.parquet")
+    assert len(manifest) == LIMIT + 4  # every profile, the bad ones included
+    assert manifest["item_id"].is_unique
+    by_page = manifest.set_index(manifest["page_url"].str.rsplit("/", n=1).str[-1])
+    assert by_page.loc["missing-photo.html", "status"] == "failed"
+    assert "404" in by_page.loc["missing-photo.html", "reason"]
+    assert by_page.loc["broken-photo.html", "reason"] == "not an image"
+    assert by_page.loc["team-photo.html", "status"] == "quarantined"
+    assert by_page.loc["team-photo.html", "reason"] == "2 faces"
+    pair = by_page.loc[["p00001.html", "joint-appointment.html"]]
+    assert sorted(pair["status"]) == ["duplicate", "kept"]
+    assert pair["dup_group"].nunique() == 1
+    assert manifest["reason"][manifest["status"] != "kept"].notna().all()
+    labels = manifest.loc[manifest["status"] == "kept", "gender"]
+    assert set(labels) <= {"female", "male"} and labels.notna().all()
+
+
+@pytest.mark.slow
+def test_outputs_match_the_manifest(demo_dataset: tuple[Path, str]) -> None:
+    dataset, _ = demo_dataset
+    manifest = pd.read_parquet(dataset / "manifest.parquet")
+    csv = pd.read_csv(dataset / "manifest.csv", dtype=str)
+    assert list(csv["item_id"]) == list(manifest["item_id"])
+    kept = manifest[manifest["status"] == "kept"]
+    assert len(kept) >= LIMIT * 0.8
+    for face in kept["face_path"]:
+        assert (dataset / face).is_file()
+    assert set(kept["split"]) <= {"train", "val", "test"} and kept["split"].notna().all()
+    assert manifest.loc[manifest["status"] != "kept", "split"].isna().all()
+    exported = {p.stem: (p.parts[-3], p.parts[-2]) for p in (dataset / "splits").glob("*/*/*.jpg")}
+    expected = {r.item_id: (r.split, r.gender) for r in kept.itertuples()}
+    assert exported == expected
+    for folder in ("images", "faces", "quarantine", "reports", "models"):
+        assert (dataset / folder).is_dir()
+    assert (dataset / "DATASET_CARD.md").read_text().count("\n") > 20
+
+
+@pytest.mark.slow
+def test_report_and_model(demo_dataset: tuple[Path, str]) -> None:
+    dataset, _ = demo_dataset
+    report = (dataset / "reports" / "report.html").read_text()
+    for stage in STAGES[:-1]:
+        assert f"id='{stage}'" in report, stage
+        assert (dataset / "reports" / f"{stage}.json").is_file()
+    for heading in ("Funnel", "Why images were turned away", "Samples", "2 faces"):
+        assert heading in report
+    metrics = json.loads(next((dataset / "models").rglob("test_metrics.json")).read_text())
+    assert 0 <= metrics["accuracy"] <= 1 and "per_group" in metrics
