@@ -1,0 +1,106 @@
+"""Headless Chromium for pages built by JavaScript, with nothing downloaded at run time.
+
+faceset uses Debian's `chromium` and `chromium-driver` (scripts/setup.sh installs them)
+and gives Selenium the driver path explicitly, with SE_OFFLINE=true, so Selenium
+Manager never tries the network. Each browser gets a fresh profile folder, removed
+when it quits, so runs never share cookies or caches.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.errors import FacesetError
+
+CHROMIUM = os.environ.get("FACESET_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("FACESET_CHROMEDRIVER", "/usr/bin/chromedriver")
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--window-size=1280,1024",
+)
+
+
+def require_browser() -> tuple[str, str]:
+    """The Chromium and chromedriver paths, or a FacesetError saying how to install them."""
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not (Path(p).is_file() and os.access(p, os.X_OK))]
+    if missing:
+        raise FacesetError(
+            f"this recipe renders pages with headless Chromium, but {', '.join(missing)} is missing",
+            "run scripts/setup.sh (it installs Debian's chromium and chromium-driver), "
+            "or set render: false if the site's pages work without JavaScript",
+        )
+    return CHROMIUM, CHROMEDRIVER
+
+
+@dataclass
+class Browser:
+    """One headless Chromium with its driver and private profile folder."""
+
+    driver: object
+    profile: Path
+
+    def quit(self) -> None:
+        try:
+            self.driver.quit()
+        finally:
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def start_browser(user_agent: str, page_timeout: float) -> Browser:
+    """Start one headless Chromium (blocking: call it from a worker thread, never the reactor)."""
+    os.environ["SE_OFFLINE"] = "true"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, chromedriver = require_browser()
+    profile = Path(tempfile.mkdtemp(prefix="faceset-chromium-"))
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    options.add_argument(f"--user-agent={user_agent}")
+    try:
+        driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+    except Exception:
+        shutil.rmtree(profile, ignore_errors=True)
+        raise
+    driver.set_page_load_timeout(page_timeout)
+    return Browser(driver, profile)
+
+
+def render(browser: Browser, url: str, wait_for: str | None, timeout: float) -> tuple[str, str]:
+    """Load `url`, wait until `wait_for` (CSS) is present, and return (final URL, HTML).
+
+    When `wait_for` never appears the page is returned as it is: the extraction then finds
+    nothing and the crawl report says so, which is more useful than a timeout error.
+    """
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser.driver
+    driver.get(url)
+    if wait_for:
+        try:
+            WebDriverWait(driver, timeout).until(
+                expected_conditions.presence_of_element_located((By.CSS_SELECTOR, wait_for))
+            )
+        except TimeoutException:
+            pass
+    return driver.current_url, driver.page_source

@@ -1,0 +1,128 @@
+"""Read items off a page as a recipe's `item:` describes them.
+
+Kept apart from the spider so that the same code reads static and rendered HTML and
+can be tested on a string. Image URLs understand what sites really do: relative
+links, `srcset` (the largest candidate wins), lazy-loading attributes (`data-src`...)
+with a placeholder in `src`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from urllib.parse import urljoin, urlsplit
+
+from parsel import Selector, SelectorList
+
+from spiders.parsers import parse_field
+from tasks.recipe import FieldSpec, ItemSpec
+
+# Lazy-loading libraries put the real image in one of these; `src` is often a placeholder.
+LAZY_ATTRIBUTES = ("data-src", "data-lazy-src", "data-original", "data-lazy", "data-url")
+SRCSET_ATTRIBUTES = ("data-srcset", "srcset")
+_SRC_ATTR = re.compile(r"::attr\(\s*src\s*\)\s*$")
+_DESCRIPTOR = re.compile(r"^(\d+(?:\.\d+)?)([wx])$")
+
+
+@dataclass
+class PageItem:
+    """One image found on a page with the fields read next to it."""
+
+    image_url: str
+    fields: dict[str, str]
+    unmapped: dict[str, str] = field(default_factory=dict)
+
+
+def select(scope: Selector, spec: FieldSpec | str) -> SelectorList:
+    """Run a CSS (or XPath) selector given as a FieldSpec or a plain CSS string."""
+    if isinstance(spec, str):
+        return scope.css(spec)
+    return scope.css(spec.css) if spec.css is not None else scope.xpath(spec.xpath or "")
+
+
+def texts(found: SelectorList) -> list[str]:
+    """Strings of the matches: attribute/text values as they are, elements as their text content."""
+    out: list[str] = []
+    for match in found:
+        if isinstance(match.root, str):
+            out.append(match.root)
+        else:
+            out.append(match.xpath("string()").get() or "")
+    return out
+
+
+def largest_in_srcset(srcset: str) -> str:
+    """The URL of the largest candidate of a `srcset` ("a.jpg 320w, b.jpg 640w" -> b.jpg)."""
+    best, best_size = "", -1.0
+    for candidate in srcset.split(","):
+        parts = candidate.strip().split()
+        if not parts:
+            continue
+        size = 1.0
+        if len(parts) > 1 and (m := _DESCRIPTOR.match(parts[-1])):
+            size = float(m.group(1))
+        if size > best_size:
+            best, best_size = parts[0], size
+    return best
+
+
+def _looks_like_srcset(value: str) -> bool:
+    return bool(re.search(r"\s\d+(?:\.\d+)?[wx]\s*(,|$)", value))
+
+
+def _usable(url: str) -> bool:
+    return bool(url) and not url.startswith(("data:", "javascript:", "#", "about:"))
+
+
+def url_from_element(element: Selector) -> str:
+    """The real image URL of an <img> (or similar) element: srcset, then lazy attributes, then src."""
+    attrs = element.attrib
+    for name in SRCSET_ATTRIBUTES:
+        if _usable(attrs.get(name, "").strip()):
+            return largest_in_srcset(attrs[name])
+    for name in (*LAZY_ATTRIBUTES, "src", "href", "content"):
+        value = attrs.get(name, "").strip()
+        if _usable(value):
+            return value
+    return ""
+
+
+def image_urls(scope: Selector, spec: FieldSpec, base_url: str) -> list[str]:
+    """Every distinct absolute http(s) image URL the image selector finds, in page order."""
+    raw: list[str] = []
+    if spec.css is not None and _SRC_ATTR.search(spec.css):
+        # `img::attr(src)`: src is often a placeholder, so read the element as a browser would.
+        raw = [url_from_element(m) for m in scope.css(_SRC_ATTR.sub("", spec.css))]
+    else:
+        for match in select(scope, spec):
+            if isinstance(match.root, str):
+                value = match.root.strip()
+                raw.append(largest_in_srcset(value) if _looks_like_srcset(value) else value)
+            else:
+                raw.append(url_from_element(match))
+    urls: list[str] = []
+    for value in raw:
+        if not _usable(value):
+            continue
+        url = urljoin(base_url, value)
+        if urlsplit(url).scheme in ("http", "https") and url not in urls:
+            urls.append(url)
+    return urls
+
+
+def read_items(page: Selector, spec: ItemSpec, base_url: str, today: date) -> list[PageItem]:
+    """The items on a page: one per image found, in each `each` block (or on the whole page)."""
+    scopes = page.css(spec.each) if spec.each else [page]
+    items: list[PageItem] = []
+    for scope in scopes:
+        fields: dict[str, str] = {}
+        unmapped: dict[str, str] = {}
+        for name, field_spec in spec.fields.items():
+            parsed = parse_field(texts(select(scope, field_spec)), field_spec, today)
+            fields[name] = parsed.value
+            if parsed.unmapped is not None:
+                unmapped[name] = parsed.unmapped
+        for url in image_urls(scope, spec.image, base_url):
+            items.append(PageItem(url, fields, unmapped))
+    return items

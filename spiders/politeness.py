@@ -1,0 +1,77 @@
+"""Retries that back off: a server answering 429 or 503 is asking us to slow down.
+
+Scrapy's RetryMiddleware re-sends at once; this subclass waits first, `backoff`
+seconds doubled on each retry, or what the server's `Retry-After` asks (seconds or
+an HTTP date), capped by `FACESET_MAX_RETRY_AFTER` so one header cannot stall a build.
+The wait is an asyncio sleep on the reactor's loop, so other requests go on meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from email.utils import parsedate_to_datetime
+from datetime import datetime, timezone
+
+from scrapy import Request
+from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.http import Response
+from scrapy.utils.response import response_status_message
+
+
+def retry_after_seconds(header: bytes | str | None, now: datetime | None = None) -> float | None:
+    """Seconds asked by a Retry-After header ("120" or an HTTP date), None if absent or unreadable."""
+    if not header:
+        return None
+    text = header.decode("latin-1") if isinstance(header, bytes) else header
+    text = text.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+class BackoffRetryMiddleware(RetryMiddleware):
+    """RetryMiddleware with exponential backoff and Retry-After honoured."""
+
+    def __init__(self, settings) -> None:
+        super().__init__(settings)
+        self.backoff = settings.getfloat("FACESET_BACKOFF", 1.0)
+        self.max_retry_after = settings.getfloat("FACESET_MAX_RETRY_AFTER", 120.0)
+
+    def delay_for(self, request: Request, response: Response | None) -> float:
+        """How long to wait before retrying `request` (the number of tries so far is in its meta)."""
+        tries = request.meta.get("retry_times", 0)
+        delay = self.backoff * (2**tries)
+        if response is not None:
+            asked = retry_after_seconds(response.headers.get(b"Retry-After"))
+            if asked is not None:
+                delay = max(delay, asked)
+        return min(delay, self.max_retry_after)
+
+    async def _wait_then_retry(self, request: Request, reason, response: Response | None):
+        retry = self._retry(request, reason)
+        if retry is None:
+            return None
+        delay = self.delay_for(request, response)
+        if delay > 0:
+            self.crawler.stats.inc_value("faceset/retry_wait_seconds", delay)
+            await asyncio.sleep(delay)
+        return retry
+
+    async def process_response(self, request: Request, response: Response, spider=None):
+        if request.meta.get("dont_retry", False) or response.status not in self.retry_http_codes:
+            return response
+        retry = await self._wait_then_retry(request, response_status_message(response.status), response)
+        return retry or response
+
+    async def process_exception(self, request: Request, exception: Exception, spider=None):
+        if not isinstance(exception, self.exceptions_to_retry) or request.meta.get("dont_retry", False):
+            return None
+        return await self._wait_then_retry(request, exception, None)

@@ -1,0 +1,146 @@
+"""The one spider every recipe uses: start pages -> follow steps -> items.
+
+A page's *step* says what to do with it: pages at step k < len(follow) are read with
+`follow[k]` (its links lead to step k+1; its `next_page` link to another step-k page),
+pages at the last step are read with `item:`. A step's `render`/`wait_for` applies to
+the pages it reads links from; item pages use the source's.
+
+Bounds: a step beyond `depth_limit` is not followed, and each source stops scheduling
+pages at `page_budget`, so an endless "next month" calendar ends. Links leaving the
+source's hosts (start URLs' hosts and `allowed_domains`) are not followed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date, datetime, timezone
+from urllib.parse import urlsplit
+
+import scrapy
+from parsel import Selector
+from scrapy.http import Response
+from w3lib.url import canonicalize_url
+
+from spiders.extract import read_items, select
+from spiders.failures import ROBOTS, describe
+from tasks.recipe import Recipe, Source
+
+MAX_LISTED = 500  # URLs kept per list in the stats (errors, robots-blocked, pages without image)
+
+
+def _host_allowed(url: str, hosts: set[str]) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return any(host == h or host.endswith("." + h) for h in hosts)
+
+
+class RecipeSpider(scrapy.Spider):
+    name = "faceset"
+
+    def __init__(self, recipe_json: str, today: str, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.recipe = Recipe.model_validate_json(recipe_json)
+        self.today = date.fromisoformat(today)
+        self.sources = {s.name: s for s in self.recipe.sources}
+        self.hosts = {
+            s.name: {(urlsplit(u).hostname or "").lower() for u in s.start_urls} | {d.lower() for d in s.allowed_domains}
+            for s in self.recipe.sources
+        }
+        self.scheduled: dict[str, set[str]] = {s.name: set() for s in self.recipe.sources}
+
+    # ------------------------------------------------------------ requests
+
+    def _listed(self, key: str, value: object) -> None:
+        """Append to a list kept in the crawl stats (written to the stats JSON at the end)."""
+        values = self.crawler.stats.get_value(key) or []
+        if len(values) < MAX_LISTED:
+            values.append(value)
+        self.crawler.stats.set_value(key, values)
+
+    def _page_request(self, source: Source, url: str, step: int) -> scrapy.Request | None:
+        """A request for a page of `source` at `step`, or None when a bound says no."""
+        stats = self.crawler.stats
+        if step > self.recipe.crawl.depth_limit:
+            stats.inc_value("faceset/depth_limited")
+            return None
+        if not _host_allowed(url, self.hosts[source.name]):
+            stats.inc_value("faceset/offsite_skipped")
+            return None
+        key = canonicalize_url(url)
+        seen = self.scheduled[source.name]
+        if key in seen:
+            return None
+        if len(seen) >= self.recipe.crawl.page_budget:
+            stats.inc_value(f"faceset/budget_exhausted/{source.name}")
+            return None
+        seen.add(key)
+        if step < len(source.follow):
+            follow = source.follow[step]
+            render = source.render if follow.render is None else follow.render
+            wait_for = follow.wait_for or source.wait_for
+        else:
+            render, wait_for = source.render, source.wait_for
+        meta = {"source": source.name, "step": step, "render": render, "wait_for": wait_for}
+        return scrapy.Request(url, callback=self.parse_page, errback=self.on_error, meta=meta)
+
+    async def start(self) -> AsyncIterator[scrapy.Request]:
+        for source in self.recipe.sources:
+            for url in source.start_urls:
+                request = self._page_request(source, url, 0)
+                if request is not None:
+                    yield request
+
+    # ------------------------------------------------------------ pages
+
+    def parse_page(self, response: Response):
+        source = self.sources[response.meta["source"]]
+        step = response.meta["step"]
+        stats = self.crawler.stats
+        stats.inc_value(f"faceset/pages/{source.name}")
+        if not hasattr(response, "text"):
+            self._listed("faceset/errors", {"url": response.url, "reason": "not a web page"})
+            return
+        page = Selector(text=response.text, base_url=response.url)
+        if step < len(source.follow):
+            yield from self._follow(source, step, page, response)
+        else:
+            yield from self._items(source, page, response)
+
+    def _follow(self, source: Source, step: int, page: Selector, response: Response):
+        follow = source.follow[step]
+        links = page.css(follow.links) if follow.links is not None else page.xpath(follow.links_xpath or "")
+        for link in links:
+            href = link.root if isinstance(link.root, str) else (link.attrib.get("href") or "")
+            href = href.strip()
+            if href and not href.startswith(("javascript:", "mailto:", "#")):
+                if request := self._page_request(source, response.urljoin(href), step + 1):
+                    yield request
+        if follow.next_page:
+            for link in select(page, follow.next_page):
+                href = link.root if isinstance(link.root, str) else (link.attrib.get("href") or "")
+                if href.strip() and (request := self._page_request(source, response.urljoin(href.strip()), step)):
+                    yield request
+
+    def _items(self, source: Source, page: Selector, response: Response):
+        found = read_items(page, source.item, response.url, self.today)
+        if not found:
+            self.crawler.stats.inc_value("faceset/pages_without_image")
+            self._listed("faceset/pages_without_image_urls", response.url)
+        crawled_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for item in found:
+            yield {
+                "source": source.name,
+                "page_url": response.url,
+                "image_url": item.image_url,
+                "fields": item.fields,
+                "unmapped": item.unmapped,
+                "crawled_at": crawled_at,
+            }
+
+    def on_error(self, failure) -> None:
+        reason = describe(failure.value)
+        url = failure.request.url
+        if reason == ROBOTS:
+            self._listed("faceset/robots_blocked", url)
+        else:
+            self.crawler.stats.inc_value("faceset/page_errors")
+            self._listed("faceset/errors", {"url": url, "reason": reason})

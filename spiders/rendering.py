@@ -1,0 +1,84 @@
+"""Downloader middleware that fetches `render: true` pages with headless Chromium.
+
+Selenium calls block, so they never run on Scrapy's reactor: each page is rendered in
+a small thread pool (`render_workers` threads, one browser per thread, started on first
+use), and the reactor keeps downloading other requests meanwhile. The rendered HTML
+goes back into Scrapy as an ordinary HtmlResponse, so extraction is the same for static
+and rendered pages. Browsers are shut down when the spider closes, for whatever reason,
+and at interpreter exit as a last resort.
+
+It sits after robots.txt, the User-Agent and the HTTP cache in the middleware order,
+so rendered pages obey robots.txt and are cached for resume like any other page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from scrapy import Request, signals
+from scrapy.http import HtmlResponse
+
+from spiders.browser import Browser, render, start_browser
+
+
+class SeleniumRenderMiddleware:
+    """Render requests whose meta has `render: True` (and optionally `wait_for`)."""
+
+    def __init__(self, crawler) -> None:
+        settings = crawler.settings
+        self.crawler = crawler
+        self.workers = settings.getint("FACESET_RENDER_WORKERS", 2)
+        self.timeout = settings.getfloat("DOWNLOAD_TIMEOUT", 30.0)
+        self.user_agent = settings.get("USER_AGENT")
+        self._executor: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._browsers: list[Browser] = []
+        self._lock = threading.Lock()
+        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
+        atexit.register(self._quit_all)
+
+    @classmethod
+    def from_crawler(cls, crawler) -> "SeleniumRenderMiddleware":
+        return cls(crawler)
+
+    def _browser(self) -> Browser:
+        """This worker thread's browser, started on first use."""
+        browser = getattr(self._local, "browser", None)
+        if browser is None:
+            browser = start_browser(self.user_agent, self.timeout)
+            self._local.browser = browser
+            with self._lock:
+                self._browsers.append(browser)
+            self.crawler.stats.inc_value("faceset/browsers_started")
+        return browser
+
+    def _render(self, url: str, wait_for: str | None) -> tuple[str, str]:
+        return render(self._browser(), url, wait_for, self.timeout)
+
+    async def process_request(self, request: Request, spider=None):
+        if not request.meta.get("render"):
+            return None
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="faceset-browser")
+        loop = asyncio.get_running_loop()
+        url, html = await loop.run_in_executor(self._executor, self._render, request.url, request.meta.get("wait_for"))
+        self.crawler.stats.inc_value("faceset/rendered_pages")
+        return HtmlResponse(url=url, body=html.encode("utf-8"), encoding="utf-8", request=request, flags=["rendered"])
+
+    def _quit_all(self) -> None:
+        with self._lock:
+            browsers, self._browsers = self._browsers, []
+        for browser in browsers:
+            try:
+                browser.quit()
+            except Exception:  # a browser that already died needs no quitting
+                pass
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    async def spider_closed(self, spider=None, reason: str = "") -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._quit_all)

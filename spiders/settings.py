@@ -1,0 +1,105 @@
+"""Scrapy settings from a recipe's `crawl:` section: politeness and bounds by default.
+
+Every crawl obeys robots.txt, identifies itself as faceset with the recipe's contact,
+keeps `delay` and `concurrency` per domain, adapts with AutoThrottle, backs off on
+429/503 (Retry-After honoured), follows a bounded number of redirects, gives every
+request a deadline and caps response size (counted after decompression, which Scrapy's
+HttpCompressionMiddleware enforces against DOWNLOAD_MAXSIZE).
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
+
+from tasks.recipe import CrawlSettings, Recipe
+
+# Statuses that are retried with backoff and therefore never cached for resume.
+RETRY_HTTP_CODES = [408, 429, 500, 502, 503, 504, 522, 524]
+
+
+def faceset_version() -> str:
+    try:
+        return metadata.version("faceset")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def user_agent(recipe: Recipe) -> str:
+    """faceset's User-Agent: names the tool and who to contact (or the recipe's override)."""
+    if recipe.crawl.user_agent:
+        return recipe.crawl.user_agent
+    return f"faceset/{faceset_version()} (research dataset crawler; contact: {recipe.contact})"
+
+
+def polite_settings(recipe: Recipe, log_file: str) -> dict[str, Any]:
+    """Settings shared by page crawls and image downloads."""
+    crawl: CrawlSettings = recipe.crawl
+    return {
+        "USER_AGENT": user_agent(recipe),
+        "ROBOTSTXT_OBEY": crawl.obey_robots,
+        "ROBOTSTXT_USER_AGENT": "faceset",
+        "DOWNLOAD_DELAY": crawl.delay,
+        "CONCURRENT_REQUESTS_PER_DOMAIN": crawl.concurrency,
+        "CONCURRENT_REQUESTS": max(16, crawl.concurrency * 4),
+        "AUTOTHROTTLE_ENABLED": crawl.autothrottle,
+        "AUTOTHROTTLE_START_DELAY": crawl.delay,
+        "AUTOTHROTTLE_MAX_DELAY": max(60.0, crawl.delay * 10),
+        "AUTOTHROTTLE_TARGET_CONCURRENCY": float(crawl.concurrency),
+        "DOWNLOAD_TIMEOUT": crawl.timeout,
+        "DOWNLOAD_MAXSIZE": crawl.max_image_bytes,
+        "DOWNLOAD_WARNSIZE": min(crawl.max_image_bytes, 32 * 1024 * 1024),
+        "RETRY_ENABLED": crawl.retries > 0,
+        "RETRY_TIMES": crawl.retries,
+        "RETRY_HTTP_CODES": RETRY_HTTP_CODES,
+        "FACESET_BACKOFF": crawl.backoff,
+        "FACESET_MAX_RETRY_AFTER": crawl.max_retry_after,
+        "REDIRECT_ENABLED": crawl.max_redirects > 0,
+        "REDIRECT_MAX_TIMES": crawl.max_redirects,
+        "DEPTH_LIMIT": 0,  # the spider bounds depth per source itself (pagination is not depth)
+        "DOWNLOADER_MIDDLEWARES": {
+            "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+            "spiders.politeness.BackoffRetryMiddleware": 550,
+        },
+        "TELNETCONSOLE_ENABLED": False,
+        "LOG_FILE": log_file,
+        "LOG_LEVEL": "INFO",
+        "LOG_FILE_APPEND": True,
+    }
+
+
+def crawl_settings(recipe: Recipe, job: dict[str, Any]) -> dict[str, Any]:
+    """Page crawl: JOBDIR for Ctrl-C resume, HTTP cache of this crawl's pages for any other stop."""
+    settings = polite_settings(recipe, job["log_file"])
+    if any(s.render or any(f.render for f in s.follow) for s in recipe.sources):
+        settings["DOWNLOADER_MIDDLEWARES"]["spiders.rendering.SeleniumRenderMiddleware"] = 950
+        settings["FACESET_RENDER_WORKERS"] = recipe.crawl.render_workers
+    settings.update(
+        {
+            "JOBDIR": job["jobdir"],
+            "HTTPCACHE_ENABLED": True,
+            "HTTPCACHE_DIR": job["cache_dir"],
+            "HTTPCACHE_EXPIRATION_SECS": job["cache_expiration_secs"],
+            "HTTPCACHE_IGNORE_HTTP_CODES": RETRY_HTTP_CODES,
+            "ITEM_PIPELINES": {"spiders.pipelines.JsonLinesWriter": 900},
+            "FACESET_ITEMS_FILE": job["items_file"],
+        }
+    )
+    return settings
+
+
+def fetch_settings(recipe: Recipe, job: dict[str, Any]) -> dict[str, Any]:
+    """Image download through the media pipeline into the dataset's content-addressed store."""
+    settings = polite_settings(recipe, job["log_file"])
+    settings.update(
+        {
+            "ITEM_PIPELINES": {
+                "spiders.pipelines.ContentAddressedImages": 1,
+                "spiders.pipelines.JsonLinesWriter": 900,
+            },
+            "FILES_STORE": job["root"],
+            "MEDIA_ALLOW_REDIRECTS": True,
+            "FACESET_ITEMS_FILE": job["items_file"],
+        }
+    )
+    return settings

@@ -1,0 +1,1 @@
+"""The fixture website for crawl tests and the crawl benchmark (generated in code)."""

@@ -1,0 +1,95 @@
+"""A threaded HTTP server on 127.0.0.1 serving a dict of routes, logging every request.
+
+Tests assert on the request log (e.g. that no URL under a robots.txt-disallowed folder
+was ever requested, or that a resumed crawl fetched no page twice).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Route:
+    body: bytes = b""
+    content_type: str = "text/html; charset=utf-8"
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    before: list["Route"] = field(default_factory=list)  # served once each, in order, before this one
+
+
+class FixtureServer:
+    """Serve `routes` (path -> Route) until `stop()`; unknown paths answer 404."""
+
+    def __init__(self, routes: dict[str, Route]) -> None:
+        self.routes = routes
+        self.log: list[tuple[str, str, float]] = []  # (path, User-Agent, time)
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                with server._lock:
+                    server.log.append((self.path, self.headers.get("User-Agent", ""), time.monotonic()))
+                    route = server.routes.get(self.path.split("?")[0]) or Route(b"<h1>not found</h1>", status=404)
+                    if route.before:
+                        route = route.before.pop(0)
+                if route.delay:
+                    time.sleep(route.delay)
+                etag = route.headers.get("ETag")
+                if etag and self.headers.get("If-None-Match") == etag:
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                try:
+                    self.send_response(route.status)
+                    self.send_header("Content-Type", route.content_type)
+                    self.send_header("Content-Length", str(len(route.body)))
+                    for name, value in route.headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(route.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout test)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def start(self) -> "FixtureServer":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def paths(self) -> list[str]:
+        with self._lock:
+            return [p for p, _, _ in self.log]
+
+    def counts(self) -> Counter[str]:
+        return Counter(self.paths())
+
+    def clear_log(self) -> None:
+        with self._lock:
+            self.log.clear()
