@@ -53,6 +53,10 @@ class CrawlSettings(_Section):
     max_image_bytes: int = Field(20_000_000, ge=1, description="largest image, after decompression")
     max_redirects: int = Field(5, ge=0)
     user_agent: str | None = Field(None, description="overrides the default faceset User-Agent")
+    autothrottle: bool = Field(True, description="adapt the delay to the server's response times")
+    backoff: float = Field(1.0, ge=0, description="first wait before a retry in seconds; doubles each retry")
+    max_retry_after: float = Field(120.0, ge=0, description="longest Retry-After wait honoured, in seconds")
+    render_workers: int = Field(2, ge=1, le=16, description="headless browsers at once for render: true pages")
 
 
 class FieldSpec(_Section):
@@ -63,6 +67,7 @@ class FieldSpec(_Section):
     regex: str | None = None
     map: dict[str, str] | None = None
     parse: Literal["pronoun", "birthdate", "age"] | None = None
+    date_order: Literal["dmy", "mdy"] = Field("dmy", description="how to read 03/04/1990 for parse: birthdate")
 
     @model_validator(mode="after")
     def _one_selector(self) -> "FieldSpec":
@@ -102,6 +107,7 @@ class ItemSpec(_Section):
 
     image: FieldSpec
     fields: dict[str, FieldSpec] = Field(default_factory=dict)
+    each: str | None = Field(None, description="CSS selector of one item's block, for pages listing several items")
 
     @field_validator("image", mode="before")
     @classmethod
@@ -125,6 +131,7 @@ class Source(_Section):
     wait_for: str | None = None
     follow: list[FollowStep] = Field(default_factory=list)
     item: ItemSpec
+    allowed_domains: list[str] = Field(default_factory=list, description="hosts besides the start URLs' that links may lead to")
 
     @field_validator("start_urls")
     @classmethod
