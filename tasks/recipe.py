@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -205,6 +205,25 @@ class CrosscheckConfig(_Section):
 # ---------------------------------------------------------------- split, finetune
 
 
+class BalancedVariant(_Section):
+    """Equal counts per stratum by down-sampling, e.g. as many women as men in every age bin."""
+
+    kind: Literal["balanced"]
+    name: str = Field("balanced", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", description="column split_<name>, folder variants/<name>/")
+    by: list[str] = Field(default_factory=list, description="fields whose value combinations get equal counts; default: target and split.stratify")
+    within: list[str] = Field(default_factory=list, description="equalise separately inside each value of these fields (e.g. age)")
+
+
+class BiasedVariant(_Section):
+    """An attribute correlated with the target at a chosen strength; the complement is the test set."""
+
+    kind: Literal["biased"]
+    name: str = Field("biased", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", description="column split_<name>, folder variants/<name>/")
+    attribute: str = Field(description="the field made to correlate with the target, e.g. gender")
+    strength: float = Field(0.9, gt=0, le=1, description="share of each class's train/val images that carry the class's paired value")
+    pairs: dict[str, str] = Field(default_factory=dict, description="target value -> attribute value it goes with; default: both sorted, paired in order")
+
+
 class SplitConfig(_Section):
     train: float = Field(0.7, ge=0, le=1)
     val: float = Field(0.2, ge=0, le=1)
@@ -213,8 +232,8 @@ class SplitConfig(_Section):
     seed: int = 13
     group_by: str | None = Field(None, description="a field whose equal values must share a split")
     bins: dict[str, list[float]] = Field(default_factory=dict, description="bin edges for numeric attributes")
-    variants: list[dict[str, Any]] = Field(
-        default_factory=list, description="extra variants: {kind: balanced|biased, ...}"
+    variants: list[Annotated[BalancedVariant | BiasedVariant, Field(discriminator="kind")]] = Field(
+        default_factory=list, description="extra variants besides 'original': {kind: balanced|biased, ...}"
     )
 
     @model_validator(mode="after")
@@ -224,6 +243,10 @@ class SplitConfig(_Section):
             raise ValueError(f"train + val + test must add up to 1 (they add up to {total:g})")
         if self.train <= 0:
             raise ValueError("train must be above 0")
+        names = [v.name for v in self.variants]
+        taken = {"original", "train", "val", "test"} | {n for n in names if names.count(n) > 1}
+        if taken & set(names):
+            raise ValueError(f"variant names must be unique and not one of original/train/val/test (got {names}); give each a 'name'")
         return self
 
 

@@ -1,0 +1,228 @@
+"""The split stage and its variants on synthetic manifests with planted duplicate groups,
+repeated people, shared names and a `group_by` field (no images are needed: the split
+only reads the manifest)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks import manifest as mf
+from tasks.paths import DatasetPaths
+from tasks.recipe import Recipe
+from tasks.split import group_ids, run
+
+LABELS = {"cs": 0.5, "econ": 0.3, "law": 0.2}
+
+
+def make_recipe(**split) -> Recipe:
+    return Recipe.model_validate({
+        "name": "synthetic",
+        "contact": "test@example.org",
+        "sources": [{"name": s, "start_urls": ["http://127.0.0.1/"],
+                     "item": {"image": "img::attr(src)",
+                              "fields": {"name": "h1::text", "label": "p::text", "gender": "b::text",
+                                         "age": "i::text", "team": "u::text"}}}
+                    for s in ("north", "south")],
+        "target": "label",
+        "attributes": ["gender", "age"],
+        "split": split,
+    })
+
+
+def synthetic(seed: int, people: int = 900) -> pd.DataFrame:
+    """Kept rows: people with 1-4 photos each (person_group set for most, name only for some),
+    near-copies sharing dup_group (some across people: chains), a `team` field, plus rows
+    that are not kept."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(people):
+        label = rng.choice(list(LABELS), p=list(LABELS.values()))
+        gender = rng.choice(["female", "male"], p=[0.35, 0.65] if label == "cs" else [0.55, 0.45])
+        age = int(rng.integers(22, 75))
+        source = rng.choice(["north", "south"])
+        photos = int(rng.choice([1, 1, 1, 1, 2, 3, 4]))
+        grouped = rng.random() < 0.7  # the face descriptor found this person; else only the name joins
+        for k in range(photos):
+            rows.append({
+                "item_id": f"p{p}-{k}", "source": source, "page_url": f"http://x/{p}", "image_url": f"http://x/{p}/{k}.jpg",
+                "name": f"Person {p}" if rng.random() < 0.9 or photos == 1 else pd.NA,
+                "label": label, "gender": gender if rng.random() > 0.02 else pd.NA,
+                "age": str(age + k), "team": f"team{p // 50}" if rng.random() < 0.05 else pd.NA,
+                "person_group": f"person{p}" if grouped and photos > 1 else pd.NA,
+                "dup_group": pd.NA, "status": "kept", "reason": pd.NA,
+            })
+    frame = pd.DataFrame(rows)
+    # near-copies: pairs of random kept rows (a reposted photo joins two people: a chain)
+    for g in range(len(frame) // 25):
+        picks = rng.choice(len(frame), size=2, replace=False)
+        frame.loc[picks, "dup_group"] = f"dup{g}"
+    # a few same names at the other source: different people, may land anywhere
+    losers = rng.choice(len(frame), size=len(frame) // 10, replace=False)
+    frame.loc[losers, "status"] = rng.choice(["duplicate", "quarantined", "failed", "excluded"], size=len(losers))
+    frame.loc[losers, "reason"] = "not kept"
+    return mf.conform(frame, ["name", "label", "gender", "age", "team"])
+
+
+@pytest.fixture()
+def paths(tmp_path) -> DatasetPaths:
+    return DatasetPaths.create(tmp_path / "synthetic")
+
+
+def assert_no_leaks(frame: pd.DataFrame, column: str, group_by: str | None = None) -> None:
+    chosen = frame[frame[column].notna()]
+    for key in ("dup_group", "person_group", *([group_by] if group_by else [])):
+        spans = chosen.groupby(key, dropna=True)[column].nunique()
+        assert (spans <= 1).all(), f"{key} {spans[spans > 1].index[:3].tolist()} in more than one {column}"
+    by_name = chosen.dropna(subset=["name"]).groupby(["source", "name"])[column].nunique()
+    assert (by_name <= 1).all(), f"names {by_name[by_name > 1].index[:3].tolist()} in more than one {column}"
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_no_group_crosses_splits_over_many_seeds(seed, paths):
+    manifest = synthetic(seed, people=400)
+    recipe = make_recipe(seed=seed, stratify=["label", "gender"], group_by="team",
+                         variants=[{"kind": "balanced", "by": ["gender"], "within": ["label"]},
+                                   {"kind": "biased", "attribute": "gender", "strength": 0.9}])
+    out = run(manifest, recipe, paths)
+    assert len(out) == len(manifest) and out["item_id"].tolist() == manifest["item_id"].tolist()
+    for column in ("split", "split_balanced", "split_biased"):
+        assert_no_leaks(out, column, group_by="team")
+    report = json.loads(paths.report_json("split").read_text())
+    for variant in report["variants"].values():
+        assert set(variant["leaks"].values()) == {0}
+
+
+def test_group_ids_join_keys_transitively():
+    frame = pd.DataFrame({
+        "source": ["a", "a", "a", "b", "a", "a"],
+        "name": ["Ann Lee", "ann  lee", pd.NA, "Ann Lee", pd.NA, pd.NA],
+        "person_group": [pd.NA, pd.NA, "p1", pd.NA, "p1", pd.NA],
+        "dup_group": [pd.NA, "d1", "d1", pd.NA, pd.NA, pd.NA],
+    })
+    ids = group_ids(frame)
+    # 0-1 by name (case and spaces ignored), 1-2 by dup_group, 2-4 by person_group
+    assert ids[0] == ids[1] == ids[2] == ids[4]
+    assert ids[3] != ids[0]  # the same name at another source is another person
+    assert len(set(ids)) == 3
+
+
+@pytest.mark.parametrize("ratios", [{}, {"train": 0.8, "val": 0.2, "test": 0.0}])
+def test_strata_within_two_points_where_size_allows(ratios, paths):
+    manifest = synthetic(7, people=2500)
+    recipe = make_recipe(stratify=["label", "gender", "age"], bins={"age": [35, 50, 65]}, **ratios)
+    out = run(manifest, recipe, paths)
+    is_kept = out["status"] == "kept"
+    assert out.loc[~is_kept, "split"].isna().all()
+    labelled = is_kept & out["label"].notna()
+    assert out.loc[labelled, "split"].notna().all()
+    if ratios:
+        assert not (out["split"] == "test").any()
+    report = json.loads(paths.report_json("split").read_text())["variants"]["original"]
+    target = report["target"]
+    assert len(report["strata"]) == 3 * 3 * 4  # label x gender (with unknown) x age bin
+    checked = 0
+    for name, stratum in report["strata"].items():
+        # recompute from the manifest, not only from the report
+        rows = out[labelled & (out["label"] == name.split(",")[0].split("=")[1])]
+        assert stratum["images"] <= len(rows)
+        if stratum["images"] >= 100:
+            checked += 1
+            for split, share in stratum["share"].items():
+                assert abs(share - target[split]) <= 0.02, (name, split, share)
+    assert checked >= 15
+    for split, share in report["share"].items():
+        assert abs(share - target[split]) <= 0.005
+    assert report["largest_deviation_where_size_allows"]["deviation"] <= 0.02
+
+
+def test_small_strata_are_spread_and_named(paths, caplog):
+    manifest = synthetic(3, people=600)
+    rare = manifest.index[manifest["status"] == "kept"][:12]
+    manifest.loc[rare, "label"] = [f"rare{i}" for i in range(12)]  # twelve one-image classes
+    manifest.loc[rare, ["person_group", "dup_group", "name"]] = pd.NA
+    recipe = make_recipe(stratify=["label"])
+    with caplog.at_level(logging.WARNING, logger="tasks.split"):
+        out = run(manifest, recipe, paths)
+    report = json.loads(paths.report_json("split").read_text())
+    warning = " ".join(report["warnings"])
+    assert "label=rare0 (1)" in warning and "label=rare11 (1)" in warning
+    assert "rare5" in caplog.text
+    # the twelve singletons are not all dumped into train: controlled rounding spreads them
+    assert out.loc[rare, "split"].nunique() >= 2
+    assert abs(report["variants"]["original"]["share"]["test"] - 0.1) <= 0.005
+
+
+def test_same_seed_same_split_other_seed_other_split(paths):
+    manifest = synthetic(11, people=300)
+    first = run(manifest, make_recipe(seed=5), paths)["split"]
+    again = run(manifest.sample(frac=1, random_state=1).sort_index(), make_recipe(seed=5), paths)["split"]
+    other = run(manifest, make_recipe(seed=6), paths)["split"]
+    assert first.equals(again)
+    assert not first.equals(other)
+
+
+def test_unlabelled_kept_rows_get_no_split_and_a_warning(paths):
+    manifest = synthetic(2, people=100)
+    some = manifest.index[manifest["status"] == "kept"][:3]
+    manifest.loc[some, "label"] = pd.NA
+    out = run(manifest, make_recipe(), paths)
+    assert out.loc[some, "split"].isna().all()
+    assert any("3 kept images have no 'label'" in w for w in json.loads(paths.report_json("split").read_text())["warnings"])
+
+
+def test_balanced_variant_has_equal_counts_per_cell(paths):
+    manifest = synthetic(5, people=1500)
+    recipe = make_recipe(stratify=["label", "gender"], bins={"age": [35, 50, 65]}, variants=[
+        {"kind": "balanced", "name": "gender_by_age", "by": ["gender"], "within": ["age"]},
+        {"kind": "balanced"},
+    ])
+    out = run(manifest, recipe, paths)
+    chosen = out[out["split_gender_by_age"].notna()]
+    bins = pd.cut(pd.to_numeric(chosen["age"]), [-np.inf, 35, 50, 65, np.inf], right=False)
+    counts = pd.crosstab(bins, chosen["gender"])
+    assert (counts["female"] == counts["male"]).all(), counts
+    assert counts.to_numpy().min() > 50
+    assert chosen["gender"].notna().all()
+    # default: every label x gender combination equal
+    full = out[out["split_balanced"].notna()]
+    cells = full.groupby(["label", "gender"]).size()
+    assert len(cells) == 6 and cells.nunique() == 1, cells
+    report = json.loads(paths.report_json("split").read_text())["variants"]
+    assert report["balanced"]["folder"] == "variants/balanced"
+    assert set(full["split_balanced"]) == {"train", "val", "test"}
+    assert abs(report["balanced"]["share"]["train"] - 0.7) <= 0.01
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.8])
+def test_biased_variant_has_the_asked_correlation_and_complement_as_test(strength, paths):
+    manifest = synthetic(9, people=1500)
+    recipe = make_recipe(variants=[{"kind": "biased", "attribute": "gender", "strength": strength,
+                                    "pairs": {"cs": "male", "econ": "female", "law": "female"}}])
+    out = run(manifest, recipe, paths)
+    pairs = {"cs": "male", "econ": "female", "law": "female"}
+    column = out["split_biased"]
+    usable = (out["status"] == "kept") & out["gender"].notna() & out["label"].notna()
+    assert column[usable].notna().all() and column[~usable].isna().all()
+    aligned = out["gender"] == out["label"].map(pairs)
+    fit = usable & column.isin(["train", "val"])
+    for label in pairs:
+        share = aligned[fit & (out["label"] == label)].mean()
+        assert abs(share - strength) <= 0.01, (label, share)
+    test = usable & (column == "test")
+    # the complement: everything not used for train/val; mostly counter-stereotypical
+    assert test.sum() + fit.sum() == usable.sum()
+    assert aligned[test].mean() < 0.5
+    if strength == 1.0:
+        # every counter-stereotypical image is in the test set; the few paired ones there
+        # belong to groups (one person, near-copies) that also hold a counter-stereotypical image
+        assert test[usable & ~aligned].all()
+        pool = out[usable]
+        groups = pd.Series(group_ids(pool), index=pool.index)
+        mixed = (~aligned[usable]).groupby(groups).transform("any")
+        assert mixed[aligned & test].all()
+    assert_no_leaks(out, "split_biased")
