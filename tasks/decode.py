@@ -78,7 +78,7 @@ def pixel_sha256(rgb: np.ndarray) -> str:
     """sha256 of the decoded pixels and their shape: equal for re-encoded copies that
     decode to the same pixels (PNG <-> lossless WebP, re-saved PNG, EXIF stripped)."""
     digest = hashlib.sha256(f"{rgb.shape[0]}x{rgb.shape[1]}x{rgb.shape[2] if rgb.ndim == 3 else 1}|".encode())
-    digest.update(np.ascontiguousarray(rgb).tobytes())
+    digest.update(memoryview(np.ascontiguousarray(rgb)).cast("B"))  # no copy of the pixels
     return digest.hexdigest()
 
 

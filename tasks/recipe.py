@@ -159,6 +159,7 @@ class FacesConfig(_Section):
     min_side: int = Field(64, ge=1, description="smallest image width or height in pixels")
     max_pixels: int = Field(50_000_000, ge=1, description="decompression-bomb limit")
     max_aspect: float = Field(4.0, ge=1)
+    align: bool = Field(False, description="rotate the face level (eye landmarks) before cropping")
 
 
 class DedupeConfig(_Section):
