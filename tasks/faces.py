@@ -271,6 +271,16 @@ def analyse(source: Path, recipe: Recipe, paths: DatasetPaths, name: str, detect
     return outcome
 
 
+def _cache_file(paths: DatasetPaths, name: str) -> Path:
+    return paths.state / "faces" / f"{name}.json"
+
+
+def _has_cache(row: dict[str, Any], paths: DatasetPaths, digest: str) -> bool:
+    """Whether a row's outcome is cached already (rows without a sha256 are not checked)."""
+    sha = row.get("sha256")
+    return isinstance(sha, str) and bool(sha) and _cache_file(paths, f"{sha}_{digest}").is_file()
+
+
 def _cached(cache: Path, paths: DatasetPaths) -> dict[str, Any] | None:
     """A cached outcome whose crop (if any) still exists."""
     try:
@@ -295,7 +305,7 @@ def process_row(row: dict[str, Any], recipe: Recipe, paths: DatasetPaths, detect
         if not isinstance(sha, str) or not sha:
             sha = hashlib.sha256(source.read_bytes()).hexdigest()
         name = f"{sha}_{digest}"
-        cache = paths.state / "faces" / f"{name}.json"
+        cache = _cache_file(paths, name)
         outcome = _cached(cache, paths)
         if outcome is None:
             outcome = analyse(source, recipe, paths, name, detector)
@@ -336,11 +346,17 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *,
     todo = out[kept(out)]
     started = time.perf_counter()
     if len(todo):
-        size = max(1, min(64, math.ceil(len(todo) / (4 * default_workers()))))
-        work = functools.partial(process_batch, recipe=recipe, paths=paths, detector=detector)
-        done = map_frame(work, todo, size, mapper)
-        for column in [*COLUMNS, "status", "reason"]:
-            out.loc[done.index, column] = done[column]
+        # Cached outcomes are read here: starting worker processes would cost more than they do.
+        digest = config_hash(recipe, detector)
+        cached = np.array([_has_cache(row, paths, digest) for row in todo.to_dict("records")], dtype=bool)
+        parts = [process_batch(todo[cached], recipe, paths, detector=detector)] if cached.any() else []
+        if not cached.all():
+            size = max(1, min(64, math.ceil(int((~cached).sum()) / (4 * default_workers()))))
+            work = functools.partial(process_batch, recipe=recipe, paths=paths, detector=detector)
+            parts.append(map_frame(work, todo[~cached], size, mapper))
+        for done in parts:
+            for column in [*COLUMNS, "status", "reason"]:
+                out.loc[done.index, column] = done[column]
         out = _typed(out)
     summarize(out, recipe, paths, elapsed=time.perf_counter() - started, processed=len(todo))
     return out

@@ -243,8 +243,15 @@ def test_unchanged_image_and_settings_are_not_processed_again(paths):
     detector = ScriptedDetector()
     first = faces.run(manifest, recipe(), paths, detector=detector, mapper=serial_mapper)
     assert len(detector.seen) == 2
-    again = faces.run(manifest, recipe(), paths, detector=detector, mapper=serial_mapper)
+    batches = []
+
+    def recording_mapper(fn, items):
+        batches.extend(items)
+        return serial_mapper(fn, items)
+
+    again = faces.run(manifest, recipe(), paths, detector=detector, mapper=recording_mapper)
     assert len(detector.seen) == 2  # nothing decoded or detected again
+    assert batches == []  # and no worker processes started for cached rows
     pd.testing.assert_frame_equal(first, again)
     resized = faces.run(manifest, recipe({"size": 128}), paths, detector=detector, mapper=serial_mapper)
     assert len(detector.seen) == 4
