@@ -389,3 +389,16 @@ def test_align_levels_a_tilted_face(photos_dir, paths):
 
     before, after = abs(crop_angle(False)), abs(crop_angle(True))
     assert before > 8 and after < before / 2, (before, after)
+
+
+@pytest.mark.slow
+def test_deepface_identity_photos_all_show_a_face(photos_dir, paths):
+    """deepface verifies every pair in master.csv, so each of those photos has a face."""
+    folder = photos_dir / "deepface"
+    pairs = pd.read_csv(folder / "master.csv")
+    names = sorted(set(pairs["file_x"]) | set(pairs["file_y"]))
+    out = faces.run(corpus_rows(paths, [folder / n for n in names]), recipe(), paths, mapper=serial_mapper)
+    assert (out["face_count"] >= 1).all(), out.loc[out["face_count"].fillna(0) < 1, ["item_id", "reason"]]
+    assert (out["status"] == "kept").mean() >= 0.9, out.loc[out["status"] != "kept", ["item_id", "reason"]]
+    several = out[out["face_count"] > 1]
+    assert (several["reason"] == several["face_count"].astype(str) + " faces").all()
