@@ -15,13 +15,15 @@ finished stage, and inside a per-image stage from the last finished chunk of bat
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import importlib
 import inspect
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,10 +38,9 @@ from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
 
-from flows import artifacts, progress  # noqa: E402
-from flows.caching import ROW_KEY, RowCache, StageCache, code_version, row_keys, stage_key  # noqa: E402
+from flows import artifacts, progress, runners  # noqa: E402
+from flows.caching import CachingMapper, RowCache, StageCache, code_version, stage_key  # noqa: E402
 from tasks import manifest as mf  # noqa: E402
-from tasks import parallel  # noqa: E402
 from tasks.errors import FacesetError  # noqa: E402
 from tasks.paths import DatasetPaths  # noqa: E402
 from tasks.recipe import STAGES, Recipe, load_recipe  # noqa: E402
@@ -48,10 +49,9 @@ from tasks.storage import DataRoot, open_root  # noqa: E402
 RUNNERS = ("default", "dask")
 RETRIES = 3  # network stages: attempts after the first
 RETRY_BACKOFF = 10.0  # seconds; waits grow 10, 20, 40 (exponential_backoff)
-DEFAULT_BATCH_SIZE = 32  # rows per batch when a stage module sets no BATCH_SIZE
-CHUNK_BATCHES = 8  # batches between two saves of a per-image stage's finished rows
 TAKEDOWN_STAGES = ("crawl", "fetch", "faces")
 DRY_RUN_LAST = "dedupe"  # --dry-run stops here, before any paid API call
+ROW_FLUSH_SECONDS = 10.0  # per-image stages save finished rows at least this often (resume granularity)
 
 
 class StageFailed(FacesetError):
@@ -124,38 +124,38 @@ class Plan:
 
 
 @dataclass(frozen=True)
-class BatchCall:
-    """`process_batch` bound to the recipe and paths; on failure, names the item that failed.
+class NamedFailure:
+    """Wraps a stage's batch function so a failure names the item that failed.
 
     Module-level and a dataclass so it pickles to process pools and Dask workers.
     """
 
-    fn: Callable[..., pd.DataFrame]
-    recipe: Recipe
-    paths: DatasetPaths
+    fn: Callable[[Any], Any]
     stage: str
-    deps: dict[str, Any]
 
-    def __call__(self, rows: pd.DataFrame) -> pd.DataFrame:
+    def __call__(self, rows: Any) -> Any:
         try:
-            return self.fn(rows, self.recipe, self.paths, **self.deps)
+            return self.fn(rows)
         except FacesetError as exc:
             raise StageFailed(exc.message, exc.hint) from None
         except Exception as exc:  # noqa: BLE001 - turned into a message naming the item
             raise self._blame(rows, exc) from None
 
-    def _blame(self, rows: pd.DataFrame, exc: Exception) -> StageFailed:
+    def _blame(self, rows: Any, exc: Exception) -> StageFailed:
         """Run the batch's rows one by one to find the item that fails."""
         culprit, error = None, exc
-        for position in range(len(rows)):
-            try:
-                self.fn(rows.iloc[position:position + 1], self.recipe, self.paths, **self.deps)
-            except Exception as single:  # noqa: BLE001
-                culprit, error = rows.iloc[position], single
-                break
+        if isinstance(rows, pd.DataFrame) and len(rows) > 1:
+            for position in range(len(rows)):
+                try:
+                    self.fn(rows.iloc[position:position + 1])
+                except Exception as single:  # noqa: BLE001
+                    culprit, error = rows.iloc[position], single
+                    break
+        elif isinstance(rows, pd.DataFrame) and len(rows) == 1:
+            culprit = rows.iloc[0]
         where = "a batch of items"
         if culprit is not None:
-            url = culprit.get("image_url") or culprit.get("page_url") or ""
+            url = culprit.get("image_url")
             where = f"item {culprit.get('item_id')}" + (f" ({url})" if isinstance(url, str) and url else "")
         return StageFailed(
             f"stage '{self.stage}' failed on {where}: {type(error).__name__}: {error}",
@@ -164,74 +164,59 @@ class BatchCall:
         )
 
 
-@task(cache_policy=NO_CACHE, persist_result=False, task_run_name="{label}")
-def run_batch(fn: Callable[[Any], Any], batch: Any, label: str) -> Any:
-    """One batch of a per-image stage as a Prefect task (used with the Dask runner)."""
-    return fn(batch)
-
-
-def prefect_mapper(dataset: str, stage: str) -> parallel.Mapper:
-    """A mapper submitting each batch as a Prefect task to the flow's task runner (Dask)."""
-
-    def mapper(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-        futures = [run_batch.submit(fn, item, label=f"{dataset}/{stage}/batch-{number}")
-                   for number, item in enumerate(items)]
-        return [future.result() for future in futures]
-
-    return mapper
-
-
-def _mapper(plan: Plan, stage: str) -> parallel.Mapper:
-    return prefect_mapper(plan.recipe.name, stage) if plan.runner == "dask" else parallel.process_mapper()
+def _executor(plan: Plan, stage: str) -> runners.Executor:
+    if plan.runner == "dask":
+        return runners.PrefectExecutor(f"{plan.recipe.name}/{stage}")
+    if _network_stage(stage, plan.recipe):
+        return runners.SerialExecutor()  # one API client keeps rate limits and budgets exact
+    return runners.ProcessExecutor()
 
 
 def _is_per_image(impl: Any) -> bool:
+    """Per-image stages declare it by exposing `process_batch` and `summarize` (pure per row)."""
     return callable(getattr(impl, "process_batch", None)) and callable(getattr(impl, "summarize", None))
 
 
-def _run_per_image(stage: str, impl: Any, frame: pd.DataFrame, salt: str, plan: Plan) -> pd.DataFrame:
-    """Process only kept rows not seen before (same input row, code and section); reuse the rest."""
-    recipe, paths = plan.recipe, plan.paths
-    cache = RowCache(paths, stage)
-    if stage in plan.fresh_rows:
-        cache.clear()
-    todo = frame[mf.kept(frame)]
-    keys = dict(zip(todo["item_id"], row_keys(todo, salt)))
-    saved = cache.load()
-    known = todo["item_id"].map(keys).isin(saved.index)
-    reused = saved.loc[todo.loc[known, "item_id"].map(keys)].reset_index(drop=True)
-    new = todo[~known]
-    done: list[pd.DataFrame] = [reused] if len(reused) else []
-    call = BatchCall(impl.process_batch, recipe, paths, stage, dict(plan.deps.get(stage, {})))
-    size = int(getattr(impl, "BATCH_SIZE", DEFAULT_BATCH_SIZE))
-    mapper = _mapper(plan, stage)
-    bar, artifact = progress.current(), artifacts.ProgressArtifact(recipe.name, stage)
-    count = len(reused)
-    bar.advance(stage, count, len(todo))
-    for chunk in parallel.batches(new, size * CHUNK_BATCHES):
-        results = mapper(call, parallel.batches(chunk, size))
-        rows = pd.concat(results, ignore_index=True)
-        rows[ROW_KEY] = rows["item_id"].map(keys).astype("string")
-        cache.add(rows)
-        done.append(rows)
-        count += len(chunk)
-        bar.advance(stage, count, len(todo))
-        artifact.update(count, len(todo))
-    processed = pd.concat(done, ignore_index=True) if done else todo.iloc[0:0].assign(**{ROW_KEY: pd.Series(dtype="string")})
-    cache.compact(processed)
-    merged = pd.concat([processed.drop(columns=[ROW_KEY]), frame[~mf.kept(frame)]], ignore_index=True)
-    merged = merged.set_index("item_id", drop=False).loc[frame["item_id"]].reset_index(drop=True)
-    merged = mf.conform(merged, recipe.field_names)
-    impl.summarize(merged, recipe, paths)
-    return merged
-
-
-def _run_whole(stage: str, impl: Any, frame: pd.DataFrame, plan: Plan) -> pd.DataFrame:
+def _run(stage: str, impl: Any, frame: pd.DataFrame, salt: str, plan: Plan) -> pd.DataFrame:
+    """Call the stage's `run`; per-image stages get a mapper that skips rows done before."""
     run = getattr(impl, "run", impl)
     kwargs = dict(plan.deps.get(stage, {}))
-    if "mapper" in inspect.signature(run).parameters:
-        kwargs.setdefault("mapper", _mapper(plan, stage))
-    return run(frame, plan.recipe, plan.paths, **kwargs)
+    per_image = _is_per_image(impl)
+    if "mapper" not in inspect.signature(run).parameters or "mapper" in kwargs or not (per_image or plan.runner == "dask"):
+        return run(frame, plan.recipe, plan.paths, **kwargs)
+    executor = _Blaming(_executor(plan, stage), stage)
+    try:
+        if not per_image:
+            return run(frame, plan.recipe, plan.paths, mapper=runners.mapper_of(executor), **kwargs)
+        rows = RowCache(plan.paths, stage)
+        if stage in plan.fresh_rows:
+            rows.clear()
+        bar, artifact = progress.current(), artifacts.ProgressArtifact(plan.recipe.name, stage)
+
+        def report(done: int, total: int) -> None:
+            bar.advance(stage, done, total)
+            artifact.update(done, total)
+
+        mapper = CachingMapper(executor, rows, salt, plan.paths.root, report, flush_seconds=ROW_FLUSH_SECONDS)
+        out = run(frame, plan.recipe, plan.paths, mapper=mapper, **kwargs)
+        mapper.compact()
+        return out
+    finally:
+        executor.close()
+
+
+@dataclass
+class _Blaming:
+    """An executor whose functions name the failing item (see NamedFailure)."""
+
+    executor: runners.Executor
+    stage: str
+
+    def imap_unordered(self, fn: Callable[[Any], Any], items: Any):
+        return self.executor.imap_unordered(NamedFailure(fn, self.stage), items)
+
+    def close(self) -> None:
+        self.executor.close()
 
 
 def _apply_takedown(frame: pd.DataFrame, plan: Plan) -> pd.DataFrame:
@@ -269,11 +254,7 @@ def execute_stage(stage: str, frame: pd.DataFrame, upstream_key: str, plan: Plan
     bar.start(stage, int(mf.kept(frame).sum()) if len(frame) else None)
     log.info("%s: running on %d rows", stage, len(frame))
     try:
-        if _is_per_image(impl):
-            salt = code + json.dumps(section, sort_keys=True)
-            out = _run_per_image(stage, impl, frame, salt, plan)
-        else:
-            out = _run_whole(stage, impl, frame, plan)
+        out = _run(stage, impl, frame, code + json.dumps(section, sort_keys=True), plan)
         if stage in TAKEDOWN_STAGES:
             out = _apply_takedown(out, plan)
     except StageFailed:
@@ -316,32 +297,44 @@ def _previous_crawl(plan: Plan) -> pd.DataFrame:
     return mf.read(saved) if saved.is_file() else mf.empty(plan.recipe.field_names)
 
 
+def remove_partial_files(root: Path) -> int:
+    """Delete temporary files a killed build left behind (atomic writes go through `*.tmp`)."""
+    removed = 0
+    for leftover in root.rglob("*.tmp"):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+@contextmanager
+def exclusive(paths: DatasetPaths) -> Iterator[None]:
+    """One build per dataset at a time on this machine (the OS drops the lock if the build is killed)."""
+    lock = paths.state / "build.lock"
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FacesetError(f"another build of {paths.root.name} is running ({lock} is locked)",
+                               "wait for it to finish, or stop it; then run this command again") from None
+        yield
+
+
 def run_stages(plan: Plan) -> pd.DataFrame:
     """The body of the flow: the stages in order, each fed the previous one's output."""
     plan.root.pull()
-    frame, key = None, ""
-    for stage in plan.order:
-        stage_input = _previous_crawl(plan) if stage == "crawl" else frame
-        frame, key = _stage_task(stage, plan)(stage, stage_input, key, plan)
+    with exclusive(plan.paths):
+        remove_partial_files(plan.paths.root)
+        frame, key = None, ""
+        for stage in plan.order:
+            stage_input = _previous_crawl(plan) if stage == "crawl" else frame
+            frame, key = _stage_task(stage, plan)(stage, stage_input, key, plan)
     if "report" in plan.order:
         artifacts.publish_report_link(plan.recipe.name, artifacts.report_url(plan.paths, plan.root.url))
     return frame
 
 
 # ---------------------------------------------------------------- the flow
-
-
-def task_runner(runner: str, dask_address: str | None):
-    """Prefect's thread pool (stages run in order; images go to a process pool), or Dask."""
-    if runner == "dask":
-        from prefect_dask import DaskTaskRunner
-
-        if dask_address:
-            return DaskTaskRunner(address=dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": parallel.default_workers(), "threads_per_worker": 1})
-    from prefect.task_runners import ThreadPoolTaskRunner
-
-    return ThreadPoolTaskRunner()
 
 
 def make_plan(recipe: Recipe, data_root: str | Path, rebuild: bool, from_stage: str | None, runner: str,
@@ -380,7 +373,7 @@ def build(recipe_path: str | Path, data_root: str | Path = "data", rebuild: bool
     recipe = load_recipe(recipe_path)
     plan = make_plan(recipe, data_root, rebuild, from_stage, runner, recrawl, dry_run, stages, deps)
 
-    @flow(name=f"build-{recipe.name}", task_runner=task_runner(runner, dask_address), persist_result=False,
+    @flow(name=f"build-{recipe.name}", task_runner=runners.task_runner(runner, dask_address), persist_result=False,
           validate_parameters=False, log_prints=True)
     def build_flow(recipe_path: str, data_root: str, rebuild: bool, from_stage: str | None, runner: str,
                    recrawl: bool, dry_run: bool) -> str:
@@ -397,4 +390,7 @@ def estimate(plan: Plan) -> str:
     """What the cross-check would cost, from the manifest after dedupe (no paid call is made)."""
     crosscheck = importlib.import_module("tasks.crosscheck")
     frame = mf.read(plan.paths.stage_manifest(DRY_RUN_LAST))
-    return str(crosscheck.estimate_cost(frame, plan.recipe))
+    cost = crosscheck.estimate_cost(frame, plan.recipe, plan.paths)
+    lines = [f"dry run of {plan.recipe.name}: stages up to {DRY_RUN_LAST} done; the cross-check would make:"]
+    lines += [f"  {key}: {value}" for key, value in cost.items()]
+    return "\n".join(lines)

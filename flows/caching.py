@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -272,3 +273,81 @@ class RowCache:
         for part in self._parts():
             part.unlink(missing_ok=True)
 
+
+
+def _files_present(rows: pd.DataFrame, root: Path) -> pd.Series:
+    """Rows whose output files (crops) still exist: a cached row pointing at a deleted file is redone."""
+    present = pd.Series(True, index=rows.index)
+    for column in FILE_COLUMNS:
+        if column in rows.columns:
+            values = rows[column].astype("string")
+            present &= values.isna() | values.map(lambda v: pd.isna(v) or (root / str(v)).exists()).astype(bool)
+    return present
+
+
+class CachingMapper:
+    """A mapper for per-image stages that skips rows already processed and saves new ones as they finish.
+
+    The stage calls it like any mapper (`mapper(fn, batches)`, see tasks/parallel.py) and
+    gets every batch back with its index, but only rows whose key (stage code, recipe
+    section, the function, the input row) is not in the row cache reach `fn`. Finished
+    batches are saved every `flush_rows` rows or `flush_seconds`, so a killed stage resumes from there.
+    """
+
+    def __init__(self, executor: Any, cache: RowCache, salt: str, root: Path,
+                 on_progress: Any = None, flush_rows: int = 512, flush_seconds: float = 10.0) -> None:
+        self.executor, self.cache, self.salt, self.root = executor, cache, salt, root
+        self.on_progress = on_progress or (lambda done, total: None)
+        self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
+        self.used: list[pd.DataFrame] = []  # rows of this run, for `compact`
+        self.processed = 0  # rows that went through `fn` (the rest came from the cache)
+
+    def __call__(self, fn: Any, items: list[Any]) -> list[Any]:
+        if not items or not all(isinstance(b, pd.DataFrame) and "item_id" in b.columns for b in items):
+            results = dict(self.executor.imap_unordered(fn, items))
+            return [results[i] for i in range(len(items))]
+        name = getattr(getattr(fn, "func", fn), "__qualname__", type(fn).__name__)
+        frame = pd.concat(items)
+        keys = pd.Series(row_keys(frame, f"{self.salt}|{name}").to_numpy(), index=frame["item_id"].to_numpy())
+        saved = self.cache.load()
+        known = saved[saved[ROW_KEY].isin(keys.to_numpy())] if len(saved) else saved
+        known = known[_files_present(known, self.root)] if len(known) else known
+        hit = keys.isin(known.index)
+        reused = known.loc[keys[hit].to_numpy()].copy()
+        reused["item_id"] = keys[hit].index.to_numpy()
+        todo = frame[~frame["item_id"].isin(keys[hit].index)]
+        size = max(len(b) for b in items)
+        finished: list[pd.DataFrame] = [reused] if len(reused) else []
+        pending: list[pd.DataFrame] = []
+        flushed_at = time.monotonic()
+        done, total = len(reused), len(frame)
+        self.on_progress(done, total)
+        try:
+            for _, rows in self.executor.imap_unordered(fn, [todo.iloc[i:i + size] for i in range(0, len(todo), size)]):
+                rows = rows.copy()
+                rows[ROW_KEY] = rows["item_id"].map(keys).astype("string")
+                pending.append(rows)
+                done += len(rows)
+                self.processed += len(rows)
+                if sum(len(p) for p in pending) >= self.flush_rows or time.monotonic() - flushed_at >= self.flush_seconds:
+                    self.cache.add(pd.concat(pending))
+                    finished.extend(pending)
+                    pending, flushed_at = [], time.monotonic()
+                self.on_progress(done, total)
+        finally:  # on failure too: what finished is kept for the next run
+            if pending:
+                self.cache.add(pd.concat(pending))
+                finished.extend(pending)
+        rows = pd.concat(finished).drop_duplicates("item_id", keep="last").set_index("item_id", drop=False)
+        self.used.append(rows)
+        out = []
+        for batch in items:
+            part = rows.loc[batch["item_id"].to_numpy()].drop(columns=[ROW_KEY])
+            part.index = batch.index
+            out.append(part)
+        return out
+
+    def compact(self) -> None:
+        """Keep only the rows of this run in the cache (after the stage succeeded)."""
+        if self.used:
+            self.cache.compact(pd.concat(self.used).reset_index(drop=True))

@@ -4,11 +4,12 @@ Every stage logs what it processed to $FACESET_TEST_LOG (one line per call or pe
 tests can see which stages ran and which images a per-image stage processed. The fake
 "site" is a JSON list of items in $FACESET_TEST_SITE; tests add items to it to simulate
 a re-crawl that finds new images. $FACESET_TEST_SLEEP slows the faces stage per row, so a
-test can kill a build in the middle of it. No tests here: pytest collects nothing.
+test can kill a build in the middle of it; the image URL in $FACESET_TEST_BROKEN makes it fail. No tests here: pytest collects nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ from types import SimpleNamespace
 import pandas as pd
 
 from tasks import manifest as mf
+from tasks.parallel import map_frame
 
 RECIPE = """\
 name: {name}
@@ -96,8 +98,11 @@ def fetch(manifest: pd.DataFrame, recipe, paths) -> pd.DataFrame:
 def faces_batch(rows: pd.DataFrame, recipe, paths) -> pd.DataFrame:
     out = rows.copy()
     delay = float(os.environ.get("FACESET_TEST_SLEEP", "0"))
+    broken = os.environ.get("FACESET_TEST_BROKEN", "")
     for i, row in out.iterrows():
         time.sleep(delay)
+        if row["image_url"] == broken:
+            raise ValueError("cannot read JPEG header")
         _log("faces-row", row["item_id"])
         if "noface" in row["image_url"]:
             out.loc[i, "status"] = "quarantined"
@@ -121,11 +126,18 @@ def faces_summary(manifest: pd.DataFrame, recipe, paths) -> dict:
 
 
 def faces_run(manifest, recipe, paths, mapper=None):
-    from tasks.parallel import map_frame
-    done = map_frame(lambda rows: faces_batch(rows, recipe, paths), manifest[mf.kept(manifest)], 4, mapper)
-    out = pd.concat([done, manifest[~mf.kept(manifest)]]).loc[manifest.index]
-    faces_summary(out, recipe, paths)
-    return out
+    """Like tasks.faces.run: kept rows -> batches -> mapper(process_batch) -> merge -> summarize."""
+    return _per_image(manifest, recipe, paths, mapper, faces_batch, faces_summary, 4)
+
+
+def _per_image(manifest, recipe, paths, mapper, batch_fn, summary_fn, size):
+    todo = manifest[mf.kept(manifest)]
+    out = manifest.copy()
+    if len(todo):
+        done = map_frame(functools.partial(batch_fn, recipe=recipe, paths=paths), todo, size, mapper)
+        out = pd.concat([done, manifest[~mf.kept(manifest)]]).loc[manifest.index]
+    summary_fn(out, recipe, paths)
+    return mf.conform(out, recipe.field_names)
 
 
 def crosscheck_batch(rows: pd.DataFrame, recipe, paths) -> pd.DataFrame:
@@ -135,6 +147,10 @@ def crosscheck_batch(rows: pd.DataFrame, recipe, paths) -> pd.DataFrame:
         out.loc[i, "autotag_gender"] = row["gender"]
         out.loc[i, "crosscheck"] = "agree"
     return out
+
+
+def crosscheck_run(manifest, recipe, paths, mapper=None):
+    return _per_image(manifest, recipe, paths, mapper, crosscheck_batch, crosscheck_summary, 8)
 
 
 def crosscheck_summary(manifest, recipe, paths) -> dict:
@@ -186,10 +202,9 @@ def stages() -> dict[str, SimpleNamespace]:
     return {
         "crawl": SimpleNamespace(run=crawl),
         "fetch": SimpleNamespace(run=fetch),
-        "faces": SimpleNamespace(run=faces_run, process_batch=faces_batch, summarize=faces_summary, BATCH_SIZE=4),
+        "faces": SimpleNamespace(run=faces_run, process_batch=faces_batch, summarize=faces_summary),
         "dedupe": SimpleNamespace(run=dedupe_run),
-        "crosscheck": SimpleNamespace(run=None, process_batch=crosscheck_batch, summarize=crosscheck_summary,
-                                      BATCH_SIZE=8),
+        "crosscheck": SimpleNamespace(run=crosscheck_run, process_batch=crosscheck_batch, summarize=crosscheck_summary),
         "split": SimpleNamespace(run=split_run),
         "export": SimpleNamespace(run=simple("export", "exported")),
         "finetune": SimpleNamespace(run=simple("finetune", "trained")),
