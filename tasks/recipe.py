@@ -252,8 +252,11 @@ class SplitConfig(_Section):
 
 
 class UnlearnConfig(_Section):
+    """Joint learning and unlearning (Alvi et al. 2018): train the embedding to hide `attribute`."""
+
     attribute: str
-    alpha: float = Field(1.0, ge=0)
+    alpha: float = Field(1.0, ge=0, description="weight of the confusion loss")
+    embedding_dim: int = Field(128, ge=2, description="size of the shared embedding both heads read")
 
 
 class FinetuneConfig(_Section):
@@ -267,6 +270,12 @@ class FinetuneConfig(_Section):
     patience: int = Field(3, ge=1, description="early stopping on validation loss")
     seed: int = 13
     unlearn: UnlearnConfig | None = None
+    lr: float = Field(0.001, gt=0, description="used when the grid has no lr")
+    momentum: float = Field(0.9, ge=0, lt=1, description="used when the grid has no momentum")
+    batch_size: int = Field(16, ge=1, description="used when the grid has no batch_size")
+    image_size: int = Field(224, ge=32, le=1024, description="side of the network input in pixels")
+    min_crop_scale: float = Field(0.08, gt=0, le=1, description="smallest RandomResizedCrop area share")
+    min_images: int = Field(10, ge=2, description="fewer training images than this: the stage is skipped")
 
     @field_validator("grid")
     @classmethod

@@ -1,0 +1,171 @@
+"""Benchmarks of the finetune stage; writes benchmarks/results/finetune.json.
+
+1. training images per second on this CPU: resnet18 (weights none: imagenet needs the
+   network) and EfficientNet-Lite0 (offline ImageNet weights), every layer trained;
+2. a 12-point grid (3 lr x 2 momentum x 2 batch sizes) on a frozen Lite0 backbone, with
+   cached features and without, against one run of one point (time and chosen point);
+3. gender on ../shared/corpus/utkface: a stratified 70/20/10 split by file (UTKFace has
+   no identity labels), the offline pretrained Lite0 fine-tuned, test accuracy overall
+   and per race group, and the baseline from the issue (frozen features + logistic
+   regression) measured in the same run.
+
+The machine is shared, so absolute timings are noisy; ratios within one run are fairer.
+Usage: .venv/bin/python benchmarks/bench_finetune.py [--quick] [--only throughput,grid,gender]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+
+from tasks.finetune import data  # noqa: E402
+from tasks.finetune.backbones import apply_freeze, build_net  # noqa: E402
+from tasks.finetune.grid import run_grid  # noqa: E402
+from tasks.finetune.pipeline import finetune_tree  # noqa: E402
+from tasks.finetune.training import Hyper, class_weights, embed, fit  # noqa: E402
+from tasks.finetune.unlearn import probe_accuracy  # noqa: E402
+from tasks.recipe import FinetuneConfig  # noqa: E402
+
+CORPUS = Path(os.environ.get("FACESET_CORPUS", REPO.parent / "shared" / "corpus"))
+RACES = {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "Others"}
+
+
+def utkface_tree(root: Path, limit: int | None = None, seed: int = 13) -> Path:
+    """A train/val/test/<gender>/ tree of symlinks with metadata.jsonl (race, age), 70/20/10 by file."""
+    labels = pd.read_csv(CORPUS / "utkface" / "labels.csv", dtype=str)
+    if limit:
+        labels = labels.sample(n=min(limit, len(labels)), random_state=seed)
+    strata = labels["gender"] + "_" + labels["race"]
+    train, rest = train_test_split(labels, test_size=0.3, stratify=strata, random_state=seed)
+    val, test = train_test_split(rest, test_size=1 / 3, stratify=strata.loc[rest.index], random_state=seed)
+    for split, rows in (("train", train), ("val", val), ("test", test)):
+        lines = []
+        for row in rows.itertuples():
+            gender = "female" if row.gender == "1" else "male"
+            folder = root / split / gender
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / row.file).symlink_to(CORPUS / "utkface" / row.file)
+            lines.append(json.dumps({"file_name": f"{gender}/{row.file}", "label": gender,
+                                     "race": RACES[row.race], "age": int(row.age)}))
+        (root / split / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def throughput(tree: Path, images: int, size: int) -> dict:
+    """Training images/s, all layers trained, one epoch over `images` real faces."""
+    frame, classes = data.read_tree(tree)
+    rows = frame[frame["split"] == "train"].head(images)
+    out = {}
+    for name, model, weights in (("resnet18", "resnet18", "none"), ("lite0", "tf_efficientnet_lite0", "lite0")):
+        net, norm = build_net(model, weights, len(classes))
+        frozen = apply_freeze(net, "none")
+        batches = data.loader(rows, data.train_transform(size, norm, 0.5), 16, shuffle=True)
+        hyper = Hyper(lr=0.001, momentum=0.9, batch_size=16, epochs=1, step_size=7, gamma=0.1, patience=1, seed=13)
+        result = fit(net, batches, [], hyper, weights=class_weights(rows["target"], 2), device=torch.device("cpu"),
+                     frozen_norms=frozen)
+        out[name] = {"images": int(len(rows)), "image_size": size,
+                     "train_images_per_s": result.history[0]["train_images_per_s"]}
+        print(f"throughput {name}: {out[name]['train_images_per_s']:.1f} training images/s at {size}px")
+    return out
+
+
+def grid(tree: Path, size: int, epochs: int) -> dict:
+    """12-point grid on frozen Lite0: cached features vs training every point from images."""
+    config = FinetuneConfig(model="tf_efficientnet_lite0", weights="lite0", freeze="head", epochs=epochs,
+                            image_size=size, grid={"lr": [0.001, 0.005, 0.01], "momentum": [0.7, 0.9],
+                                                   "batch_size": [16, 32]})
+    single = config.model_copy(update={"grid": {}})
+    frame, classes = data.read_tree(tree)
+    out = {"images": {s: int((frame["split"] == s).sum()) for s in ("train", "val")}, "epochs": epochs, "image_size": size}
+    for label, cfg, cache in (("one_point_uncached", single, False), ("grid12_cached", config, True),
+                              ("grid12_uncached", config, False)):
+        net, norm = build_net(cfg.model, cfg.weights, len(classes))
+        frozen = apply_freeze(net, cfg.freeze)
+        started = time.perf_counter()
+        result = run_grid(net, frozen, frame, cfg, norm, torch.device("cpu"), use_cache=cache, log=None)
+        seconds = time.perf_counter() - started
+        chosen = {k: result.chosen[k] for k in ("lr", "momentum", "batch_size", "val_acc", "val_loss")}
+        out[label] = {"seconds": round(seconds, 1), "points": len(result.table), "chosen": chosen,
+                      "feature_seconds": round(result.feature_seconds, 1)}
+        print(f"grid {label}: {seconds:.1f} s for {len(result.table)} points, chosen {chosen}")
+    out["grid12_cached_over_one_run"] = round(out["grid12_cached"]["seconds"] / out["one_point_uncached"]["seconds"], 2)
+    out["grid12_uncached_over_cached"] = round(out["grid12_uncached"]["seconds"] / out["grid12_cached"]["seconds"], 2)
+    return out
+
+
+def baseline(tree: Path, size: int) -> dict:
+    """The issue's baseline: frozen Lite0 features and a logistic regression."""
+    frame, classes = data.read_tree(tree)
+    net, norm = build_net("tf_efficientnet_lite0", "lite0", len(classes))
+    transform = data.eval_transform(size, norm)
+    feats = {s: embed(net.body, data.loader(frame[frame["split"] == s], transform, 64, shuffle=False),
+                      torch.device("cpu")) for s in ("train", "test")}
+    accuracy = probe_accuracy(feats["train"][0].numpy(), feats["train"][1].numpy(),
+                              feats["test"][0].numpy(), feats["test"][1].numpy())
+    print(f"baseline frozen Lite0 + logistic regression: test accuracy {accuracy:.3f}")
+    return {"test_accuracy": accuracy}
+
+
+def gender(tree: Path, out_dir: Path, config: FinetuneConfig) -> dict:
+    started = time.perf_counter()
+    summary = finetune_tree(tree, out_dir, config, attributes=["race", "age"], log=print)
+    seconds = time.perf_counter() - started
+    test = summary["test"]
+    race = test["per_group"]["race"]
+    return {"config": config.model_dump(mode="json"), "images": summary["images"], "seconds": round(seconds, 1),
+            "test_accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "chosen": summary["grid"]["chosen"],
+            "per_race": {g: {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
+                         for g, r in race["groups"].items()},
+            "largest_race_gap": race["largest_gap"], "epochs": summary["history"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small subsets: a few minutes")
+    parser.add_argument("--only", default="throughput,grid,gender")
+    parser.add_argument("--size", type=int, default=160, help="input size for the gender run")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs for the gender run")
+    args = parser.parse_args()
+    parts = set(args.only.split(","))
+    results: dict = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                                 "load_average_at_start": os.getloadavg(), "note": "shared by several engineers; timings inflated"},
+                     "quick": args.quick}
+    out_path = REPO / "benchmarks" / "results" / "finetune.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        small = utkface_tree(tmp / "small", limit=200 if args.quick else 400)
+        if "throughput" in parts:
+            results["throughput"] = throughput(small, 32 if args.quick else 96, 160)
+        if "grid" in parts:
+            results["grid"] = grid(small, 128, 2 if args.quick else 3)
+        if "gender" in parts:
+            tree = utkface_tree(tmp / "full", limit=600 if args.quick else None)
+            results["gender_baseline"] = baseline(tree, args.size)
+            config = FinetuneConfig(model="tf_efficientnet_lite0", weights="lite0", freeze="last", epochs=args.epochs,
+                                    image_size=args.size, lr=0.01, momentum=0.9, batch_size=32, step_size=5,
+                                    gamma=0.2, patience=3)
+            results["gender"] = gender(tree, tmp / "model", config)
+            print(f"gender: test accuracy {results['gender']['test_accuracy']:.3f} in {results['gender']['seconds']:.0f} s; "
+                  f"per race {({g: r['accuracy'] for g, r in results['gender']['per_race'].items()})}")
+    results["machine"]["load_average_at_end"] = os.getloadavg()
+    out_path.write_text(json.dumps(results, indent=2, default=str))
+    print(f"written {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""`faceset finetune DIR`: fine-tune and evaluate a CNN on any train/val(/test)/<class>/ tree."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "finetune",
+        help="fine-tune a CNN on a train/val(/test)/<class>/ image tree or a built dataset, and evaluate it",
+        description="Transfer learning as in Images as Data: a torchvision (or timm) model with a new final "
+                    "layer, SGD with momentum, StepLR and early stopping, the best model chosen on val/ and "
+                    "evaluated once on test/ (on val/ when there is no test/). A metadata.jsonl beside the "
+                    "images gives accuracy per subgroup.",
+    )
+    parser.add_argument("directory", metavar="DIR", help="a folder with train/ and val/ (test/ optional), or a built dataset")
+    parser.add_argument("--model", default=None, help="torchvision model name (default resnet18; resnet50, vgg16, "
+                                                      "densenet121, efficientnet_b0, ...); tf_efficientnet_lite0 for lite0")
+    parser.add_argument("--weights", default=None, metavar="imagenet|lite0|none|PATH",
+                        help="pretrained weights (default imagenet, which needs the network once; lite0 works offline)")
+    parser.add_argument("--freeze", choices=("head", "last", "none"), default=None,
+                        help="train only the new head, the last blocks too, or everything (default head)")
+    parser.add_argument("--epochs", type=int, default=None, help="most epochs per grid point (early stopping may end sooner)")
+    parser.add_argument("--image-size", type=int, default=None, help="network input side in pixels (default 224)")
+    parser.add_argument("--lr", type=float, nargs="+", default=None, help="learning rate(s); several make a grid")
+    parser.add_argument("--momentum", type=float, nargs="+", default=None, help="momentum value(s) for the grid")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=None, help="batch size(s) for the grid")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--out", default=None, help="where the model and metrics go (default DIR/models for a built "
+                                                   "dataset, else DIR/finetune)")
+    return parser
+
+
+def _dataset_info(directory: Path) -> dict:
+    """A built dataset's manifest_share.json (faces settings, attributes), or nothing."""
+    about = directory / "manifest_share.json"
+    return json.loads(about.read_text(encoding="utf-8")) if about.is_file() else {}
+
+
+def main(args: argparse.Namespace) -> int:
+    from tasks.finetune import finetune_tree
+    from tasks.finetune.data import locate_splits
+    from tasks.recipe import FinetuneConfig
+
+    directory = Path(args.directory)
+    splits = locate_splits(directory)
+    built = splits != directory
+    info = _dataset_info(directory) if built else {}
+    settings = {"model": args.model, "weights": args.weights, "freeze": args.freeze, "epochs": args.epochs,
+                "image_size": args.image_size}
+    grid = {"lr": args.lr, "momentum": args.momentum, "batch_size": args.batch_size}
+    config = FinetuneConfig(**{k: v for k, v in settings.items() if v is not None},
+                            grid={k: v for k, v in grid.items() if v})
+    out = Path(args.out) if args.out else directory / ("models" if built else "finetune")
+    summary = finetune_tree(splits, out, config, attributes=info.get("attributes"), device=args.device,
+                            crop_faces=info.get("faces"))
+    if summary.get("skipped"):
+        print(f"nothing trained: {summary['reason']}")
+        return 1
+    test = summary["test"]
+    print(f"{test['evaluated_on']} accuracy {test['accuracy']:.3f}, macro F1 {test['macro_f1']:.3f} "
+          f"({test['n']} images)")
+    for attribute, groups in test["per_group"].items():
+        gap = groups["largest_gap"]
+        print(f"  {attribute}: largest accuracy gap {gap['gap']:.3f} ({gap['highest']} vs {gap['lowest']})")
+    print(f"model: {summary['model']}")
+    print(f"metrics: {out / 'test_metrics.json'}")
+    return 0

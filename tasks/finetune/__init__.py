@@ -1,0 +1,46 @@
+"""The finetune stage: transfer learning on the exported splits, evaluated once on test.
+
+Modules: `backbones` (models, weights, freeze policy), `data` (image tree, transforms),
+`training` (the SGD loop), `grid` (every grid point, cached frozen layers), `evaluate`
+(metrics, subgroups, figures), `unlearn` (joint learning and unlearning), `pipeline`
+(the whole run), `apply` (new images), `report` (HTML section).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pandas as pd
+
+from tasks.finetune.pipeline import finetune_tree
+from tasks.finetune.report import report_section
+from tasks.paths import DatasetPaths
+from tasks.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+__all__ = ["finetune_tree", "report_section", "run"]
+
+
+def _write(summary: dict, paths: DatasetPaths) -> None:
+    target = paths.report_json("finetune")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+
+
+def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, device: str | None = None) -> pd.DataFrame:
+    """Fine-tune on paths.splits, write paths.models and reports/finetune.json; the manifest is unchanged."""
+    config = recipe.finetune
+    if config is None:
+        summary = {"skipped": True, "reason": "the recipe says 'finetune: none'"}
+    elif not (paths.splits / "train").is_dir() or not (paths.splits / "val").is_dir():
+        summary = {"skipped": True, "reason": f"no exported train/ and val/ folders under {paths.splits}"}
+    else:
+        crop = recipe.faces.model_dump(mode="json") if recipe.faces is not None else None
+        summary = finetune_tree(paths.splits, paths.models, config, attributes=recipe.attributes,
+                                bins=recipe.split.bins, device=device, crop_faces=crop, log=log.info)
+    if summary.get("skipped"):
+        log.warning("finetune skipped: %s", summary["reason"])
+    _write(summary, paths)
+    return manifest

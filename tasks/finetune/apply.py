@@ -1,0 +1,117 @@
+"""Applying a trained model to new images: predicted class and probabilities, as a table.
+
+When the model was trained on faceset's face crops, new images are cropped the same
+way first (tasks.faces, same settings), because a model trained on tight crops sees
+whole photos as something else entirely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from tasks.errors import FacesetError
+from tasks.finetune.backbones import Net, Normalization, build_net
+from tasks.finetune.data import IMAGE_SUFFIXES, eval_transform
+from tasks.finetune.pipeline import MODEL_FILE
+from tasks.finetune.training import autocast, pick_device
+
+
+def load_model(model_dir: Path) -> tuple[Net, dict]:
+    """The saved best model (architecture rebuilt, weights loaded) and its checkpoint info."""
+    model_dir = Path(model_dir)
+    path = model_dir / MODEL_FILE if model_dir.is_dir() else model_dir
+    if not path.is_file():
+        raise FacesetError(f"no trained model at {path}",
+                           "give the folder 'faceset finetune' wrote (it holds model.pt), e.g. <dataset>/models")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    net, _ = build_net(checkpoint["arch"], "none", len(checkpoint["classes"]))
+    net.load_state_dict(checkpoint["state_dict"], strict=True)
+    return net.eval(), checkpoint
+
+
+def image_files(items: Iterable[str | Path]) -> list[Path]:
+    """The given images, with folders expanded to the images inside them (sorted)."""
+    found: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            found.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            found.append(item)
+    return found
+
+
+def face_cropper(settings: dict | None, log: Callable[[str], None] | None = print) -> Callable | None:
+    """A function RGB array -> (crop or None, reason) using tasks.faces, or None to use whole images."""
+    if settings is None:
+        return None
+    try:
+        from tasks import faces
+        from tasks.recipe import FacesConfig
+    except ImportError:
+        if log:
+            log("note: the model was trained on face crops, but tasks.faces is not available; whole images are used")
+        return None
+    config = FacesConfig(**settings)
+    detector = faces.default_detector(config.min_score)
+
+    def crop(rgb: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+        outcome = faces.verify_and_crop(rgb, config, detector)
+        return outcome["crop"], outcome["reason"]
+
+    return crop
+
+
+def _load(path: Path, cropper: Callable | None) -> tuple[Image.Image | None, str]:
+    """The image to classify and what happened to it ('whole image', 'face crop' or why not)."""
+    if not path.is_file():
+        return None, "file not found"
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+    except Exception as exc:  # Pillow raises many kinds for broken files
+        return None, f"not an image ({exc.__class__.__name__})"
+    if cropper is None:
+        return rgb, "whole image"
+    crop, reason = cropper(np.asarray(rgb))
+    return (Image.fromarray(crop), "face crop") if crop is not None else (None, reason or "no face")
+
+
+def predict_images(model_dir: Path, images: Iterable[str | Path], *, device: str | None = None,
+                   cropper: Callable | None | str = "auto", batch_size: int = 32,
+                   log: Callable[[str], None] | None = print) -> pd.DataFrame:
+    """One row per image: predicted class, confidence, p_<class> columns, and what was classified.
+
+    Images that cannot be used (missing, not an image, no face) keep their row with
+    empty predictions and the reason in `status`.
+    """
+    net, checkpoint = load_model(Path(model_dir))
+    classes = checkpoint["classes"]
+    if cropper == "auto":
+        cropper = face_cropper(checkpoint.get("crop_faces"), log)
+    transform = eval_transform(int(checkpoint["image_size"]),
+                               Normalization(tuple(checkpoint["mean"]), tuple(checkpoint["std"])))
+    device_ = pick_device(device)
+    net.to(device_)
+    paths = image_files(images)
+    loaded = [_load(p, cropper) for p in paths]
+    usable = [i for i, (image, _) in enumerate(loaded) if image is not None]
+    probs = np.full((len(paths), len(classes)), np.nan)
+    with torch.no_grad():
+        for start in range(0, len(usable), batch_size):
+            chunk = usable[start:start + batch_size]
+            batch = torch.stack([transform(loaded[i][0]) for i in chunk]).to(device_)
+            with autocast(device_):
+                probs[chunk] = torch.softmax(net(batch).float(), 1).cpu().numpy()
+    table = pd.DataFrame({"image": [str(p) for p in paths], "status": [s for _, s in loaded]})
+    ok = ~np.isnan(probs[:, 0]) if len(paths) else np.zeros(0, bool)
+    table["predicted"] = pd.Series([classes[i] if good else pd.NA for i, good in zip(probs.argmax(1), ok)], dtype="string")
+    table["confidence"] = np.where(ok, np.nanmax(np.where(ok[:, None], probs, 0), axis=1), np.nan)
+    for index, name in enumerate(classes):
+        table[f"p_{name}"] = probs[:, index]
+    return table

@@ -1,0 +1,174 @@
+"""Evaluation of the chosen model on the test split: metrics, confusion, subgroups, galleries.
+
+Accuracy per subgroup comes with a bootstrap confidence interval and the largest gap
+between groups: the check the Pew team ran before publishing, because a classifier
+that is right 90% of the time overall can be right far less often for one group.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image, ImageOps  # noqa: E402
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support  # noqa: E402
+
+AGE_BINS = [0, 18, 30, 45, 60, 200]
+
+
+def metrics(targets: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy; precision, recall, F1 per class and macro; confusion; real vs predicted counts."""
+    predicted = probs.argmax(1)
+    labels = list(range(len(classes)))
+    precision, recall, f1, support = precision_recall_fscore_support(targets, predicted, labels=labels, zero_division=0)
+    matrix = confusion_matrix(targets, predicted, labels=labels)
+    return {
+        "n": int(len(targets)),
+        "accuracy": float((predicted == targets).mean()) if len(targets) else float("nan"),
+        "macro_precision": float(precision.mean()),
+        "macro_recall": float(recall.mean()),
+        "macro_f1": float(f1.mean()),
+        "per_class": {
+            c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            for i, c in enumerate(classes)
+        },
+        "confusion_matrix": {"labels": classes, "matrix": matrix.tolist(), "rows": "true class", "columns": "predicted class"},
+        "distribution": {c: {"real": int((targets == i).sum()), "predicted": int((predicted == i).sum())}
+                         for i, c in enumerate(classes)},
+    }
+
+
+def group_values(values: pd.Series, name: str, bins: dict[str, list[float]] | None = None) -> pd.Series:
+    """Attribute values as group labels; numbers with many values (age) are binned."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().sum() and numbers.notna().sum() == values.notna().sum() and numbers.nunique() > 8:
+        edges = (bins or {}).get(name) or (AGE_BINS if name == "age" else
+                                          list(np.unique(np.nanquantile(numbers, [0, .25, .5, .75, 1]))))
+        edges = sorted(set(edges))
+        labels = [f"{edges[i]:g}-{edges[i + 1]:g}" for i in range(len(edges) - 1)]
+        return pd.cut(numbers, edges, labels=labels, include_lowest=True, right=False).astype("string")
+    return values.astype("string")
+
+
+def bootstrap_ci(correct: np.ndarray, rounds: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of 0/1 outcomes."""
+    if len(correct) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = rng.choice(correct, size=(rounds, len(correct)), replace=True).mean(1)
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def per_group(frame: pd.DataFrame, correct: np.ndarray, attributes: list[str],
+              bins: dict[str, list[float]] | None = None, seed: int = 0) -> dict:
+    """For each attribute: accuracy, n and 95% bootstrap CI per group, and the largest gap."""
+    report: dict[str, dict] = {}
+    for attribute in attributes:
+        if attribute not in frame.columns:
+            continue
+        groups = group_values(frame[attribute].reset_index(drop=True), attribute, bins)
+        rows = {}
+        for value in sorted(groups.dropna().unique()):
+            mask = (groups == value).fillna(False).to_numpy()
+            low, high = bootstrap_ci(correct[mask].astype(float), seed=seed)
+            rows[str(value)] = {"n": int(mask.sum()), "accuracy": float(correct[mask].mean()), "ci_low": low, "ci_high": high}
+        if not rows:
+            continue
+        best = max(rows, key=lambda g: rows[g]["accuracy"])
+        worst = min(rows, key=lambda g: rows[g]["accuracy"])
+        report[attribute] = {"groups": rows, "largest_gap": {
+            "gap": rows[best]["accuracy"] - rows[worst]["accuracy"], "highest": best, "lowest": worst}}
+    return report
+
+
+def plot_confusion(result: dict, path: Path) -> Path:
+    labels, matrix = result["confusion_matrix"]["labels"], np.array(result["confusion_matrix"]["matrix"])
+    size = 2.5 + 0.5 * len(labels)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > matrix.max() / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(history: list[dict], path: Path) -> Path:
+    """Train and validation loss and accuracy per epoch of the chosen grid point."""
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for key, ax in (("loss", left), ("acc", right)):
+        ax.plot(epochs, [h[f"train_{key}"] for h in history], marker="o", label="train")
+        ax.plot(epochs, [h[f"val_{key}"] for h in history], marker="o", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy" if key == "acc" else "loss")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _montage(paths: list[str], captions: list[str], out: Path, thumb: int = 96) -> Path:
+    """A row of thumbnails with captions, one PNG per gallery."""
+    fig, axes = plt.subplots(1, len(paths), figsize=(1.4 * len(paths), 1.7), squeeze=False)
+    for ax, path, caption in zip(axes[0], paths, captions):
+        with Image.open(path) as image:
+            ax.imshow(ImageOps.fit(image.convert("RGB"), (thumb, thumb)))
+        ax.set_title(caption, fontsize=7)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def galleries(frame: pd.DataFrame, probs: np.ndarray, classes: list[str], out_dir: Path, per_gallery: int = 6) -> dict:
+    """The most confident false positives and false negatives of every class.
+
+    A false positive of class c was predicted c but is not; a false negative is c but
+    was predicted another class with high confidence. Returns the images per gallery.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    targets = frame["target"].to_numpy()
+    predicted = probs.argmax(1)
+    result: dict[str, dict] = {}
+    for index, name in enumerate(classes):
+        entry: dict[str, dict] = {}
+        kinds = {"false_positives": (predicted == index) & (targets != index),
+                 "false_negatives": (targets == index) & (predicted != index)}
+        for kind, mask in kinds.items():
+            rows = np.flatnonzero(mask)
+            rows = rows[np.argsort(-probs[rows, predicted[rows]], kind="stable")][:per_gallery]
+            items = [{"path": frame["path"].iloc[r], "true": classes[targets[r]], "predicted": classes[predicted[r]],
+                      "confidence": float(probs[r, predicted[r]])} for r in rows]
+            picture = None
+            if items:
+                picture = _montage([i["path"] for i in items],
+                                   [f"{i['true']}→{i['predicted']}\n{i['confidence']:.2f}" for i in items],
+                                   out_dir / f"{_safe(name)}_{kind}.png")
+            entry[kind] = {"images": items, "png": str(picture) if picture else None}
+        result[name] = entry
+    return result
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+
+
+def write_json(data: dict | list, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    return path

@@ -1,0 +1,136 @@
+"""Fine-tune on an image tree and evaluate once: the work behind the stage and `faceset finetune`.
+
+Order matters for honest numbers: the grid is chosen on validation only, and the test
+split is evaluated once, at the end, by the chosen model (a tree without test/ is
+evaluated on val/, and the results say so).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from tasks.finetune import data, evaluate
+from tasks.finetune.backbones import Net, Normalization, apply_freeze, build_net
+from tasks.finetune.grid import GridResult, run_grid
+from tasks.finetune.training import pick_device, predict
+from tasks.finetune.unlearn import run_unlearning
+from tasks.recipe import FinetuneConfig
+
+MODEL_FILE = "model.pt"
+
+
+def save_model(net: Net, norm: Normalization, classes: list[str], config: FinetuneConfig, out_dir: Path,
+               crop_faces: dict | None) -> Path:
+    """The book's MODELS folder: weights with class map and recipe, loadable by `faceset apply`."""
+    path = out_dir / MODEL_FILE
+    torch.save({
+        "arch": net.arch, "classes": classes, "state_dict": net.state_dict(),
+        "mean": list(norm.mean), "std": list(norm.std), "image_size": config.image_size,
+        "finetune": config.model_dump(mode="json"), "crop_faces": crop_faces,
+    }, path)
+    evaluate.write_json({str(i): c for i, c in enumerate(classes)}, out_dir / "class_map.json")
+    evaluate.write_json({"finetune": config.model_dump(mode="json"), "crop_faces": crop_faces}, out_dir / "recipe.json")
+    return path
+
+
+def _write_grid(grid: GridResult, out_dir: Path) -> None:
+    evaluate.write_json({"cached_features": grid.cached, "feature_seconds": round(grid.feature_seconds, 2),
+                         "seconds": round(grid.seconds, 2), "chosen": grid.chosen, "points": grid.table},
+                        out_dir / "grid.json")
+    pd.DataFrame(grid.table).to_csv(out_dir / "grid.csv", index=False)
+    for row, fitted in zip(grid.table, grid.fits):
+        evaluate.write_json(fitted.history, out_dir / "accuracy" / f"point_{row['point']:02d}.json")
+    evaluate.write_json(grid.fits[grid.best].history, out_dir / "metrics_per_epoch.json")
+
+
+def skip_reason(frame: pd.DataFrame, classes: list[str], config: FinetuneConfig) -> str | None:
+    """Why there is nothing worth training, in words; None when training can go ahead."""
+    train = frame[frame["split"] == "train"]
+    if len(classes) < 2:
+        return f"fine-tuning needs at least 2 classes; the training split has {len(classes)} ({', '.join(classes) or 'none'})"
+    if len(train) < config.min_images:
+        return f"fine-tuning needs at least {config.min_images} training images (finetune.min_images); there are {len(train)}"
+    if not (frame["split"] == "val").any():
+        return "fine-tuning needs validation images (val/) to choose a model; there are none"
+    return None
+
+
+def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, attributes: list[str] | None = None,
+                  bins: dict[str, list[float]] | None = None, device: str | torch.device | None = None,
+                  crop_faces: dict | None = None, use_cache: bool = True,
+                  log: Callable[[str], None] | None = print) -> dict:
+    """Train the grid, save the best model, evaluate it once; returns the summary (also as JSON).
+
+    `crop_faces` is the face-crop settings when the images are face crops made by
+    faceset, so that `faceset apply` crops new images the same way.
+    """
+    started = time.perf_counter()
+    frame, classes = data.read_tree(Path(directory))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reason = skip_reason(frame, classes, config)
+    if reason:
+        if log:
+            log(f"finetune skipped: {reason}")
+        return {"skipped": True, "reason": reason, "classes": classes, "images": int(len(frame))}
+    device = pick_device(device)
+    attributes = [a for a in (attributes if attributes is not None else data.attribute_columns(frame)) if a in frame.columns]
+
+    def make_net() -> tuple[Net, list]:
+        net, norm = build_net(config.model, config.weights, len(classes))
+        return net, apply_freeze(net, config.freeze)
+
+    net, norm = build_net(config.model, config.weights, len(classes))
+    frozen_norms = apply_freeze(net, config.freeze)
+    if log:
+        log(f"fine-tuning {net.arch} (weights {config.weights}, freeze {config.freeze}) on {device.type}: "
+            f"{len(classes)} classes, " + ", ".join(f"{s} {int((frame['split'] == s).sum())}" for s in data.SPLITS))
+    grid = run_grid(net, frozen_norms, frame, config, norm, device, use_cache=use_cache, log=log)
+    _write_grid(grid, out_dir)
+    model_path = save_model(net, norm, classes, config, out_dir, crop_faces)
+
+    eval_split = "test" if (frame["split"] == "test").any() else "val"
+    rows = frame[frame["split"] == eval_split].reset_index(drop=True)
+    probs, _ = predict(net, data.loader(rows, data.eval_transform(config.image_size, norm), 64, shuffle=False), device)
+    targets = rows["target"].to_numpy()
+    result = evaluate.metrics(targets, probs, classes)
+    result["per_group"] = evaluate.per_group(rows, probs.argmax(1) == targets, attributes, bins, seed=config.seed)
+    result.update(evaluated_on=eval_split, model=str(model_path), arch=net.arch, weights=config.weights,
+                  freeze=config.freeze, chosen=grid.chosen)
+    evaluate.write_json(result, out_dir / "test_metrics.json")
+    evaluate.write_json(result["confusion_matrix"], out_dir / "confusion_matrix.json")
+    evaluate.plot_confusion(result, out_dir / "confusion_matrix.png")
+    evaluate.plot_curves(grid.fits[grid.best].history, out_dir / "curves.png")
+    gallery = evaluate.galleries(rows, probs, classes, out_dir / "galleries")
+    predictions = rows[["path", "class"]].assign(predicted=[classes[i] for i in probs.argmax(1)],
+                                                 confidence=probs.max(1))
+    predictions.to_csv(out_dir / "predictions.csv", index=False)
+
+    unlearning = None
+    if config.unlearn is not None:
+        unlearning = run_unlearning(frame, classes, config, config.unlearn, norm, grid.hypers[grid.best], make_net,
+                                    device, out_dir / "unlearn", log=log)
+        evaluate.write_json(unlearning, out_dir / "unlearn" / "unlearn.json")
+
+    summary = {
+        "skipped": False, "classes": classes, "arch": net.arch, "weights": config.weights, "freeze": config.freeze,
+        "device": device.type, "mixed_precision": device.type == "cuda", "host": platform.node(),
+        "images": {s: int((frame["split"] == s).sum()) for s in data.SPLITS},
+        "grid": {"points": grid.table, "chosen": grid.chosen, "cached_features": grid.cached,
+                 "feature_seconds": round(grid.feature_seconds, 2), "seconds": round(grid.seconds, 2)},
+        "history": grid.fits[grid.best].history,
+        "test": {k: result[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1",
+                                        "per_class", "distribution", "confusion_matrix", "per_group", "evaluated_on")},
+        "galleries": gallery, "unlearn": unlearning, "model_dir": str(out_dir), "model": str(model_path),
+        "figures": {"curves": str(out_dir / "curves.png"), "confusion": str(out_dir / "confusion_matrix.png")},
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if log:
+        log(f"{eval_split} accuracy {result['accuracy']:.3f}, macro F1 {result['macro_f1']:.3f}; model saved in {model_path}")
+    return summary

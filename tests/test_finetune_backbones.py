@@ -1,0 +1,122 @@
+"""Backbones: offline Lite0 ImageNet weights, local weight files, the offline imagenet error, freezing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from tasks.errors import FacesetError
+from tasks.finetune import backbones
+from tasks.finetune.data import eval_transform
+
+
+def _lite0_imagenet() -> torch.nn.Module:
+    """timm's Lite0 with the shipped weights and its original 1000-class ImageNet classifier."""
+    model = timm.create_model(backbones.LITE0_ARCH, pretrained=False)
+    source = torch.load(backbones.lite0_weights_file(), map_location="cpu", weights_only=True)
+    model.load_state_dict(backbones.map_lite0_state(source, model.state_dict()), strict=True)
+    return model.eval()
+
+
+def _synthetic_image() -> Image.Image:
+    """A smooth colour gradient with a dark disc: deterministic, no network, no corpus."""
+    y, x = np.mgrid[0:224, 0:224]
+    rgb = np.stack([x, y, 255 - x], -1).astype(np.uint8)
+    rgb[(x - 112) ** 2 + (y - 112) ** 2 < 50 ** 2] = (20, 20, 20)
+    return Image.fromarray(rgb)
+
+
+def test_lite0_weights_load_strictly_and_match_in_count_and_shape():
+    source = torch.load(backbones.lite0_weights_file(), map_location="cpu", weights_only=True)
+    model = timm.create_model(backbones.LITE0_ARCH, pretrained=False)
+    target = model.state_dict()
+    assert len(source) == len(target) == 296
+    assert [tuple(v.shape) for v in source.values()] == [tuple(v.shape) for v in target.values()]
+    mapped = backbones.map_lite0_state(source, target)
+    result = model.load_state_dict(mapped, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert torch.equal(model.conv_stem.weight, source["_conv_stem.weight"])
+    assert torch.equal(model.classifier.weight, source["_fc.weight"])
+
+
+def test_lite0_classifies_a_synthetic_image_deterministically_with_imagenet_like_confidence():
+    model = _lite0_imagenet()
+    batch = eval_transform(224, backbones.Normalization(backbones.LITE0_MEAN, backbones.LITE0_STD))(_synthetic_image())[None]
+    with torch.no_grad():
+        first, second = torch.softmax(model(batch), 1), torch.softmax(model(batch), 1)
+        random_init = torch.softmax(timm.create_model(backbones.LITE0_ARCH, pretrained=False).eval()(batch), 1)
+    assert torch.equal(first, second)
+    assert first.argmax() == second.argmax()
+    # trained ImageNet weights commit to a few of the 1000 classes; random weights spread out
+    assert first.max() > 0.05 > random_init.max() or first.max() > 10 * random_init.max()
+    entropy = lambda p: float(-(p * p.clamp_min(1e-12).log()).sum())  # noqa: E731
+    assert entropy(first) < entropy(random_init)
+
+
+def test_mismatched_lite0_file_is_refused():
+    model = timm.create_model(backbones.LITE0_ARCH, pretrained=False)
+    source = torch.load(backbones.lite0_weights_file(), map_location="cpu", weights_only=True)
+    source.popitem()
+    with pytest.raises(FacesetError, match="296"):
+        backbones.map_lite0_state(source, model.state_dict())
+
+
+def test_build_net_lite0_replaces_the_head_and_keeps_pretrained_body():
+    net, norm = backbones.build_net("resnet18", "lite0", 3)  # lite0 weights imply the Lite0 architecture
+    assert net.arch == backbones.LITE0_ARCH
+    assert norm.mean == (0.5, 0.5, 0.5) and norm.std == (0.5, 0.5, 0.5)
+    assert net.head.out_features == 3 and net.head.in_features == 1280
+    source = torch.load(backbones.lite0_weights_file(), map_location="cpu", weights_only=True)
+    assert torch.equal(net.body.conv_head.weight, source["_conv_head.weight"])
+    assert net(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
+
+
+def test_local_weights_file_loads_and_bad_files_fail_clearly(tmp_path):
+    import torchvision
+
+    reference = torchvision.models.resnet18(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    net, _ = backbones.build_net("resnet18", str(tmp_path / "r18.pth"), 2)
+    assert torch.equal(net.body.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+    assert net.head.out_features == 2
+    with pytest.raises(FacesetError, match="neither 'imagenet'"):
+        backbones.build_net("resnet18", str(tmp_path / "missing.pth"), 2)
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), tmp_path / "r34.pth")
+    with pytest.raises(FacesetError, match="do not fit"):
+        backbones.build_net("resnet18", str(tmp_path / "r34.pth"), 2)
+
+
+def test_imagenet_weights_offline_name_the_cache_and_alternatives(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(FacesetError) as caught:
+        backbones.build_net("resnet18", "imagenet", 2)
+    text = str(caught.value)
+    assert str(tmp_path / "hub" / "checkpoints") in text
+    assert "lite0" in text and "none" in text
+
+
+def test_unknown_model_is_a_user_error():
+    with pytest.raises(FacesetError, match="unknown model"):
+        backbones.build_net("resnet_nonexistent", "none", 2)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", backbones.LITE0_ARCH])
+def test_freeze_policies_and_cached_prefix_equal_the_body(arch):
+    net, _ = backbones.build_net(arch, "none", 2)
+    frozen = backbones.apply_freeze(net, "head")
+    assert [n for n, p in net.named_parameters() if p.requires_grad] == ["head.weight", "head.bias"]
+    assert frozen  # every batch norm of the body keeps its statistics
+    backbones.apply_freeze(net, "none")
+    assert all(p.requires_grad for p in net.parameters())
+    backbones.apply_freeze(net, "last")
+    trainable = {n.split(".")[1] for n, p in net.named_parameters() if p.requires_grad and n.startswith("body.")}
+    assert trainable == ({"layer4"} if arch == "resnet18" else {"blocks", "conv_head", "bn2"})
+    prefix, suffix = backbones.split_frozen(net, "last")
+    assert not any(p.requires_grad for p in prefix.parameters())
+    net.eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(suffix(prefix(images)), net.body(images))
