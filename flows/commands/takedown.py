@@ -1,0 +1,100 @@
+"""`faceset takedown add URL|PAGE|NAME|IMAGE`: exclude an image from every future build.
+
+The entry goes on `<data-root>/takedowns.json` (shared by all datasets under that data
+root unless `--dataset` limits it) and is applied at once to the datasets already built
+there: their manifests mark the matches `excluded` (reason `takedown`) and every derived
+file is deleted. `faceset takedown list` shows the list.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tasks.errors import FacesetError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "takedown",
+        help="exclude an image (by URL, page, name or image file) from every future build",
+        description="Keep a list of images people asked to have removed. 'add' takes an image URL, the URL of the "
+                    "page it was on, a person's name, or an image file (matched by perceptual hash, also mirrored); "
+                    "matching images are removed from the datasets already built and excluded from every later build.",
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="put an image, page, name or image file on the takedown list")
+    add.add_argument("key", metavar="URL|PAGE|NAME|IMAGE", help="an image or page URL, a name, or an image file")
+    add.add_argument("--data-root", default="data", metavar="DIR|s3://bucket/prefix",
+                     help="the data root whose datasets it applies to (default: data)")
+    add.add_argument("--dataset", default=None, metavar="NAME", help="apply to this dataset only (default: all)")
+    add.add_argument("--kind", choices=["auto", "url", "name", "image"], default="auto",
+                     help="what KEY is (default: a URL if it starts with http(s)://, an image if it is a file, else a name)")
+    add.add_argument("--note", default="", help="why, or who asked (kept in the list)")
+    show = actions.add_parser("list", help="show the takedown list")
+    show.add_argument("--data-root", default="data", metavar="DIR|s3://bucket/prefix")
+    return parser
+
+
+def _s3_list(data_root: str) -> tuple[Path, object, str, str]:
+    """Fetch the S3 data root's list into the local mirror of that data root (where builds
+    on this machine read it): (mirror folder, client, bucket, key)."""
+    from tasks.storage import default_mirror_base, parse_s3_url, s3_client
+
+    bucket, prefix = parse_s3_url(data_root)
+    client = s3_client()
+    folder = default_mirror_base() / bucket / prefix
+    folder.mkdir(parents=True, exist_ok=True)
+    key = f"{prefix}takedowns.json"
+    try:
+        client.download_file(bucket, key, str(folder / "takedowns.json"))
+    except Exception as exc:  # noqa: BLE001 - a missing list is an empty list; anything else is reported
+        if not any(word in str(exc) for word in ("404", "Not Found", "NoSuchKey")):
+            raise FacesetError(f"cannot read s3://{bucket}/{key}: {exc}", "check the credentials and the bucket") from exc
+    return folder, client, bucket, key
+
+
+def apply_to_built(data_root: Path, dataset: str | None) -> list[tuple[str, int]]:
+    """Apply the list to every dataset already built under `data_root`: (name, images removed)."""
+    from tasks import manifest as mf
+    from tasks import takedown
+    from tasks.paths import DatasetPaths
+
+    done = []
+    for manifest_file in sorted(data_root.glob("*/manifest.parquet")):
+        name = manifest_file.parent.name
+        if dataset and name != dataset:
+            continue
+        frame = mf.read(manifest_file)
+        before = int(((frame["status"] == mf.EXCLUDED) & (frame["reason"] == takedown.REASON)).sum())
+        out = takedown.apply(frame, DatasetPaths(manifest_file.parent.resolve()))
+        after = int(((out["status"] == mf.EXCLUDED) & (out["reason"] == takedown.REASON)).sum())
+        if after != before:
+            mf.write(out, manifest_file)
+        done.append((name, after - before))
+    return done
+
+
+def main(args: argparse.Namespace) -> int:
+    from tasks import takedown
+
+    remote = str(args.data_root).startswith("s3://")
+    if remote:
+        root, client, bucket, key = _s3_list(str(args.data_root))
+    else:
+        root = Path(args.data_root)
+    if args.action == "list":
+        for entry in takedown.load(root):
+            scope = entry.dataset or "all datasets"
+            print(f"{entry.added_at}  {entry.kind:5}  {entry.given}  ({scope}){'  ' + entry.note if entry.note else ''}")
+        return 0
+    entry, added = takedown.add(root, takedown.make_entry(args.key, args.kind, args.dataset, args.note))
+    print(f"{'added' if added else 'already on the list'}: {entry.kind} {entry.given} "
+          f"({entry.dataset or 'every dataset'} under {args.data_root})")
+    if remote:
+        client.upload_file(str(takedown.list_path(root)), bucket, key)
+        print("the datasets there exclude it at their next build")
+        return 0
+    for name, removed in apply_to_built(root, args.dataset):
+        print(f"  {name}: {removed} image{'s' if removed != 1 else ''} removed now")
+    return 0
