@@ -56,6 +56,8 @@ def polite_settings(recipe: Recipe, log_file: str) -> dict[str, Any]:
         "FACESET_MAX_RETRY_AFTER": crawl.max_retry_after,
         "REDIRECT_ENABLED": crawl.max_redirects > 0,
         "REDIRECT_MAX_TIMES": crawl.max_redirects,
+        "DOWNLOADER": "spiders.politeness.PoliteDownloader",
+        "REMOTE_CONTROL_ENABLED": False,  # no listening port on the crawling machine
         "DEPTH_LIMIT": 0,  # the spider bounds depth per source itself (pagination is not depth)
         "DOWNLOADER_MIDDLEWARES": {
             "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,

@@ -42,14 +42,14 @@ def _needs_browser(recipe: Recipe) -> bool:
     return any(s.render or any(f.render for f in s.follow) for s in recipe.sources)
 
 
-def _job(recipe: Recipe, state: Path, today: date) -> dict[str, Any]:
-    running = state / "running"
-    if running.exists():
-        # The last crawl process did not end under our eyes: its JOBDIR queue may be
-        # half written, so start the walk again; the HTTP cache replays fetched pages.
+def prepare_job(recipe: Recipe, paths: DatasetPaths, today: date) -> dict[str, Any]:
+    """The crawl job, resuming the unfinished crawl left in the state folder if there is one."""
+    state = crawl_state(paths)
+    if (state / "job").exists() and not (state / "stats.json").is_file():
+        # The last crawl process was killed before it could close its JOBDIR cleanly, so
+        # its queue may be half written: walk again; the HTTP cache replays fetched pages.
         shutil.rmtree(state / "job", ignore_errors=True)
     state.mkdir(parents=True, exist_ok=True)
-    running.touch()
     return {
         "kind": "crawl",
         "recipe": recipe.model_dump(mode="json"),
@@ -181,9 +181,8 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, today: d
 
         require_browser()
     state = crawl_state(paths)
-    job = _job(recipe, state, today or datetime.now(timezone.utc).date())
+    job = prepare_job(recipe, paths, today or datetime.now(timezone.utc).date())
     stats = run_job(job, state, timeout=timeout)
-    (state / "running").unlink(missing_ok=True)
     records = read_jsonl(Path(job["items_file"]))
     _judge(stats, records, state)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")

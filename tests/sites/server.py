@@ -13,6 +13,15 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up (killed crawls, timeouts) are expected here, not errors."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        pass
+
+
 @dataclass
 class Route:
     body: bytes = b""
@@ -30,6 +39,8 @@ class FixtureServer:
         self.routes = routes
         self.log: list[tuple[str, str, float]] = []  # (path, User-Agent, time)
         self._lock = threading.Lock()
+        self.active = 0  # requests being answered now
+        self.max_active = 0  # the most ever answered at once (per-domain concurrency)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,10 +48,19 @@ class FixtureServer:
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 with server._lock:
+                    server.active += 1
+                    server.max_active = max(server.max_active, server.active)
                     server.log.append((self.path, self.headers.get("User-Agent", ""), time.monotonic()))
                     route = server.routes.get(self.path.split("?")[0]) or Route(b"<h1>not found</h1>", status=404)
                     if route.before:
                         route = route.before.pop(0)
+                try:
+                    self._answer(route)
+                finally:
+                    with server._lock:
+                        server.active -= 1
+
+            def _answer(self, route: Route) -> None:
                 if route.delay:
                     time.sleep(route.delay)
                 etag = route.headers.get("ETag")
@@ -64,8 +84,7 @@ class FixtureServer:
             def log_message(self, *args) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
