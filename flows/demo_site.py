@@ -7,7 +7,8 @@ a web page served as an image, a group photo, the same person listed twice) show
 what the pipeline does with them. Served on 127.0.0.1 only.
 
 The labels CSV has a `file` column plus label columns. UTKFace's `labels.csv`
-(age, gender 0 male / 1 female, race 0-4) is understood natively; for any other CSV,
+(age, gender 0 male / 1 female, race 0-4) is understood natively, adults only; for any
+other CSV,
 every column becomes a field as plain text.
 """
 
@@ -113,8 +114,10 @@ def build_site(images_dir: Path, limit: int | None = None, seed: int = 7, extras
         raise FacesetError(f"{images_dir} has a labels CSV but none of its files exist", "check the 'file' column")
     rng = random.Random(seed)
     rng.shuffle(rows)
-    rows = rows[:limit] if limit else rows
     utkface = {"age", "gender", "race"} <= set(rows[0])
+    if utkface:  # a staff directory shows adults; UTKFace also has children
+        rows = [r for r in rows if 18 <= int(r["age"]) <= 80]
+    rows = rows[:limit] if limit else rows
     profiles: list[Profile] = []
     images: dict[str, bytes] = {}
     for number, row in enumerate(rows, start=1):
