@@ -8,8 +8,7 @@ what the pipeline does with them. Served on 127.0.0.1 only.
 
 The labels CSV has a `file` column plus label columns. UTKFace's `labels.csv`
 (age, gender 0 male / 1 female, race 0-4) is understood natively, adults only; for any
-other CSV,
-every column becomes a field as plain text.
+other CSV, every column becomes a field as plain text.
 """
 
 from __future__ import annotations
