@@ -6,9 +6,9 @@ want paths, not streams. With `--data-root s3://bucket/prefix` the dataset lives
 changed after every stage, so a build resumed on another machine finds the finished
 stages (the build cache lives in the dataset's `.faceset/` folder and travels with it).
 
-Every upload carries its SHA-256 (`ChecksumSHA256`), so S3 rejects a corrupted write,
-and is checked afterwards against what S3 stored; downloads are checked against the
-`sha256` metadata written on upload. The endpoint comes from FACESET_S3_ENDPOINT or
+Every upload carries its MD5 and SHA-256 (`Content-MD5`, `ChecksumSHA256`), so S3 rejects
+a corrupted write, and the ETag S3 computes from the bytes it received is checked against
+the file's MD5; downloads are checked against the `sha256` metadata written on upload. The endpoint comes from FACESET_S3_ENDPOINT or
 AWS_ENDPOINT_URL (a MinIO or moto server), credentials from the usual AWS settings.
 """
 
@@ -184,20 +184,29 @@ class S3Root:
         return sorted(files)
 
     def upload(self, rel: str) -> list:
-        """Upload one file with its SHA-256 (S3 verifies it on write) and check what S3 stored."""
+        """Upload one file and check that S3 received exactly these bytes.
+
+        Content-MD5 and ChecksumSHA256 make S3 refuse a corrupted write; the ETag S3
+        computes from what it received (the MD5 of a single-part, non-KMS upload) is then
+        compared with ours, which also holds on servers that skip those checks.
+        """
         path = self.local / rel
-        digest = sha256_file(path)
+        sha, md5 = hashlib.sha256(), hashlib.md5()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(block)
+                md5.update(block)
         key = self.prefix + rel
         with open(path, "rb") as body:
-            self._call("upload", self.client.put_object, Bucket=self.bucket, Key=key, Body=body,
-                       ChecksumAlgorithm="SHA256", ChecksumSHA256=_b64(digest), Metadata={"sha256": digest})
-        head = self._call("head", self.client.head_object, Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
-        stored = head.get("ChecksumSHA256")
-        if stored is not None and stored.split("-")[0] != _b64(digest):
-            raise FacesetError(f"S3 stored {key} with checksum {stored}, expected {_b64(digest)}",
+            sent = self._call("upload", self.client.put_object, Bucket=self.bucket, Key=key, Body=body,
+                              ContentMD5=base64.b64encode(md5.digest()).decode(), ChecksumAlgorithm="SHA256",
+                              ChecksumSHA256=_b64(sha.hexdigest()), Metadata={"sha256": sha.hexdigest()})
+        etag = str(sent.get("ETag", "")).strip('"')
+        if sent.get("ServerSideEncryption") != "aws:kms" and etag != md5.hexdigest():
+            raise FacesetError(f"S3 received {key} damaged (its ETag is {etag}, the file's MD5 is {md5.hexdigest()})",
                                "the upload was corrupted on the way; run the same command again")
         stat = path.stat()
-        return [stat.st_size, stat.st_mtime_ns, digest]
+        return [stat.st_size, stat.st_mtime_ns, sha.hexdigest()]
 
     def push(self) -> None:
         """Upload new and changed files, delete remote files removed locally."""

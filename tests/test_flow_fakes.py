@@ -4,7 +4,8 @@ Every stage logs what it processed to $FACESET_TEST_LOG (one line per call or pe
 tests can see which stages ran and which images a per-image stage processed. The fake
 "site" is a JSON list of items in $FACESET_TEST_SITE; tests add items to it to simulate
 a re-crawl that finds new images. $FACESET_TEST_SLEEP slows the faces stage per row, so a
-test can kill a build in the middle of it; the image URL in $FACESET_TEST_BROKEN makes it fail. No tests here: pytest collects nothing.
+test can kill a build in the middle of it; the image URL in $FACESET_TEST_BROKEN makes it fail;
+$FACESET_TEST_PAUSE names a simple stage (export, finetune) that pauses 3 s. No tests here: pytest collects nothing.
 """
 
 from __future__ import annotations
@@ -142,7 +143,9 @@ def _per_image(manifest, recipe, paths, mapper, batch_fn, summary_fn, size):
 
 def crosscheck_batch(rows: pd.DataFrame, recipe, paths) -> pd.DataFrame:
     out = rows.copy()
+    delay = float(os.environ.get("FACESET_TEST_SLEEP", "0"))
     for i, row in out.iterrows():
+        time.sleep(delay)
         _log("crosscheck-row", row["item_id"])
         out.loc[i, "autotag_gender"] = row["gender"]
         out.loc[i, "crosscheck"] = "agree"
@@ -162,6 +165,8 @@ def crosscheck_summary(manifest, recipe, paths) -> dict:
 def simple(stage: str, column: str):
     def run(manifest: pd.DataFrame, recipe, paths) -> pd.DataFrame:
         _log(stage)
+        if os.environ.get("FACESET_TEST_PAUSE") == stage:
+            time.sleep(3)
         out = manifest.copy()
         out[column] = pd.Series([f"{stage}:{v}" for v in out["item_id"]], index=out.index, dtype="string")
         _report(paths, stage, {"rows": len(out), "kept": int(mf.kept(out).sum())})
