@@ -216,7 +216,9 @@ def slug(reason: str) -> str:
 
 def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
     """Write via a temporary file and rename: a crash never leaves half a file, and two
-    workers writing the same crop (identical images) cannot interleave."""
+    workers writing the same crop (identical images) cannot interleave. Unlike the
+    manifest's writer there is no fsync: a lost crop is simply made again, while an
+    fsync per crop would cost more than cropping."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
