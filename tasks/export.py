@@ -105,12 +105,12 @@ def place(source: Path, target: Path) -> str:
         return "copied"
 
 
-def attribute_values(frame: pd.DataFrame, recipe: Recipe) -> dict[str, pd.Series]:
+def attribute_values(frame: pd.DataFrame, attributes: list[str]) -> dict[str, pd.Series]:
     """Each attribute as metadata.jsonl gives it: numbers as numbers (so loaders can bin them),
     everything else as text, missing as null."""
     values = {}
-    for attribute in recipe.attributes:
-        column = frame[attribute] if attribute in frame.columns else pd.Series(pd.NA, index=frame.index)
+    for attribute in attributes:
+        column = frame[attribute].replace("", pd.NA) if attribute in frame.columns else pd.Series(pd.NA, index=frame.index)
         numbers = pd.to_numeric(column, errors="coerce")
         if is_numeric(column, binned=True):
             column = numbers.map(lambda n: None if pd.isna(n) else (int(n) if float(n).is_integer() else float(n)))
@@ -135,7 +135,7 @@ def export_tree(frame: pd.DataFrame, column: str, folder: Path, recipe: Recipe, 
     missing: list[str] = []
     counts: dict[str, dict[str, int]] = {}
     rows = frame[kept(frame).fillna(False) & frame[column].notna() & frame[recipe.target].notna()]
-    attributes = attribute_values(rows, recipe)
+    attributes = attribute_values(rows, recipe.attributes)
     for split in SPLITS:
         lines = []
         chosen = rows[rows[column] == split].sort_values("item_id")
