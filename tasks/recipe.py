@@ -170,6 +170,14 @@ class DedupeConfig(_Section):
     identity: bool = True
     identity_threshold: float = Field(0.45, gt=0, lt=2)
     reference: list[str] = Field(default_factory=list, description="manifests of earlier datasets")
+    face_max_distance: int = Field(
+        10, ge=0, le=64, description="largest pHash distance between aligned faces; the descriptors must agree too")
+    descriptor_distance: float = Field(0.4, gt=0, lt=2, description="largest face-descriptor distance of a duplicate")
+    same_photo_distance: float = Field(
+        0.3, ge=0, lt=2, description="descriptors this close make a duplicate at up to twice face_max_distance")
+    name_field: str | None = Field("name", description="a field whose equal values corroborate one identity")
+    name_threshold: float = Field(0.6, gt=0, lt=2, description="identity threshold for faces of the same name")
+    blank_std: float = Field(4.0, ge=0, description="crops whose grey levels vary less than this are blank")
 
 
 # ---------------------------------------------------------------- cross-check
