@@ -174,7 +174,7 @@ class DedupeConfig(_Section):
         10, ge=0, le=64, description="largest pHash distance between aligned faces; the descriptors must agree too")
     descriptor_distance: float = Field(0.4, gt=0, lt=2, description="largest face-descriptor distance of a duplicate")
     same_photo_distance: float = Field(
-        0.3, ge=0, lt=2, description="descriptors this close make a duplicate at up to twice face_max_distance")
+        0.3, ge=0, lt=2, description="descriptors this close make a duplicate unless the face hashes are far apart")
     name_field: str | None = Field("name", description="a field whose equal values corroborate one identity")
     name_threshold: float = Field(0.6, gt=0, lt=2, description="identity threshold for faces of the same name")
     blank_std: float = Field(4.0, ge=0, description="crops whose grey levels vary less than this are blank")
@@ -201,6 +201,18 @@ class CrosscheckConfig(_Section):
     region: str | None = None
     max_calls: int | None = Field(None, ge=0, description="budget of paid API calls per build")
     rate_limit: float = Field(5.0, gt=0, description="API calls per second at most")
+    endpoint_url: str | None = Field(None, description="another Rekognition endpoint (AWS_ENDPOINT_URL also works)")
+    celebrities: bool = Field(False, description="also call RecognizeCelebrities (Rekognition)")
+    label_confidence: float = Field(50.0, ge=0, le=100, description="least confidence of a scene label that counts")
+    calibrate: bool = Field(False, description="calibrate the tagger's ages on this dataset's own labels (cross-fitted)")
+
+    @field_validator("fields")
+    @classmethod
+    def _known_checks(cls, value: dict[str, CrosscheckField]) -> dict[str, CrosscheckField]:
+        unknown = set(value) - {"gender", "age", "celebrity"}
+        if unknown:
+            raise ValueError(f"crosscheck.fields can check gender, age and celebrity, not {sorted(unknown)}")
+        return value
 
     @field_validator("fields", mode="before")
     @classmethod
