@@ -110,6 +110,8 @@ def samples(manifest: pd.DataFrame, paths: DatasetPaths) -> str:
     out = ["<h3>Kept faces</h3><div class='grid'>", *(figure(r, "face_path") for _, r in kept.iterrows()), "</div>"]
     column = "quarantine_path" if "quarantine_path" in manifest else "image_path"
     rejected = manifest[manifest["status"].isin([QUARANTINED, DUPLICATE]) & manifest[column].notna()]
+    if "image_width" in rejected:  # only files that decoded: an HTML page makes no thumbnail
+        rejected = rejected[rejected["image_width"].notna()]
     rejected = rejected.groupby("reason", dropna=False).head(3).head(SAMPLES)
     out += ["<h3>Rejected images</h3><div class='grid'>", *(figure(r, column) for _, r in rejected.iterrows()), "</div>"]
     failed = int((manifest["status"] == FAILED).sum())
