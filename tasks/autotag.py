@@ -275,11 +275,11 @@ class RekognitionTagger:
     paid = True
 
     def __init__(self, cache_dir: Path, *, region: str | None = None, endpoint_url: str | None = None,
-                 rate_limit: float = 5.0, max_calls: int | None = None, celebrities: bool = False,
+                 rate_limit: float = 5.0, max_calls: int | None = None, faces: bool = True, celebrities: bool = False,
                  labels: bool = False, max_attempts: int = 8, client: Any = None) -> None:
         self.cache = ResponseCache(cache_dir)
-        self.operations = ["detect_faces"] + (["recognize_celebrities"] if celebrities else []) + (
-            ["detect_labels"] if labels else [])
+        wanted = {"detect_faces": faces, "recognize_celebrities": celebrities, "detect_labels": labels}
+        self.operations = [operation for operation, on in wanted.items() if on]
         self.max_calls = max_calls
         self.calls = 0
         self._limiter = RateLimiter(rate_limit)
@@ -332,7 +332,7 @@ class RekognitionTagger:
             try:
                 sha = file_sha256(path)
                 payload = image_payload(path)
-                tags = parse_detect_faces(self._call("detect_faces", sha, payload))
+                tags = parse_detect_faces(self._call("detect_faces", sha, payload)) if "detect_faces" in self.operations else Tags()
                 if "recognize_celebrities" in self.operations:
                     tags.celebrity, tags.celebrity_confidence = parse_celebrities(
                         self._call("recognize_celebrities", sha, payload))

@@ -78,18 +78,22 @@ def _fit_age(tagger: np.ndarray, crawled: np.ndarray, groups: np.ndarray):
 
 
 def age_expected(tagger: np.ndarray, crawled: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cross-fitted calibrated age and the typical spread of correct labels around it."""
+    """Cross-fitted calibrated age and the typical spread of correct labels around it.
+
+    The spread comes from the out-of-fold residuals of the *other* folds, binned by
+    calibrated age: in-fold residuals of an isotonic fit are too small."""
+    folds = _folds(len(tagger))
     expected = np.empty(len(tagger))
-    spread = np.empty(len(tagger))
-    for train, test in _folds(len(tagger)):
+    for train, test in folds:
         iso, shifts = _fit_age(tagger[train], crawled[train], groups[train])
-        fitted = iso.predict(tagger[train]) + groups[train] @ shifts
         expected[test] = iso.predict(tagger[test]) + groups[test] @ shifts
-        edges = np.quantile(fitted, np.linspace(0, 1, SPREAD_BINS + 1)[1:-1])
-        bins_train, bins_test = np.digitize(fitted, edges), np.digitize(expected[test], edges)
-        residual = crawled[train] - fitted
-        spreads = np.array([_spread(residual[bins_train == b]) if (bins_train == b).sum() >= 5 else _spread(residual)
-                            for b in range(SPREAD_BINS)])
+    residual = crawled - expected
+    spread = np.empty(len(tagger))
+    for train, test in folds:
+        edges = np.quantile(expected[train], np.linspace(0, 1, SPREAD_BINS + 1)[1:-1])
+        bins_train, bins_test = np.digitize(expected[train], edges), np.digitize(expected[test], edges)
+        spreads = np.array([_spread(residual[train][bins_train == b]) if (bins_train == b).sum() >= 5
+                            else _spread(residual[train]) for b in range(SPREAD_BINS)])
         spread[test] = spreads[bins_test]
     return expected, spread
 

@@ -76,18 +76,15 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def make_tagger(config: CrosscheckConfig, paths: DatasetPaths) -> Tagger:
-    """The recipe's autotagger (the local one is shared by the whole process)."""
+    """The recipe's autotagger. The local one is shared by the whole process; a
+    Rekognition one is new each time, so its call budget counts one build."""
     if config.autotagger == "rekognition":
-        return _rekognition(config, paths.state / "rekognition")
+        return RekognitionTagger(
+            paths.state / "rekognition", region=config.region, endpoint_url=config.endpoint_url,
+            rate_limit=config.rate_limit, max_calls=config.max_calls, faces=bool({"gender", "age"} & set(config.fields)),
+            celebrities=config.celebrities or "celebrity" in config.fields, labels=bool(config.labels),
+        )
     return local_tagger()
-
-
-@functools.lru_cache(maxsize=4)
-def _rekognition(config: CrosscheckConfig, cache_dir: Path) -> RekognitionTagger:
-    return RekognitionTagger(
-        cache_dir, region=config.region, endpoint_url=config.endpoint_url, rate_limit=config.rate_limit,
-        max_calls=config.max_calls, celebrities=config.celebrities, labels=bool(config.labels),
-    )
 
 
 # ---------------------------------------------------------------- the plain, per-face rules

@@ -1,0 +1,214 @@
+"""The cross-check rules, decisions and reports, with a small fake tagger.
+
+The tagger is not the point here (tests/test_autotag.py runs the real one on real faces):
+the fake answers with fixed opinions per face, so every rule can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from tasks import crosscheck, manifest as mf
+from tasks.autotag import Tags
+from tasks.parallel import serial_mapper
+from tasks.paths import DatasetPaths
+from tasks.recipe import parse_recipe
+
+
+class FakeTagger:
+    """Fixed opinions by face file name; counts the faces it was asked about."""
+
+    name = "local"
+    paid = False
+
+    def __init__(self, opinions: dict[str, Tags]) -> None:
+        self.opinions = opinions
+        self.seen: list[str] = []
+
+    def tag(self, images):
+        self.seen.extend(Path(p).name for p in images)
+        return [self.opinions.get(Path(p).name, Tags(note="tagger found no face")) for p in images]
+
+
+def make_recipe(**crosscheck_section):
+    section = {"autotagger": "local", "fields": {"gender": "gender", "age": {"field": "age", "margin": 5}}}
+    section.update(crosscheck_section)
+    return parse_recipe({
+        "name": "cc", "contact": "cc@example.org", "target": "label", "attributes": ["gender", "age"],
+        "sources": [{"name": "site", "start_urls": ["http://127.0.0.1/"],
+                     "item": {"image": "img::attr(src)",
+                              "fields": {"label": "p.l", "gender": "p.g", "age": "p.a", "name": "h1"}}}],
+        "crosscheck": section,
+    }, Path("cc.yaml"))
+
+
+def write_face(paths: DatasetPaths, name: str, shade: int = 128) -> str:
+    target = paths.faces / name
+    Image.fromarray(np.full((64, 64, 3), shade, np.uint8)).save(target, "JPEG")
+    return f"faces/{name}"
+
+
+def manifest_of(paths: DatasetPaths, rows: list[dict]) -> pd.DataFrame:
+    records = []
+    for i, row in enumerate(rows):
+        record = {"item_id": f"id{i}", "source": row.get("source", "site"), "page_url": f"http://127.0.0.1/p{i}.html",
+                  "image_url": f"http://127.0.0.1/i{i}.jpg", "status": row.get("status", "kept"),
+                  "reason": row.get("reason", pd.NA), "label": row.get("label", "cs"),
+                  "gender": row.get("gender"), "age": row.get("age"), "name": row.get("name")}
+        if row.get("face", True):
+            record["face_path"] = write_face(paths, f"f{i}.jpg", (40 + 10 * i) % 256)
+        records.append(record)
+    return mf.conform(pd.DataFrame(records), ["label", "gender", "age", "name"])
+
+
+@pytest.fixture
+def paths(tmp_path) -> DatasetPaths:
+    return DatasetPaths.create(tmp_path / "ds")
+
+
+def test_rules_outcomes_reasons_and_untouched_rows(paths):
+    frame = manifest_of(paths, [
+        {"gender": "female", "age": "34"},              # 0: gender disagrees, confidently
+        {"gender": "male", "age": "34"},                # 1: agrees on both
+        {"gender": "female", "age": "34"},              # 2: age disagrees
+        {"gender": "female", "age": "30"},              # 3: tagger unsure of gender, age agrees
+        {"gender": "male", "age": "40", "status": "duplicate", "reason": "duplicate of id1"},  # 4: not kept
+        {"gender": "male", "age": "40", "face": False},  # 5: kept but no crop
+        {"gender": None, "age": None},                  # 6: nothing crawled
+    ])
+    tagger = FakeTagger({
+        "f0.jpg": Tags(gender="male", gender_confidence=97.2, age=35.0),
+        "f1.jpg": Tags(gender="male", gender_confidence=99.0, age=36.0),
+        "f2.jpg": Tags(gender="female", gender_confidence=95.0, age=52.4),
+        "f3.jpg": Tags(gender="male", gender_confidence=62.0, age=33.0),
+        "f6.jpg": Tags(gender="female", gender_confidence=99.0, age=20.0),
+    })
+    out = crosscheck.run(frame, make_recipe(), paths, tagger=tagger, mapper=serial_mapper)
+    mf.check_invariants(frame, out, "crosscheck")
+    by = out.set_index("item_id")
+    assert by.loc["id0", "crosscheck"] == "disagree"
+    assert by.loc["id0", "crosscheck_reason"] == "gender: crawled female, tagger male (97%)"
+    assert by.loc["id1", "crosscheck"] == "agree"
+    assert by.loc["id2", "crosscheck"] == "disagree"
+    assert by.loc["id2", "crosscheck_reason"] == "age: crawled 34, tagger 52 (margin 5)"
+    assert by.loc["id3", "crosscheck_gender"] == "skipped" and "tagger unsure (62% < 90%)" in by.loc["id3", "crosscheck_gender_reason"]
+    assert by.loc["id3", "crosscheck"] == "agree"  # its age agrees
+    assert pd.isna(by.loc["id4", "crosscheck"]) and by.loc["id4", "status"] == "duplicate"
+    assert by.loc["id5", "crosscheck"] == "skipped" and by.loc["id5", "crosscheck_reason"] == "no face crop to check"
+    assert by.loc["id6", "crosscheck"] == "skipped"
+    assert by.loc["id0", "autotag_gender"] == "male" and by.loc["id0", "autotag_gender_confidence"] == pytest.approx(97.2)
+    assert by.loc["id2", "autotag_age"] == pytest.approx(52.4)
+    assert (out["status"] == frame["status"]).all()  # flag keeps everyone
+    assert sorted(tagger.seen) == ["f0.jpg", "f1.jpg", "f2.jpg", "f3.jpg", "f6.jpg"]
+
+    # A rebuild does not tag faces again, and re-decides with the new recipe.
+    again = FakeTagger({})
+    out2 = crosscheck.run(out, make_recipe(fields={"gender": {"field": "gender", "min_confidence": 50}}), paths,
+                          tagger=again, mapper=serial_mapper)
+    assert again.seen == []
+    assert out2.set_index("item_id").loc["id3", "crosscheck"] == "disagree"
+
+
+def test_drop_quarantines_and_flag_brings_back(paths):
+    frame = manifest_of(paths, [{"gender": "female", "age": "34"}, {"gender": "male", "age": "34"}])
+    tagger = FakeTagger({"f0.jpg": Tags(gender="male", gender_confidence=97.0, age=34.0),
+                         "f1.jpg": Tags(gender="male", gender_confidence=97.0, age=34.0)})
+    dropped = crosscheck.run(frame, make_recipe(on_disagreement="drop"), paths, tagger=tagger, mapper=serial_mapper)
+    row = dropped.set_index("item_id").loc["id0"]
+    assert row["status"] == "quarantined"
+    assert row["reason"] == "autotagger disagrees: gender: crawled female, tagger male (97%)"
+    assert dropped.set_index("item_id").loc["id1", "status"] == "kept"
+    # Running again keeps the decision stable; switching to flag keeps the face again.
+    assert crosscheck.run(dropped, make_recipe(on_disagreement="drop"), paths, tagger=tagger,
+                          mapper=serial_mapper).set_index("item_id").loc["id0", "status"] == "quarantined"
+    flagged = crosscheck.run(dropped, make_recipe(on_disagreement="flag"), paths, tagger=tagger, mapper=serial_mapper)
+    assert flagged.set_index("item_id").loc["id0", "status"] == "kept"
+    assert flagged.set_index("item_id").loc["id0", "crosscheck"] == "disagree"
+
+
+def test_autotagger_none_skips_everything(paths):
+    frame = manifest_of(paths, [{"gender": "female", "age": "34"}, {"gender": "male", "age": "50"}])
+    tagger = FakeTagger({})
+    out = crosscheck.run(frame, make_recipe(autotagger="none"), paths, tagger=tagger, mapper=serial_mapper)
+    assert (out["crosscheck"] == "skipped").all() and (out["crosscheck_reason"] == "autotagger: none").all()
+    assert tagger.seen == []
+
+
+def test_age_range_counts_midpoint_and_width_and_labels_map_to_target(paths):
+    frame = manifest_of(paths, [
+        {"age": "38", "label": "protest"}, {"age": "41", "label": "protest"}, {"age": "30", "label": "portrait"},
+    ])
+    tagger = FakeTagger({
+        "f0.jpg": Tags(age=30.0, age_width=10.0, labels={"Crowd": 93.0}),   # 25-35: 38 is within 5 + 5
+        "f1.jpg": Tags(age=30.0, age_width=10.0, labels={"Person": 99.0}),  # 41 is 11 away: disagree
+        "f2.jpg": Tags(age=30.0, age_width=4.0, labels={"Protest": 80.0}),  # portrait, but the tagger saw a protest
+    })
+    recipe = make_recipe(fields={"age": {"field": "age", "margin": 5}}, labels={"protest": ["Crowd", "Protest"]})
+    by = crosscheck.run(frame, recipe, paths, tagger=tagger, mapper=serial_mapper).set_index("item_id")
+    assert by.loc["id0", "crosscheck"] == "agree"
+    assert by.loc["id0", "crosscheck_label_reason"] == "label: protest, tagger saw Crowd"
+    assert by.loc["id1", "crosscheck_age"] == "disagree" and "(margin 10)" in by.loc["id1", "crosscheck_age_reason"]
+    assert by.loc["id1", "crosscheck_label_reason"] == "label: crawled protest, tagger saw none of Crowd, Protest"
+    assert by.loc["id2", "crosscheck"] == "disagree" and "tagger saw Protest (protest)" in by.loc["id2", "crosscheck_reason"]
+
+
+def test_report_and_review_page_order_most_likely_errors_first(paths):
+    rows, opinions = [], {}
+    for i in range(12):
+        female = i % 2 == 0
+        rows.append({"gender": "female" if female else "male", "age": str(25 + i), "source": "a" if i < 6 else "b"})
+        opinions[f"f{i}.jpg"] = Tags(gender="female" if female else "male", gender_confidence=99.0, age=25.0 + i)
+    opinions["f3.jpg"] = Tags(gender="female", gender_confidence=91.0, age=28.0)   # crawled male
+    opinions["f5.jpg"] = Tags(gender="female", gender_confidence=99.5, age=30.0)   # crawled male, surer
+    frame = manifest_of(paths, rows)
+    out = crosscheck.run(frame, make_recipe(), paths, tagger=FakeTagger(opinions), mapper=serial_mapper)
+    summary = json.loads(paths.report_json("crosscheck").read_text())
+    gender = summary["fields"]["gender"]
+    assert gender["all"]["confusion"] == {"female": {"female": 6, "male": 0}, "male": {"female": 2, "male": 4}}
+    assert gender["all"]["accuracy"] == pytest.approx(10 / 12, abs=1e-3)
+    assert gender["all"]["precision_female"] == pytest.approx(6 / 8, abs=1e-3)
+    assert gender["all"]["recall_male"] == pytest.approx(4 / 6, abs=1e-3)
+    assert set(gender["by_source"]) == {"a", "b"}
+    assert "male" in gender["by_attribute"]["gender"]
+    assert summary["fields"]["age"]["all"]["mae"] == 0.0
+    assert summary["outcomes"] == {"agree": 10, "disagree": 2, "skipped": 0}
+    assert [r["item_id"] for r in summary["review"]] == ["id5", "id3"]
+    page = (paths.reports / "review.html").read_text()
+    assert page.index("f5.jpg") < page.index("f3.jpg")
+    assert "http://127.0.0.1/p5.html" in page and "../faces/f5.jpg" in page
+    html = crosscheck.report_section(summary, paths)
+    assert "Confusion" in html and "review.html" in html
+    assert out["crosscheck_score"].notna().all()
+
+
+def test_calibrated_ages_remove_a_systematic_bias_without_leakage(paths):
+    rng = np.random.default_rng(3)
+    n = 160
+    true = rng.integers(20, 70, n)
+    rows = [{"age": str(a), "gender": "female"} for a in true]
+    rows[7]["age"] = str(true[7] + 22)  # one planted error
+    frame = manifest_of(paths, rows)
+    # The tagger squeezes ages towards 40 (as real ones do) and adds noise.
+    opinions = {f"f{i}.jpg": Tags(gender="female", gender_confidence=99.0, age=float(40 + 0.5 * (a - 40) + rng.normal(0, 1.5)))
+                for i, a in enumerate(true)}
+    plain = crosscheck.run(frame, make_recipe(), paths, tagger=FakeTagger(opinions), mapper=serial_mapper)
+    calibrated = crosscheck.run(frame, make_recipe(calibrate=True), paths, tagger=FakeTagger(opinions), mapper=serial_mapper)
+    expected = calibrated["crosscheck_age_expected"].astype(float).to_numpy()
+    clean = np.arange(n) != 7
+    assert np.abs(expected - true)[clean].mean() < 3.0
+    assert np.abs(plain["autotag_age"].astype(float).to_numpy() - true)[clean].mean() > 6.0
+    assert plain["crosscheck_age"].eq("disagree").sum() > 40  # the squeezed tagger trips the plain margin
+    flagged = calibrated.index[calibrated["crosscheck_age"] == "disagree"]
+    assert 7 in flagged and len(flagged) <= 8
+    assert calibrated["crosscheck_age_score"].astype(float).idxmax() == 7
+
+
+def test_recipe_rejects_unknown_checks():
+    with pytest.raises(Exception, match="gender, age and celebrity"):
+        make_recipe(fields={"mood": "label"})
