@@ -28,6 +28,7 @@ from tasks.split import SPLITS, UNKNOWN, field_labels
 
 TAKEDOWN = "takedown"
 FEW = 20  # a class/attribute combination with fewer kept images is a known gap
+THIN_SHOWN = 12  # thin combinations named in the card, thinnest first
 FACE_WORDS = ("face", "blur", "crop")
 FUNNEL = ("found", "downloaded", "decoded", "one face", "unique", "agreed", "kept")
 
@@ -177,8 +178,10 @@ def crosscheck(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> s
     if disagree:
         text += (f"On disagreement the recipe says `{recipe.crosscheck.on_disagreement}`: disagreeing images were "
                  + ("dropped.\n" if recipe.crosscheck.on_disagreement == "drop" else "kept and flagged in the manifest (`crosscheck`).\n"))
-        why = manifest.loc[manifest["crosscheck"] == "disagree", "crosscheck_reason"].map(fold_reason).value_counts().head(8)
-        text += "\n" + md_table([{"why they disagree": r, "images": int(n)} for r, n in why.items()])
+        reasons = manifest.loc[manifest["crosscheck"] == "disagree", "crosscheck_reason"].dropna().astype(str)
+        fields = reasons.str.split(";").explode().str.strip().map(lambda r: r.split(":")[0] if ":" in r else fold_reason(r))
+        why = fields[fields != ""].value_counts().head(8)
+        text += "\n" + md_table([{"disagreement on": r, "images": int(n)} for r, n in why.items()])
     report = paths.report_json("crosscheck")
     if report.is_file():
         try:
@@ -199,7 +202,7 @@ def gaps(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> list[st
     target = field_labels(rows, recipe.target, recipe, reference=rows)
     for label, n in target.value_counts().items():
         if n < FEW:
-            found.append(f"class `{label}` has only {n} kept images")
+            found.append(f"class `{label}` has only {n} kept image{'s' if n != 1 else ''}")
     for attribute in recipe.attributes:
         if attribute not in rows.columns:
             continue
@@ -207,10 +210,11 @@ def gaps(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> list[st
         unknown = int((values == UNKNOWN).sum())
         if unknown:
             found.append(f"{attribute} is unknown for {unknown} of {len(rows)} kept images ({unknown / len(rows):.0%})")
-        table = pd.crosstab(target, values).drop(columns=[UNKNOWN], errors="ignore")
-        for (label, value), n in table.stack().items():
-            if n < FEW:
-                found.append(f"`{label}` with {attribute} `{value}`: {n} images")
+        table = pd.crosstab(target, values).drop(columns=[UNKNOWN], errors="ignore").stack().sort_values(kind="stable")
+        thin = [f"{label} with {value} ({n})" for (label, value), n in table.items() if n < FEW]
+        if thin:
+            found.append(f"{len(thin)} combinations of `{recipe.target}` and `{attribute}` have fewer than {FEW} images: "
+                         + "; ".join(thin[:THIN_SHOWN]) + (f"; and {len(thin) - THIN_SHOWN} more" if len(thin) > THIN_SHOWN else ""))
     report = paths.report_json("split")
     if report.is_file():
         for warning in json.loads(report.read_text(encoding="utf-8")).get("warnings", []):
@@ -293,11 +297,15 @@ def _splits_text(recipe: Recipe, report: dict[str, Any]) -> str:
             "in training.")
     original = report.get("variants", {}).get("original")
     if original:
-        worst = original.get("largest_deviation", {})
+        worst = original.get("largest_deviation_where_size_allows", {})
+        tolerance = f"{100 * original.get('tolerance', 0.02):g}"
         leaks = sum(original.get("leaks", {}).values())
-        text += (f" Achieved shares: " + ", ".join(f"{s} {v:.1%}" for s, v in original.get("share", {}).items())
-                 + f"; the stratum furthest from its target is {worst.get('stratum')} ({worst.get('split')}, "
-                 f"{worst.get('deviation', 0):.1%} off); groups found in more than one split: {leaks}.")
+        text += (" Achieved shares: " + ", ".join(f"{s} {v:.1%}" for s, v in original.get("share", {}).items())
+                 + "; " + (f"among strata large enough to come within {tolerance} points of the ratios, the furthest "
+                           f"off is {worst['stratum']} ({worst['split']}, {worst['deviation']:.1%} off)"
+                           if worst.get("stratum") else f"every stratum large enough to come within {tolerance} points "
+                           "of the ratios does")
+                 + f"; groups found in more than one split: {leaks}.")
     for variant in recipe.split.variants:
         if variant.kind == "balanced":
             text += (f"\n\nVariant `{variant.name}` (balanced): down-sampled so that every combination of "

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.errors import FacesetError
 from tasks.recipe import BalancedVariant, BiasedVariant, Recipe
 from tasks.split import (
     UNKNOWN,
@@ -160,10 +159,8 @@ def biased(variant: BiasedVariant, rows: pd.DataFrame, recipe: Recipe) -> tuple[
     classes = sorted(target[usable].unique())
     values = sorted(attribute[usable].unique())
     if not classes or not values:
-        raise FacesetError(
-            f"variant {variant.name!r}: no kept image has both a {recipe.target!r} and a {variant.attribute!r} value",
-            "choose an attribute that the crawled pages give, or remove the variant",
-        )
+        notes.append(f"no kept image has both a {recipe.target!r} and a {variant.attribute!r} value, so the variant is empty")
+        return pd.Series(dtype="string"), {"attribute": variant.attribute, "strength": variant.strength}, notes
     pairs = dict(variant.pairs) or default_pairs(classes, values)
     unpaired = [c for c in classes if c not in pairs]
     if unpaired:

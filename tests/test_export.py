@@ -142,3 +142,24 @@ def test_class_folders_are_safe_and_distinct(values, expected):
     for name in names.values():
         assert name not in (".", "..", "") and "/" not in name and "\\" not in name
     assert len({n.casefold() for n in names.values()}) == expected
+
+
+@pytest.mark.slow
+def test_hugging_face_imagefolder_reads_splits_with_labels_and_attributes(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    frame, paths = build_dataset(tmp_path / "tiny")
+    recipe = make_recipe(variants=[{"kind": "balanced", "by": ["gender"]}])
+    out = export_all(frame, recipe, paths)
+    loaded = datasets.load_dataset("imagefolder", data_dir=str(paths.splits), cache_dir=str(tmp_path / "hf"))
+    kept = out[out["status"] == "kept"]
+    # split names as Hugging Face knows them; the variant tree under variants/ is not mixed in
+    for split_name, hf_name in (("train", "train"), ("val", "validation"), ("test", "test")):
+        part = loaded[hf_name]
+        expected = kept[kept["split"] == split_name].set_index("item_id")
+        assert sorted(part["item_id"]) == sorted(expected.index)
+        for record in part.select(range(min(5, len(part)))):
+            row = expected.loc[record["item_id"]]
+            assert record["label"] == row["label"] and record["gender"] == row["gender"]
+            assert record["age"] == int(row["age"]) and record["image"].size == (32, 32)
