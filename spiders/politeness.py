@@ -1,5 +1,6 @@
-"""Politeness that Scrapy does not give as is: retries that back off, and a per-domain
-concurrency limit that holds when the delay is 0.
+"""Politeness that Scrapy 2.19 does not give as is: retries that back off, a per-domain
+concurrency limit that holds when the delay is 0, and robots.txt obeyed by every request
+that arrives while robots.txt is still being fetched.
 
 A server answering 429 or 503 is asking us to slow down.
 
@@ -20,9 +21,12 @@ from time import monotonic
 from scrapy import Request
 from scrapy.core.downloader import Downloader, Slot
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
 from scrapy.http import Response
 from scrapy.utils.asyncio import call_later
-from scrapy.utils.defer import _schedule_coro
+from scrapy.utils.defer import _schedule_coro, maybe_deferred_to_future
+from scrapy.utils.httpobj import urlparse_cached
+from twisted.internet.defer import Deferred
 from scrapy.utils.response import response_status_message
 
 
@@ -114,3 +118,27 @@ class PoliteDownloader(Downloader):
             if delay:
                 self._process_queue(slot)
                 break
+
+
+class RobotsTxtForAll(RobotsTxtMiddleware):
+    """RobotsTxtMiddleware that gives the parsed robots.txt to every request waiting for it.
+
+    Scrapy 2.19 makes every request that arrives while robots.txt downloads await the same
+    Deferred; the first awaiter's callback returns None, so the others got no parser and
+    were let through. A burst of image downloads requested a disallowed folder that way
+    (tests/test_fetch.py). Each waiter here gets its own Deferred, fed by a callback that
+    passes the parser on down the chain.
+    """
+
+    async def robot_parser(self, request: Request):
+        pending = self._parsers.get(urlparse_cached(request).netloc)
+        if isinstance(pending, Deferred):
+            waiter: Deferred = Deferred()
+
+            def hand_over(parser):
+                waiter.callback(parser)
+                return parser
+
+            pending.addCallback(hand_over)
+            return await maybe_deferred_to_future(waiter)
+        return await super().robot_parser(request)

@@ -57,23 +57,28 @@ def to_fetch(frame: pd.DataFrame, paths: DatasetPaths) -> tuple[pd.Series, pd.Se
 
 def apply_results(frame: pd.DataFrame, results: dict[str, dict[str, Any]], now: str) -> pd.DataFrame:
     """Write each download result into its row (success: sha256/path; failure: status and reason)."""
-    index = pd.Index(frame["item_id"])
-    for item_id, result in results.items():
-        row = index.get_indexer([item_id])[0]
-        if row < 0:
-            continue
-        where = frame.index[row]
-        frame.loc[where, "fetched_at"] = now
-        if result.get("status") in ("downloaded", "unchanged"):
-            frame.loc[where, ["sha256", "image_path"]] = [result["checksum"], result["path"]]
-            frame.loc[where, "etag"] = result.get("etag") or frame.loc[where, "etag"]
-            frame.loc[where, "last_modified"] = result.get("last_modified") or frame.loc[where, "last_modified"]
-            frame.loc[where, "fetch_status"] = result["status"]
-            if frame.loc[where, "status"] == mf.FAILED:
-                frame.loc[where, ["status", "reason"]] = [mf.KEPT, pd.NA]
-        else:
-            frame.loc[where, "fetch_status"] = "failed"
-            frame.loc[where, ["status", "reason"]] = [mf.FAILED, result.get("reason") or "download failed"]
+    if not results:
+        return frame
+    table = pd.DataFrame.from_dict(results, orient="index")
+    for name in ("status", "checksum", "path", "etag", "last_modified", "reason"):
+        if name not in table.columns:
+            table[name] = None
+    table = table.reindex(frame["item_id"]).set_index(frame.index)
+    got = table["status"].notna()
+    ok = table["status"].isin(["downloaded", "unchanged"])
+    failed = got & ~ok
+    frame.loc[got, "fetched_at"] = now
+    frame.loc[got, "fetch_status"] = table.loc[got, "status"].where(ok[got], "failed").astype("string")
+    frame.loc[ok, "sha256"] = table.loc[ok, "checksum"].astype("string")
+    frame.loc[ok, "image_path"] = table.loc[ok, "path"].astype("string")
+    for name in ("etag", "last_modified"):
+        fresh = ok & table[name].fillna("").ne("")
+        frame.loc[fresh, name] = table.loc[fresh, name].astype("string")
+    recovered = ok & (frame["status"] == mf.FAILED).fillna(False)
+    frame.loc[recovered, "status"] = mf.KEPT
+    frame.loc[recovered, "reason"] = pd.NA
+    reasons = table.loc[failed, "reason"].fillna("download failed").astype("string")
+    mf.set_status(frame, failed, mf.FAILED, reasons.reindex(frame.index))
     return frame
 
 

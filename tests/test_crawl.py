@@ -37,7 +37,10 @@ def site():
 @pytest.fixture(scope="module")
 def crawled(site, tmp_path_factory):
     data, server = site
-    recipe = parse_recipe(recipe_dict(server.base), "test")
+    spec = recipe_dict(server.base)
+    # a second start URL in the disallowed folder: it arrives while robots.txt is still loading
+    spec["sources"][0]["start_urls"].append(server.url("/private/dept/1.html"))
+    recipe = parse_recipe(spec, "test")
     paths = DatasetPaths.create(tmp_path_factory.mktemp("crawl"))
     today = datetime.now(timezone.utc).date()
     result = crawl.run(mf.empty(recipe.field_names), recipe, paths)
