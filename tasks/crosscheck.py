@@ -230,6 +230,11 @@ def _set(frame: pd.DataFrame, index: Any, values: dict[str, Any]) -> None:
         frame.at[index, column] = pd.NA if value is None else value
 
 
+def _set_many(frame: pd.DataFrame, index: pd.Index, values: dict[str, Any]) -> None:
+    for column, value in values.items():
+        frame.loc[index, column] = pd.NA if value is None else value
+
+
 # ---------------------------------------------------------------- per-image work
 
 
@@ -294,23 +299,23 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *,
     out.loc[no_face, "crosscheck_reason"] = "no face crop to check"
     stale = out["autotag_source"].ne(config.autotagger).fillna(True) | out["autotag_note"].eq("API budget reached").fillna(False)
     todo = out[checked & has_face & stale]
-    if len(todo):
-        tagger = tagger or make_tagger(config, paths)
+    if config.autotagger == "rekognition" and tagger is None:
+        tagger = make_tagger(config, paths)
+    if len(todo) and getattr(tagger, "paid", False):
+        # A paid tagger works here, in one process, whatever mapper was given: its budget
+        # and rate limit then hold exactly, and its response cache makes re-runs free.
         affordable = _budget_plan(todo, tagger, config, paths)
         over = todo.index[~affordable]
-        for column, value in tag_columns(Tags(note="API budget reached"), tagger.name).items():
-            out.loc[over, column] = pd.NA if value is None else value
-        out.loc[over, "crosscheck"] = SKIPPED
-        out.loc[over, "crosscheck_reason"] = "API budget reached"
-        todo = todo[affordable]
-        if getattr(tagger, "paid", False) and mapper is None:
-            mapper = serial_mapper  # network-bound: one client keeps the rate limit and budget exact
-        size = max(16, min(256, math.ceil(len(todo) / (2 * default_workers())))) if len(todo) else 1
+        _set_many(out, over, {**tag_columns(Tags(note="API budget reached"), tagger.name),
+                              "crosscheck": SKIPPED, "crosscheck_reason": "API budget reached"})
+        todo, mapper = todo[affordable], serial_mapper
+    if len(todo):
+        # The local model is not sent to workers: each loads its own (tagger None).
+        size = max(16, min(256, math.ceil(len(todo) / (2 * default_workers()))))
         work = functools.partial(process_batch, recipe=recipe, paths=paths, tagger=tagger)
-        if len(todo):
-            done = map_frame(work, todo, size, mapper)
-            for column in COLUMNS:
-                out.loc[done.index, column] = done[column]
+        done = map_frame(work, todo, size, mapper)
+        for column in COLUMNS:
+            out.loc[done.index, column] = done[column]
     out = flag(_typed(out), recipe)
     summarize(out, recipe, paths)
     return out

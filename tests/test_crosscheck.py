@@ -212,3 +212,12 @@ def test_calibrated_ages_remove_a_systematic_bias_without_leakage(paths):
 def test_recipe_rejects_unknown_checks():
     with pytest.raises(Exception, match="gender, age and celebrity"):
         make_recipe(fields={"mood": "label"})
+
+
+def test_batches_can_go_to_worker_processes(paths):
+    """The flow maps batches over processes: the work function must pickle (no model inside)."""
+    import functools
+    import pickle
+
+    work = functools.partial(crosscheck.process_batch, recipe=make_recipe(), paths=paths, tagger=None)
+    assert pickle.loads(pickle.dumps(work)).keywords["tagger"] is None
