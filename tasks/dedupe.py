@@ -18,7 +18,7 @@ Over the whole table (`cluster`):
    within `face_max_distance` only if their descriptors agree within
    `descriptor_distance`: on tight face crops a pHash distance of 8 already joins
    different people. Faces whose descriptors almost coincide (`same_photo_distance`)
-   match up to twice that hash distance. Whole images match within `max_distance`.
+   match up to CLOSE_FACE_HASH bits. Whole images match within `max_distance`.
    With `mirror: true` each mirrored hash is searched too;
 3. union-find clusters pairs into `dup_group` (the keeper's item_id). The keeper is the
    largest face (face box area in source pixels; else the image's), then the sharpest
@@ -58,6 +58,7 @@ FACE, WHOLE = "face", "image"  # hash_kind: aligned inner face, or the whole cro
 INNER = slice(8, 72)  # the inner 64 px of the 80 px aligned chip: forehead to chin, no background
 DEGENERATE = {0, 2**64 - 1, 2**63}  # hashes of flat images (only the DC term, or nothing)
 SAMPLE_CLUSTERS = 24
+CLOSE_FACE_HASH = 24  # aligned faces of different people: ~25 % of pairs within 20 bits, unrelated images ~32
 
 COLUMNS: dict[str, str] = {
     "phash": "string",
@@ -232,8 +233,10 @@ def similar_pairs(query: pd.DataFrame, base: pd.DataFrame, recipe: Recipe, *, se
 def close_faces(query: pd.DataFrame, base: pd.DataFrame, qpos: np.ndarray, bpos: np.ndarray,
                 qdesc: np.ndarray, bdesc: np.ndarray, recipe: Recipe, *, self_join: bool) -> list[tuple[int, int, str]]:
     """Faces whose descriptors almost coincide (`same_photo_distance`) and whose hashes
-    are within twice `face_max_distance`: pHash bits near the median flip for some faces
-    between copies of one photo, while different photos of one person differ by more.
+    are not far apart (CLOSE_FACE_HASH). For some faces many pHash bits sit near the
+    median and flip between copies of one photo (a face cut out onto another background
+    reached 22 bits); the descriptor is then the evidence, the hash only rules out
+    photos of another pose or light.
     """
     config = recipe.dedupe
     i, j, _ = identity.pairwise_within(qdesc, config.same_photo_distance, None if self_join else bdesc)
@@ -247,7 +250,7 @@ def close_faces(query: pd.DataFrame, base: pd.DataFrame, qpos: np.ndarray, bpos:
         flipped = hamming(to_uint64(mirrored), to_uint64(base["phash"].iloc[bpos[j]]))
         how = np.where(flipped < dist, "close face (mirrored)", how)
         dist = np.minimum(dist, flipped)
-    ok = dist <= 2 * config.face_max_distance
+    ok = dist <= CLOSE_FACE_HASH
     return list(zip(qpos[i][ok].tolist(), bpos[j][ok].tolist(), how[ok].tolist()))
 
 

@@ -26,6 +26,7 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -33,6 +34,7 @@ from scipy.sparse.csgraph import connected_components
 from tasks.errors import FacesetError
 
 CHIP_SIZE = 80  # aligned face for hashing: tight (padding 0), 80 px, inner 64 px used
+CNN_SIDE = 256  # crops are downscaled to this for the (slow) CNN face finder
 MODELS_PACKAGE = "face_recognition_models"
 
 
@@ -122,9 +124,13 @@ class DlibDescriber:
                     box = dlib.rectangle(box.left() - border, box.top() - border,
                                          box.right() - border, box.bottom() - border)
                     return predictor(image, box)
-        found = self._cnn()(image, 0)
+        scale = min(1.0, CNN_SIDE / max(image.shape[:2]))  # its cost grows with the pixels
+        small = image if scale == 1 else np.asarray(Image.fromarray(image).resize(
+            (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))))
+        found = self._cnn()(small, 0)
         if len(found):
-            return predictor(image, max(found, key=lambda d: d.rect.area()).rect)
+            r = max(found, key=lambda d: d.rect.area()).rect
+            return predictor(image, dlib.rectangle(*(round(v / scale) for v in (r.left(), r.top(), r.right(), r.bottom()))))
         return None
 
     def _cnn(self):

@@ -79,7 +79,7 @@ def found_pairs(out: pd.DataFrame) -> set[tuple[str, str]]:
 # ---------------------------------------------------------------- imagededup
 
 
-@pytest.mark.parametrize("faces", [False, True], ids=["whole-image", "face-describer"])
+@pytest.mark.parametrize("faces", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["whole-image", "face-describer"])
 def test_imagededup_images(dedup_dir: Path, tmp_path: Path, faces: bool) -> None:
     """UKBench objects: copies, resize and flip are found; rotation is not; corrupt fails."""
     paths = DatasetPaths.create(tmp_path)
