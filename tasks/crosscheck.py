@@ -108,10 +108,10 @@ def check_gender(crawled: Any, tags: Tags, spec: CrosscheckField) -> tuple[str, 
     score = confidence / 100 if tags.gender != label else 1 - confidence / 100
     least = GENDER_MIN_CONFIDENCE if spec.min_confidence is None else spec.min_confidence
     if confidence < least:
-        return SKIPPED, f"gender: tagger unsure ({confidence:.0f}% < {least:.0f}%)", score
+        return SKIPPED, f"gender: tagger unsure ({math.floor(confidence)}% < {least:.0f}%)", score
     if tags.gender == label:
         return AGREE, f"gender: both {label}", score
-    return DISAGREE, f"gender: crawled {label}, tagger {tags.gender} ({confidence:.0f}%)", score
+    return DISAGREE, f"gender: crawled {label}, tagger {tags.gender} ({math.floor(confidence)}%)", score
 
 
 def age_tolerance(spec: CrosscheckField, width: float | None) -> float:
@@ -161,7 +161,7 @@ def check_celebrity(crawled: Any, tags: Tags) -> tuple[str, str, float | None]:
     confidence = tags.celebrity_confidence or 0.0
     if name.casefold() == tags.celebrity.casefold():
         return AGREE, f"celebrity: {name}", 0.0
-    return DISAGREE, f"celebrity: crawled {name}, tagger {tags.celebrity} ({confidence:.0f}%)", confidence / 100
+    return DISAGREE, f"celebrity: crawled {name}, tagger {tags.celebrity} ({math.floor(confidence)}%)", confidence / 100
 
 
 def combine(parts: list[tuple[str, str, float | None]]) -> tuple[str, str, float | None]:
@@ -297,7 +297,10 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *,
     no_face = checked & ~has_face
     out.loc[no_face, "crosscheck"] = SKIPPED
     out.loc[no_face, "crosscheck_reason"] = "no face crop to check"
-    stale = out["autotag_source"].ne(config.autotagger).fillna(True) | out["autotag_note"].eq("API budget reached").fillna(False)
+    # Tagged before by this tagger: not again, unless the budget or the service stopped it.
+    note = out["autotag_note"].astype("string")
+    retry = note.eq("API budget reached").fillna(False) | note.str.startswith("Rekognition ").fillna(False)
+    stale = out["autotag_source"].ne(config.autotagger).fillna(True) | retry
     todo = out[checked & has_face & stale]
     if config.autotagger == "rekognition" and tagger is None:
         tagger = make_tagger(config, paths)

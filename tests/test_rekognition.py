@@ -132,6 +132,13 @@ def test_no_face_and_service_errors_become_reasons(tmp_path, aws_env):
     out = crosscheck.run(frame, recipe_of(fields={"gender": "gender"}), paths, tagger=tagger).set_index("item_id")
     assert out.loc["r0", "crosscheck"] == "skipped" and out.loc["r0", "crosscheck_reason"] == "gender: tagger found no face"
     assert out.loc["r1", "crosscheck_reason"] == "gender: Rekognition error: InvalidImageFormatException: Request has invalid image format"
+    # The next build asks again for the face the service failed on, and only for it.
+    retry, stubber = stubbed(paths.state / "rekognition")
+    stubber.add_response("detect_faces", DETECT_FACES, {"Image": {"Bytes": ANY}, "Attributes": ["AGE_RANGE", "GENDER"]})
+    again = crosscheck.run(out.reset_index(), recipe_of(fields={"gender": "gender"}), paths, tagger=retry).set_index("item_id")
+    stubber.assert_no_pending_responses()
+    assert retry.calls == 1
+    assert again.loc["r1", "crosscheck_reason"] == "gender: crawled male, tagger female (99%)"
 
 
 def test_budget_stops_before_overspending_and_dry_run_estimate(tmp_path, aws_env):
