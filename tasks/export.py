@@ -237,3 +237,32 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> pd.DataF
     paths.report_json("export").write_text(json.dumps(figures, indent=2), encoding="utf-8")
     card.write(frame, recipe, paths)
     return frame
+
+
+def report_section(summary: dict[str, Any], paths: DatasetPaths) -> str:
+    """The export in the HTML report: images per tree, split and class, and where they are."""
+    from html import escape
+
+    parts = []
+    for column, tree in summary.get("trees", {}).items():
+        counts = tree.get("counts", {})
+        classes = sorted({c for per_split in counts.values() for c in per_split})
+        head = "".join(f"<th>{escape(c)}</th>" for c in classes)
+        rows = "".join(
+            f"<tr><td>{escape(split)}</td>" + "".join(f"<td class=n>{counts[split].get(c, 0)}</td>" for c in classes) + "</tr>"
+            for split in SPLITS if split in counts
+        )
+        files = tree.get("files", {})
+        missing = len(tree.get("missing_files", []))
+        parts.append(
+            f"<h3>{escape(tree.get('folder', column))}/ <small>(column {escape(column)})</small></h3>"
+            f"<table><tr><th>split</th>{head}</tr>{rows}</table>"
+            f"<p>{files.get('linked', 0)} files linked, {files.get('copied', 0)} copied, {files.get('kept', 0)} already in place"
+            + (f"; <strong>{missing} kept images had no file to export</strong>" if missing else "") + ".</p>"
+        )
+    parts.append(
+        f"<p>{summary.get('removed_stale_files', 0)} files of images no longer in the dataset were removed. "
+        f"The shareable manifest (<code>{SHARE_CSV}</code>, no images) lists {summary.get('shared_rows', 0)} images. "
+        f"See <a href=\"../{paths.card.name}\">{paths.card.name}</a>.</p>"
+    )
+    return "\n".join(parts)

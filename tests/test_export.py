@@ -113,6 +113,10 @@ def test_rebuild_is_idempotent_and_removes_rows_no_longer_kept(tmp_path):
     assert not (paths.root / "variants").exists() or not files_under(paths.root / "variants")
     assert all(gone["item_id"] not in p.read_text() for p in paths.splits.rglob("metadata.jsonl"))
     assert len(list(paths.splits.rglob("*.jpg"))) == len(before) - (gone["split"] is not pd.NA)
+    summary = json.loads(paths.report_json("export").read_text())
+    assert summary["removed_stale_files"] >= 2  # the row's file(s) and the variant tree
+    assert f"{summary['removed_stale_files']} files of images no longer in the dataset were removed" in \
+        export.report_section(summary, paths)
 
 
 def test_share_manifest_has_urls_hashes_labels_and_splits_but_no_paths_or_names(tmp_path):

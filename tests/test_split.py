@@ -14,6 +14,7 @@ import pytest
 from tasks import manifest as mf
 from tasks.paths import DatasetPaths
 from tasks.recipe import Recipe
+from tasks import split as split_stage
 from tasks.split import group_ids, run
 
 LABELS = {"cs": 0.5, "econ": 0.3, "law": 0.2}
@@ -138,6 +139,9 @@ def test_strata_within_two_points_where_size_allows(ratios, paths):
     for split, share in report["share"].items():
         assert abs(share - target[split]) <= 0.005
     assert report["largest_deviation_where_size_allows"]["deviation"] <= 0.02
+    html = split_stage.report_section(json.loads(paths.report_json("split").read_text()), paths)
+    assert "Groups found in more than one split: 0" in html
+    assert f"<td class=n>{report['share']['train']:.1%}</td>" in html
 
 
 def test_small_strata_are_spread_and_named(paths, caplog):
