@@ -15,6 +15,10 @@ An entry is one of
   at most 6, mirrored copies too) against the downloaded images and face crops, and by
   its exact sha256.
 
+With an `s3://bucket/prefix` data root the list is `s3://bucket/prefix/takedowns.json`;
+`faceset takedown add` updates it there and in this machine's mirror of the data root
+(`$FACESET_MIRROR/<bucket>/<prefix>/`), where builds read it.
+
 `apply` marks every match `excluded` with reason `takedown`, together with every row that
 shares its bytes (`sha256`) or is a near-copy of it (`dup_group`), and deletes their files
 from images/, faces/, quarantine/, splits/, variants/ and the metadata and shared

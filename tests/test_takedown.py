@@ -13,6 +13,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageOps
 
 from flows.cli import main as faceset
+from test_s3_build import moto_endpoint, s3  # noqa: F401 - fixtures: a real moto_server on 127.0.0.1
 from tasks import export, split, takedown
 from tasks import manifest as mf
 from tasks.paths import DatasetPaths
@@ -170,3 +171,16 @@ def test_unreadable_image_and_bad_url_are_explained(tmp_path):
         takedown.make_entry(str(bad))
     with pytest.raises(FacesetError, match="not a web address"):
         takedown.make_entry("example.org/x.jpg", kind="url")
+
+
+def test_takedown_on_an_s3_data_root_updates_the_list_there_and_in_the_mirror(s3, tmp_path):
+    client, bucket = s3
+    root = f"s3://{bucket}/team"
+    assert faceset(["takedown", "add", "http://127.0.0.1/img/1.jpg", "--data-root", root]) == 0
+    assert faceset(["takedown", "add", "Person 7", "--data-root", root]) == 0
+    stored = json.loads(client.get_object(Bucket=bucket, Key="team/takedowns.json")["Body"].read())
+    assert [e["kind"] for e in stored["entries"]] == ["url", "name"]
+    # a build on this machine works in the mirror <FACESET_MIRROR>/<bucket>/team/<dataset>/ and reads it there
+    frame, paths = build(tmp_path / "mirror" / bucket / "team")
+    out = takedown.apply(frame, paths)
+    assert set(out.loc[out["status"] == "excluded", "item_id"]) == {"item01", "item07"}
