@@ -16,6 +16,10 @@ from tasks.recipe import CrawlSettings, Recipe
 
 # Statuses that are retried with backoff and therefore never cached for resume.
 RETRY_HTTP_CODES = [408, 429, 500, 502, 503, 504, 522, 524]
+CACHE_POLICIES = {
+    "replay": "scrapy.extensions.httpcache.DummyPolicy",
+    "revalidate": "scrapy.extensions.httpcache.RFC2616Policy",
+}
 
 
 def faceset_version() -> str:
@@ -76,7 +80,8 @@ def polite_settings(recipe: Recipe, log_file: str) -> dict[str, Any]:
 
 
 def crawl_settings(recipe: Recipe, job: dict[str, Any]) -> dict[str, Any]:
-    """Page crawl: JOBDIR for Ctrl-C resume, HTTP cache of this crawl's pages for any other stop."""
+    """Page crawl: JOBDIR for Ctrl-C resume; an HTTP cache that replays this crawl's pages
+    after any other stop ("replay") or revalidates earlier builds' pages ("revalidate")."""
     settings = polite_settings(recipe, job["log_file"])
     if any(s.render or any(f.render for f in s.follow) for s in recipe.sources):
         settings["DOWNLOADER_MIDDLEWARES"]["spiders.rendering.SeleniumRenderMiddleware"] = 950
@@ -88,6 +93,8 @@ def crawl_settings(recipe: Recipe, job: dict[str, Any]) -> dict[str, Any]:
             "HTTPCACHE_DIR": job["cache_dir"],
             "HTTPCACHE_STORAGE": "scrapy.extensions.httpcache.DbmCacheStorage",  # one file, not six per page
             "HTTPCACHE_EXPIRATION_SECS": job["cache_expiration_secs"],
+            "HTTPCACHE_POLICY": CACHE_POLICIES[job["cache_policy"]],
+            "HTTPCACHE_ALWAYS_STORE": True,  # pages without validators too: a killed crawl replays them
             "HTTPCACHE_IGNORE_HTTP_CODES": RETRY_HTTP_CODES,
             "ITEM_PIPELINES": {"spiders.pipelines.JsonLinesWriter": 900},
             "FACESET_ITEMS_FILE": job["items_file"],

@@ -8,15 +8,17 @@ Rows are never dropped: rows found again get their labels refreshed and `last_se
 updated; rows no longer found keep their values and their old `last_seen`.
 
 Resume: the crawl keeps its state under `<data>/.faceset/crawl/` until it completes: a
-JOBDIR (Scrapy's resume after Ctrl-C), an HTTP cache of the pages fetched so far (so a
-crawl killed any other way replays them without the network) and the items found so
-far. Running the stage again finishes the crawl; the state is removed after success.
+JOBDIR (Scrapy's resume after Ctrl-C), an HTTP cache of the pages fetched (so a crawl
+killed any other way replays them without the network) and the items found so far.
+Running the stage again finishes the crawl. The page cache outlives the crawl: the next
+build asks the server only whether each page changed (conditional requests).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections import Counter, defaultdict
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -43,13 +45,23 @@ def _needs_browser(recipe: Recipe) -> bool:
 
 
 def prepare_job(recipe: Recipe, paths: DatasetPaths, today: date) -> dict[str, Any]:
-    """The crawl job, resuming the unfinished crawl left in the state folder if there is one."""
+    """The crawl job: a new crawl, or the unfinished one left in the state folder, resumed.
+
+    A new crawl revalidates the pages cached by earlier builds (RFC 2616 policy: a
+    conditional request, answered 304 when the page did not change). A resumed crawl
+    replays the pages it already fetched since it started, without asking the server.
+    """
     state = crawl_state(paths)
+    state.mkdir(parents=True, exist_ok=True)
+    started_file = state / "started"
+    resuming = started_file.is_file()
     if (state / "job").exists() and not (state / "stats.json").is_file():
         # The last crawl process was killed before it could close its JOBDIR cleanly, so
         # its queue may be half written: walk again; the HTTP cache replays fetched pages.
         shutil.rmtree(state / "job", ignore_errors=True)
-    state.mkdir(parents=True, exist_ok=True)
+    if not resuming:
+        started_file.write_text(str(time.time()), encoding="utf-8")
+    since_start = time.time() - float(started_file.read_text(encoding="utf-8"))
     return {
         "kind": "crawl",
         "recipe": recipe.model_dump(mode="json"),
@@ -59,8 +71,16 @@ def prepare_job(recipe: Recipe, paths: DatasetPaths, today: date) -> dict[str, A
         "log_file": str(state / "crawl.log"),
         "jobdir": str(state / "job"),
         "cache_dir": str(state / "httpcache"),
-        "cache_expiration_secs": 0,
+        "cache_policy": "replay" if resuming else "revalidate",
+        "cache_expiration_secs": int(since_start) + 60 if resuming else 0,
     }
+
+
+def _close_crawl(state: Path) -> None:
+    """Forget a crawl that ran to its end (its page cache stays for the next build)."""
+    for name in ("job", "items.jsonl", "started"):
+        target = state / name
+        shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
 
 
 def _judge(stats: dict[str, Any], records: list[dict[str, Any]], state: Path) -> None:
@@ -145,6 +165,7 @@ def summarize(stats: dict[str, Any], records: list[dict[str, Any]], merged: pd.D
         "pages": pages,
         "rendered_pages": stats.get("faceset/rendered_pages", 0),
         "pages_from_resume_cache": stats.get("httpcache/hit", 0),
+        "pages_unchanged": stats.get("httpcache/revalidate", 0),
         "items": len({mf.item_id(r["page_url"], r["image_url"]) for r in records}),
         "rows_before": before,
         "rows_total": len(merged),
@@ -167,6 +188,25 @@ def summarize(stats: dict[str, Any], records: list[dict[str, Any]], merged: pd.D
     return summary
 
 
+def report_section(summary: dict[str, Any], paths: DatasetPaths) -> str:
+    """The crawl in reports/report.html: figures, then what the recipe author should look at."""
+    from tasks.report import table
+
+    figures = ["pages", "rendered_pages", "items", "rows_new", "rows_total", "error_count", "retries",
+               "elapsed_seconds", "pages_per_second", "finish_reason"]
+    parts = [table([{"figure": k, "value": summary.get(k)} for k in figures if summary.get(k) is not None])]
+    unmapped = [{"field": f, "value": v, "pages": n} for f, values in summary.get("unmapped", {}).items()
+                for v, n in values.items()]
+    if unmapped:
+        parts += ["<h3>Values no <code>map</code> key knows (left empty)</h3>", table(unmapped)]
+    for key, title in (("robots_blocked", "Blocked by robots.txt"), ("pages_without_image", "Item pages without an image")):
+        if summary.get(key):
+            parts += [f"<h3>{title}</h3>", table([{"url": u} for u in summary[key][:50]])]
+    if summary.get("errors"):
+        parts += ["<h3>Pages that failed</h3>", table(summary["errors"][:50], ["url", "reason"])]
+    return "\n".join(parts)
+
+
 def write_report(paths: DatasetPaths, stage: str, data: dict[str, Any]) -> None:
     """Write reports/<stage>.json atomically (a crash never leaves half a report)."""
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
@@ -184,12 +224,11 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, today: d
     job = prepare_job(recipe, paths, today or datetime.now(timezone.utc).date())
     stats = run_job(job, state, timeout=timeout)
     records = read_jsonl(Path(job["items_file"]))
+    if stats.get("finish_reason") == "finished":
+        _close_crawl(state)  # even if it found nothing: the next run starts afresh
     _judge(stats, records, state)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     fields = recipe.field_names
     merged = merge(manifest, _new_rows(records, fields, now), fields, now)
     summarize(stats, records, merged, len(manifest), recipe, paths)
-    for name in ("job", "httpcache", "items.jsonl"):
-        target = state / name
-        shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
     return merged

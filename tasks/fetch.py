@@ -108,6 +108,19 @@ def summarize(frame: pd.DataFrame, results: dict[str, dict[str, Any]], skipped: 
     return summary
 
 
+def report_section(summary: dict[str, Any], paths: DatasetPaths) -> str:
+    """The downloads in reports/report.html: outcomes, then failures by reason."""
+    from tasks.report import table
+
+    figures = ["requested", "downloaded", "unchanged", "skipped_already_stored", "failed", "with_image", "bytes",
+               "elapsed_seconds", "images_per_second"]
+    parts = [table([{"figure": k, "value": summary.get(k)} for k in figures if summary.get(k) is not None])]
+    reasons = summary.get("failure_reasons") or {}
+    if reasons:
+        parts += ["<h3>Failed downloads by reason</h3>", table([{"reason": r, "images": n} for r, n in reasons.items()])]
+    return "\n".join(parts)
+
+
 def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, timeout: float | None = None,
         **_: Any) -> pd.DataFrame:
     """Download the images of kept rows; never drops a row."""

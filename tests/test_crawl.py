@@ -7,6 +7,7 @@ from datetime import date, datetime, timezone
 
 import pandas as pd
 import pytest
+import sites.staff
 from sites.server import FixtureServer
 from sites.staff import DEPARTMENTS, build, recipe_dict
 
@@ -114,7 +115,17 @@ def test_recrawl_keeps_rows_no_longer_found(site, crawled) -> None:
     gone["item_id"], gone["page_url"], gone["last_seen"] = "gone0000gone0000", "http://old.test/p.html", "2020-01-01T00:00:00+00:00"
     previous = pd.concat([result, gone], ignore_index=True)
     previous.loc[previous["item_id"] == result["item_id"].iloc[1], "status"] = "excluded"
+    moved = data.people[15]  # from Computer Science to Economics: its page changes (and so does its ETag)
+    assert result.set_index("page_url").loc[server.url(f"/people/{moved.pid}.html"), "label"] == "cs"
+    moved.dept_label = "Economics"
+    page = data.routes[f"/people/{moved.pid}.html"]
+    page.body, page.headers["ETag"] = sites.staff.profile_html(moved).encode(), '"moved"'
+    server.clear_log()
     again = crawl.run(previous, recipe, paths)
+    report = json.loads(paths.report_json("crawl").read_text())
+    # a later build asks whether each page changed: unchanged pages answer 304, without a body
+    assert report["pages_unchanged"] >= len(data.people) - 1
+    assert again.set_index("page_url").loc[server.url(f"/people/{moved.pid}.html"), "label"] == "econ"
     assert set(again["item_id"]) == set(previous["item_id"])
     kept_gone = again.set_index("item_id").loc["gone0000gone0000"]
     assert kept_gone["last_seen"] == "2020-01-01T00:00:00+00:00" and kept_gone["name"] == gone["name"].iloc[0]
@@ -132,3 +143,9 @@ def test_crawl_that_finds_nothing_says_what_to_check(site, tmp_path) -> None:
         crawl.run(mf.empty(recipe.field_names), recipe, DatasetPaths.create(tmp_path))
     assert "found no images" in err.value.message and "selectors" in err.value.hint
     assert "item pages without an image" in err.value.message
+
+
+def test_report_section_shows_unmapped_and_blocked(crawled) -> None:
+    _, report, _, paths, _ = crawled
+    fragment = crawl.report_section(report, paths)
+    assert "Astrology" in fragment and "/private/dept/1.html" in fragment and "<table>" in fragment

@@ -104,3 +104,9 @@ def test_second_fetch_downloads_only_changed_images(fetched) -> None:
     assert unchanged["sha256"] == _row(result, server, data.people[21])["sha256"]
     assert unchanged["fetch_status"] == "unchanged"
     assert server.counts()[data.people[21].image] == 1  # one conditional request, answered 304
+
+
+def test_report_section_lists_failure_reasons(fetched) -> None:
+    _, _, _, paths, _, _, report = fetched
+    fragment = fetch.report_section(report, paths)
+    assert "not an image" in fragment and "blocked by robots.txt" in fragment

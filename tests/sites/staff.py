@@ -159,10 +159,12 @@ def build(n: int = 30, per_page: int = 5, tricky: bool = False, page_delay: floa
         pages = max(1, -(-len(members) // per_page))
         for page in range(1, pages + 1):
             chunk = members[(page - 1) * per_page : page * per_page]
-            routes[f"/dept/{dept}/{page}.html"] = Route(listing_html(dept, chunk, page, pages, "").encode(), delay=page_delay)
+            routes[f"/dept/{dept}/{page}.html"] = Route(listing_html(dept, chunk, page, pages, "").encode(), delay=page_delay,
+                                                        headers={"ETag": f'"{dept}-{page}"'})
     for i, p in enumerate(people):
         content_type = "text/html" if p.encoding != "utf-8" else "text/html; charset=utf-8"
-        routes[f"/people/{p.pid}.html"] = Route(profile_html(p).encode(p.encoding), content_type, delay=page_delay)
+        routes[f"/people/{p.pid}.html"] = Route(profile_html(p).encode(p.encoding), content_type, delay=page_delay,
+                                                headers={"ETag": f'"{p.pid}-page"'})
         if p.image == f"/img/{p.pid}.jpg":
             routes[p.image] = Route(jpeg(i), "image/jpeg", headers={"ETag": f'"{p.pid}"'})
     if tricky:
