@@ -6,7 +6,7 @@ import json
 import subprocess
 
 import pytest
-from sites.server import FixtureServer
+from sites.server import FixtureServer, Route
 from sites.staff import build, recipe_dict
 
 from spiders import browser
@@ -24,30 +24,47 @@ def _browsers_running() -> list[str]:
 
 @pytest.mark.slow
 def test_javascript_listing_rendered_with_chromium(tmp_path) -> None:
+    """A rendered listing (its JSON takes 3 s) beside a slow static source on the same site.
+
+    The static pages must keep coming while the browser waits: proof that Selenium runs
+    off Scrapy's reactor.
+    """
     try:
         browser.require_browser()
     except FacesetError as exc:
         pytest.skip(str(exc))
     data = build(30, per_page=5, tricky=True)
+    listed = [p for p in data.people[:9] if p.dept != "hist"][:6]
+    data.routes["/api/people.json"] = Route(json.dumps([{"id": p.pid, "name": p.name} for p in listed]).encode(),
+                                            "application/json", delay=3.0)
+    history = [p for p in data.people if p.dept == "hist"]
+    for path, route in data.routes.items():
+        if path.startswith("/dept/hist/") or path in {f"/people/{p.pid}.html" for p in history}:
+            route.delay = 0.5
     server = FixtureServer(data.routes).start()
     try:
-        spec = recipe_dict(server.base)
-        source = spec["sources"][0]
-        source["start_urls"] = [server.url("/js/index.html")]
-        source["follow"] = [{"links": "div.card a", "render": True, "wait_for": "div.card a"}]
+        spec = recipe_dict(server.base, concurrency=1, autothrottle=False, timeout=10)
+        rendered = spec["sources"][0]
+        static = {**rendered, "name": "history", "start_urls": [server.url("/dept/hist/1.html")],
+                  "follow": [{"links": "table.directory a.staff", "next_page": "a.pager-next"}]}
+        rendered.update({"name": "jsdir", "start_urls": [server.url("/js/index.html")],
+                         "follow": [{"links": "div.card a", "render": True, "wait_for": "div.card a"}]})
+        spec["sources"].append(static)
         recipe = parse_recipe(spec, "test")
         paths = DatasetPaths.create(tmp_path)
         result = crawl.run(mf.empty(recipe.field_names), recipe, paths)
     finally:
         server.stop()
-    listed = data.people[:6]  # what /api/people.json lists
-    assert sorted(result["page_url"]) == sorted(server.url(f"/people/{p.pid}.html") for p in listed)
-    by_page = result.set_index("page_url")
+    jsdir = result[result["source"] == "jsdir"].set_index("page_url")
+    assert sorted(jsdir.index) == sorted(server.url(f"/people/{p.pid}.html") for p in listed)
     for person in listed:
-        assert by_page.loc[server.url(f"/people/{person.pid}.html"), "name"] == person.name
+        assert jsdir.loc[server.url(f"/people/{person.pid}.html"), "name"] == person.name
+    assert (result["source"] == "history").sum() == len(history)
     # the browser itself fetched the JSON endpoint, with faceset's User-Agent
-    api = [ua for path, ua, _ in server.log if path == "/api/people.json"]
-    assert api and all("faceset/" in ua for ua in api)
+    api = [(ua, t) for path, ua, t in server.log if path == "/api/people.json"]
+    assert len(api) == 1 and "faceset/" in api[0][0]
+    waiting = [p for p, _, t in server.log if api[0][1] < t < api[0][1] + 3.0 and p.startswith(("/people/", "/dept/hist/"))]
+    assert waiting, "no static page was fetched while the browser waited: the reactor was blocked"
     report = json.loads(paths.report_json("crawl").read_text())
     assert report["rendered_pages"] == 1
     assert not _browsers_running(), "the crawl left a browser running"
