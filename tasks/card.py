@@ -306,6 +306,10 @@ def _splits_text(recipe: Recipe, report: dict[str, Any]) -> str:
                            if worst.get("stratum") else f"every stratum large enough to come within {tolerance} points "
                            "of the ratios does")
                  + f"; groups found in more than one split: {leaks}.")
+    if report.get("kept_from_previous_build") or report.get("moved_since_previous_build"):
+        text += (f" Rebuilt with unchanged split settings: {report['kept_from_previous_build']} images kept the split "
+                 f"of the previous build and {report['moved_since_previous_build']} moved because a new image joined "
+                 "their group to one in another split.")
     for variant in recipe.split.variants:
         if variant.kind == "balanced":
             text += (f"\n\nVariant `{variant.name}` (balanced): down-sampled so that every combination of "

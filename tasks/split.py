@@ -16,6 +16,11 @@ numbers binned) gets as close to the recipe's ratios as whole groups allow:
    remaining gaps exactly;
 3. a few passes move single groups wherever that lowers the error further.
 
+A dataset rebuilt with more images keeps every earlier image in its split (the
+assignment is saved under `.faceset/split/`) as long as the split settings are
+unchanged, so a test image of one version is never a training image of the next;
+only a group that a new image joins to a group of another split has to move.
+
 Variants (`tasks/variants.py`) choose a subset of rows and reuse `assign` for their own
 split, written to `split_<name>`; `split` is always the `original` variant.
 """
@@ -26,6 +31,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -255,10 +261,28 @@ def _delta(n: np.ndarray, t: np.ndarray, weight: np.ndarray, strata: np.ndarray,
     return (((gap + step) ** 2 - gap**2) * weight[strata][:, None]).sum(axis=0)
 
 
-def assign(groups: np.ndarray, strata: np.ndarray, ratios: dict[str, float], seed: int) -> np.ndarray:
+def _keep_previous(groups: np.ndarray, previous: np.ndarray, names: list[str], rates: np.ndarray) -> np.ndarray:
+    """Per group, the split most of its rows had in the previous build (-1: none). A group that
+    now joins rows of several splits goes to the most held-out one among the most common."""
+    placed = np.full(groups.max() + 1, -1)
+    index = {name: i for i, name in enumerate(names)}
+    codes = np.array([index.get(p, -1) if isinstance(p, str) else -1 for p in previous])
+    usable = (codes >= 0) & (rates[np.maximum(codes, 0)] > 0)
+    if usable.any():
+        table = pd.crosstab(groups[usable], codes[usable])
+        best = table.to_numpy() == table.to_numpy().max(axis=1, keepdims=True)
+        last = best.shape[1] - 1 - np.argmax(best[:, ::-1], axis=1)  # ties: the later split (test before val before train)
+        placed[table.index.to_numpy()] = table.columns.to_numpy()[last]
+    return placed
+
+
+def assign(groups: np.ndarray, strata: np.ndarray, ratios: dict[str, float], seed: int,
+           previous: np.ndarray | None = None) -> np.ndarray:
     """A split name per row; every group lands in exactly one split.
 
     `groups` and `strata` are integer codes per row (0..n-1). Splits with ratio 0 get nothing.
+    `previous` (a split name or None per row) keeps groups where an earlier build put them,
+    so that a growing dataset never moves a test image into training; new groups fill the gaps.
     """
     names = [s for s in SPLITS if s in ratios]
     rates = np.array([ratios[s] for s in names], dtype=float)
@@ -273,9 +297,12 @@ def assign(groups: np.ndarray, strata: np.ndarray, ratios: dict[str, float], see
     composed = compose_groups(groups, strata)
     n_groups = len(composed.sizes)
     order = np.lexsort((rng.permutation(n_groups), -composed.sizes))
-    placed = np.full(n_groups, -1)
+    placed = np.full(n_groups, -1) if previous is None else _keep_previous(groups, previous, names, rates)
+    fixed = placed >= 0
     filled = np.zeros_like(targets)
-    for g in order:
+    for g in np.flatnonzero(fixed):
+        filled[composed.strata[g], placed[g]] += composed.counts[g]
+    for g in order[~fixed[order]]:
         cost = _delta(filled, targets, weight, composed.strata[g], composed.counts[g], 1) + closed
         best = np.flatnonzero(cost == cost.min())
         choice = int(best[0] if len(best) == 1 else rng.choice(best))
@@ -283,7 +310,7 @@ def assign(groups: np.ndarray, strata: np.ndarray, ratios: dict[str, float], see
         filled[composed.strata[g], choice] += composed.counts[g]
     for _ in range(REFINE_PASSES):
         moved = 0
-        for g in rng.permutation(n_groups):
+        for g in rng.permutation(np.flatnonzero(~fixed)):
             here = placed[g]
             strata_g, counts_g = composed.strata[g], composed.counts[g]
             filled[strata_g, here] -= counts_g
@@ -369,12 +396,43 @@ def leaks(frame: pd.DataFrame, column: str, group_by: str | None) -> dict[str, i
 # ---------------------------------------------------------------- the stage
 
 
+def settings_of(recipe: Recipe) -> dict[str, Any]:
+    """What decides the original split; a previous assignment is kept only while these stay the same."""
+    return {"target": recipe.target, **ratios_of(recipe), **recipe.split.model_dump(
+        mode="json", include={"stratify", "seed", "group_by", "bins"})}
+
+
+def _assignment_files(paths: DatasetPaths) -> tuple[Path, Path]:
+    folder = paths.state / "split"
+    return folder / "assignment.parquet", folder / "settings.json"
+
+
+def previous_assignment(paths: DatasetPaths, recipe: Recipe) -> pd.Series | None:
+    """item_id -> split of the last build with the same split settings, or None."""
+    table, settings = _assignment_files(paths)
+    if not (table.is_file() and settings.is_file()):
+        return None
+    if json.loads(settings.read_text(encoding="utf-8")) != settings_of(recipe):
+        return None
+    saved = pd.read_parquet(table)
+    return pd.Series(saved["split"].to_numpy(), index=saved["item_id"].to_numpy())
+
+
+def save_assignment(paths: DatasetPaths, recipe: Recipe, splits: pd.Series, item_ids: pd.Series) -> None:
+    table, settings = _assignment_files(paths)
+    table.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"item_id": item_ids.astype(str).to_numpy(), "split": splits.astype(str).to_numpy()}).to_parquet(table, index=False)
+    settings.write_text(json.dumps(settings_of(recipe)), encoding="utf-8")
+
+
 def split_rows(frame: pd.DataFrame, strata: pd.Series, ratios: dict[str, float], seed: int,
-               group_by: str | None) -> tuple[pd.Series, list[str]]:
-    """Assign the given rows to splits; returns the splits and warnings naming small strata."""
+               group_by: str | None, previous: pd.Series | None = None) -> tuple[pd.Series, list[str]]:
+    """Assign the given rows to splits (keeping `previous`, item_id -> split, where groups
+    allow); returns the splits and warnings naming small strata."""
     groups = group_ids(frame, group_by)
     codes, uniques = pd.factorize(strata)
-    result = pd.Series(assign(groups, codes, ratios, seed), index=frame.index, dtype="string")
+    before = None if previous is None else frame["item_id"].map(previous).astype(object).to_numpy()
+    result = pd.Series(assign(groups, codes, ratios, seed, before), index=frame.index, dtype="string")
     smallest = min_stratum_size(ratios)
     sizes = strata.value_counts()
     small = sizes[sizes < smallest]
@@ -400,7 +458,12 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> pd.DataF
     unlabelled = len(pool) - len(labelled)
     ratios = ratios_of(recipe)
     strata = strata_labels(labelled, fields, recipe, reference=labelled)
-    splits, warnings = split_rows(labelled, strata, ratios, recipe.split.seed, recipe.split.group_by)
+    previous = previous_assignment(paths, recipe)
+    splits, warnings = split_rows(labelled, strata, ratios, recipe.split.seed, recipe.split.group_by, previous)
+    save_assignment(paths, recipe, splits, labelled["item_id"])
+    earlier = labelled["item_id"].map(previous) if previous is not None else pd.Series(pd.NA, index=labelled.index)
+    stable = {"kept_from_previous_build": int((earlier == splits).fillna(False).sum()),
+              "moved_since_previous_build": int((earlier.notna() & (earlier != splits)).fillna(False).sum())}
     if unlabelled:
         warnings.append(f"{unlabelled} kept images have no {recipe.target!r} value and were left out of every split")
     frame["split"] = pd.Series(pd.NA, index=frame.index, dtype="string")
@@ -412,6 +475,7 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> pd.DataF
         "kept": int(is_kept.sum()),
         "unlabelled": unlabelled,
         "groups": _group_figures(labelled, recipe.split.group_by),
+        **stable,
         "variants": {},
     }
     summary["variants"]["original"] = {

@@ -161,11 +161,11 @@ def test_small_strata_are_spread_and_named(paths, caplog):
     assert abs(report["variants"]["original"]["share"]["test"] - 0.1) <= 0.005
 
 
-def test_same_seed_same_split_other_seed_other_split(paths):
+def test_same_seed_same_split_other_seed_other_split(paths, tmp_path):
     manifest = synthetic(11, people=300)
     first = run(manifest, make_recipe(seed=5), paths)["split"]
-    again = run(manifest.sample(frac=1, random_state=1).sort_index(), make_recipe(seed=5), paths)["split"]
-    other = run(manifest, make_recipe(seed=6), paths)["split"]
+    again = run(manifest, make_recipe(seed=5), DatasetPaths.create(tmp_path / "elsewhere"))["split"]
+    other = run(manifest, make_recipe(seed=6), DatasetPaths.create(tmp_path / "third"))["split"]
     assert first.equals(again)
     assert not first.equals(other)
 
@@ -230,3 +230,37 @@ def test_biased_variant_has_the_asked_correlation_and_complement_as_test(strengt
         mixed = (~aligned[usable]).groupby(groups).transform("any")
         assert mixed[aligned & test].all()
     assert_no_leaks(out, "split_biased")
+
+
+def test_a_growing_dataset_keeps_earlier_images_in_their_split(paths):
+    recipe = make_recipe(stratify=["label", "gender"])
+    first = run(synthetic(21, people=800), recipe, paths)
+    more = synthetic(22, people=400)
+    more["item_id"] = "new-" + more["item_id"]
+    more["person_group"] = "new-" + more["person_group"]
+    more["dup_group"] = "new-" + more["dup_group"]
+    more["name"] = "New " + more["name"]
+    grown = mf.conform(pd.concat([first.drop(columns=["split"]), more], ignore_index=True),
+                       ["name", "label", "gender", "age", "team"])
+    # a new near-copy joins a training image's group to a test image's group
+    old = first[first["status"] == "kept"]
+    alone = pd.Series(split_stage.group_ids(old), index=old.index).pipe(lambda g: g.map(g.value_counts()) == 1)
+    train_id = old.loc[alone & (old["split"] == "train"), "item_id"].iloc[0]
+    test_id = old.loc[alone & (old["split"] == "test"), "item_id"].iloc[0]
+    for item in (train_id, test_id):
+        grown.loc[grown["item_id"] == item, "dup_group"] = "bridge"
+    second = run(grown, recipe, paths).set_index("item_id")
+    before = first.set_index("item_id")["split"]
+    still = before.dropna().index
+    moved = still[second.loc[still, "split"] != before[still]]
+    assert second.loc[train_id, "split"] == second.loc[test_id, "split"] == "test"  # held-out wins the tie
+    assert list(moved) == [train_id]  # only the image whose group now holds a test image
+    report = json.loads(paths.report_json("split").read_text())
+    assert report["moved_since_previous_build"] == len(moved)
+    assert report["kept_from_previous_build"] == len(still) - len(moved)
+    for split, share in report["variants"]["original"]["share"].items():
+        assert abs(share - {"train": 0.7, "val": 0.2, "test": 0.1}[split]) <= 0.005
+    assert_no_leaks(second.reset_index(), "split")
+    # other split settings: a fresh split, nothing carried over
+    run(grown, make_recipe(stratify=["label", "gender"], seed=99), paths)
+    assert json.loads(paths.report_json("split").read_text())["kept_from_previous_build"] == 0
