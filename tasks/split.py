@@ -49,6 +49,7 @@ UNKNOWN = "unknown"
 TOLERANCE = 0.02  # the issue's bound: every stratum within 2 percentage points where its size allows
 DEFAULT_QUANTILES = (0.25, 0.5, 0.75)
 MIN_DISTINCT_FOR_NUMERIC = 10  # fewer distinct numbers (0/1 codes, a few ages) are treated as categories
+NUMERIC_SHARE = 0.95  # share of values that must parse as numbers for a field to be binned
 REFINE_PASSES = 3
 
 
@@ -60,14 +61,15 @@ def _as_number(values: pd.Series) -> pd.Series:
 
 
 def is_numeric(values: pd.Series, binned: bool = False) -> bool:
-    """A field is binned when every value given parses as a number and there are many of them
-    (or the recipe gives bins for it); few distinct numbers are kept as categories."""
+    """A field is binned when nearly every value given parses as a number (a stray 'n/a' does
+    not turn ages into 60 categories) and there are many distinct ones, or `binned` (the
+    recipe gives bins); few distinct numbers (0/1 codes) are kept as categories."""
     present = values.dropna().astype("string").str.strip()
     present = present[present != ""]
     if present.empty:
         return False
     numbers = _as_number(present)
-    if numbers.isna().any():
+    if numbers.notna().mean() < NUMERIC_SHARE:
         return False
     return binned or numbers.nunique() >= MIN_DISTINCT_FOR_NUMERIC
 
@@ -113,9 +115,9 @@ def field_labels(frame: pd.DataFrame, field: str, recipe: Recipe, reference: pd.
         )
     bins = recipe.split.bins.get(field)
     values = frame[field]
-    if bins is not None and len(bins) and is_numeric(values, binned=True):
-        return bin_labels(values, bins)
-    if bins is None and is_numeric(values):
+    if bins:
+        return bin_labels(values, bins)  # values that are not numbers become 'unknown'
+    if is_numeric(values):
         basis = (reference if reference is not None else frame[kept(frame)])[field]
         return bin_labels(values, default_edges(basis if basis.notna().any() else values))
     return category_labels(values)
