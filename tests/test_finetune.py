@@ -1,0 +1,137 @@
+"""Fine-tuning end to end on a tiny tree of real UTKFace faces (gender), Lite0 frozen, offline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from tasks.finetune import data, grid, report_section, run
+from tasks.finetune.pipeline import finetune_tree
+from tasks.paths import DatasetPaths
+from tasks.recipe import FinetuneConfig, parse_recipe
+from test_finetune_trees import utkface_tree
+
+SMALL = {"train": 12, "val": 6, "test": 6}
+CONFIG = FinetuneConfig(model="tf_efficientnet_lite0", weights="lite0", freeze="head", epochs=2, image_size=96,
+                        grid={"lr": [0.01, 0.001], "momentum": [0.9], "batch_size": [8, 16]}, patience=2)
+
+
+@pytest.fixture(scope="module")
+def trained(utkface_dir, tmp_path_factory):
+    """One fine-tuning run shared by the tests of this module (and the apply tests)."""
+    root = tmp_path_factory.mktemp("finetune")
+    tree = utkface_tree(utkface_dir, root / "tree", SMALL)
+    summary = finetune_tree(tree, root / "out", CONFIG, log=None)
+    return tree, root / "out", summary
+
+
+@pytest.mark.slow
+def test_outputs_are_written_and_consistent_with_predictions(trained):
+    tree, out, summary = trained
+    for name in ("model.pt", "class_map.json", "recipe.json", "grid.json", "grid.csv", "metrics_per_epoch.json",
+                 "test_metrics.json", "confusion_matrix.json", "confusion_matrix.png", "curves.png", "predictions.csv"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    assert metrics["evaluated_on"] == "test" and metrics["n"] == 2 * SMALL["test"]
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert len(predictions) == metrics["n"]
+    assert metrics["accuracy"] == pytest.approx((predictions["class"] == predictions["predicted"]).mean())
+    matrix = metrics["confusion_matrix"]["matrix"]
+    assert sum(map(sum, matrix)) == metrics["n"]
+    assert sum(matrix[i][i] for i in range(2)) / metrics["n"] == pytest.approx(metrics["accuracy"])
+    for index, name in enumerate(["female", "male"]):
+        assert metrics["per_class"][name]["support"] == SMALL["test"]
+        assert metrics["distribution"][name]["predicted"] == int((predictions["predicted"] == name).sum())
+        assert metrics["per_class"][name]["recall"] == pytest.approx(matrix[index][index] / SMALL["test"])
+    assert metrics["macro_f1"] == pytest.approx(sum(c["f1"] for c in metrics["per_class"].values()) / 2)
+    # subgroups from metadata.jsonl: every test image is in one race group
+    race = metrics["per_group"]["race"]
+    assert sum(g["n"] for g in race["groups"].values()) == metrics["n"]
+    for group in race["groups"].values():
+        assert group["ci_low"] <= group["accuracy"] <= group["ci_high"]
+    accuracies = [g["accuracy"] for g in race["groups"].values()]
+    assert race["largest_gap"]["gap"] == pytest.approx(max(accuracies) - min(accuracies))
+    assert json.loads((out / "class_map.json").read_text()) == {"0": "female", "1": "male"}
+
+
+@pytest.mark.slow
+def test_grid_runs_every_point_and_chooses_on_validation(trained):
+    _, out, summary = trained
+    table = json.loads((out / "grid.json").read_text())
+    assert len(table["points"]) == 4 and table["cached_features"] is True
+    assert {(p["lr"], p["batch_size"]) for p in table["points"]} == {(0.01, 8), (0.01, 16), (0.001, 8), (0.001, 16)}
+    best = max(p["val_acc"] for p in table["points"])
+    assert table["chosen"]["val_acc"] == best
+    chosen = table["chosen"]["point"]
+    history = json.loads((out / "accuracy" / f"point_{chosen:02d}.json").read_text())
+    assert history == json.loads((out / "metrics_per_epoch.json").read_text())
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr"} <= set(history[0])
+    assert min(h["val_loss"] for h in history) == pytest.approx(table["chosen"]["val_loss"])
+    html = report_section(summary, DatasetPaths(out.parent / "dataset"))
+    assert "<table>" in html and "Largest gap" in html and "curves.png" in html and "false positives" in html
+
+
+@pytest.mark.slow
+def test_cached_grid_reads_the_images_once_for_all_points(utkface_dir, tmp_path, monkeypatch):
+    tree = utkface_tree(utkface_dir, tmp_path / "tree", {"train": 5, "val": 3, "test": 1})
+    frame, classes = data.read_tree(tree)
+    calls = []
+    original = data.loader
+    monkeypatch.setattr(data, "loader", lambda *a, **k: calls.append(len(a[0])) or original(*a, **k))
+    from tasks.finetune.backbones import apply_freeze, build_net
+    from tasks.finetune.training import pick_device
+
+    config = CONFIG.model_copy(update={"epochs": 1, "grid": {"lr": [0.01, 0.001], "momentum": [0.5, 0.9],
+                                                             "batch_size": [4]}})
+    for use_cache, expected in ((True, 3), (False, 2 * 4)):
+        calls.clear()
+        net, norm = build_net(config.model, config.weights, len(classes))
+        result = grid.run_grid(net, apply_freeze(net, "head"), frame, config, norm, pick_device("cpu"),
+                               use_cache=use_cache)
+        assert len(result.table) == 4 and result.cached is use_cache
+        # cached: train, mirrored train and val read once for all 4 points; uncached: train + val per point
+        assert len(calls) == expected
+
+
+@pytest.mark.slow
+def test_command_line_on_a_tree_without_test_evaluates_on_val(utkface_dir, tmp_path, capsys):
+    from flows.cli import main
+
+    tree = utkface_tree(utkface_dir, tmp_path / "tree", {"train": 6, "val": 4}, splits=("train", "val"))
+    code = main(["finetune", str(tree), "--weights", "lite0", "--epochs", "1", "--image-size", "64",
+                 "--out", str(tmp_path / "out")])
+    assert code == 0
+    metrics = json.loads((tmp_path / "out" / "test_metrics.json").read_text())
+    assert metrics["evaluated_on"] == "val" and metrics["n"] == 8
+    assert {"accuracy", "macro_f1", "per_class", "per_group"} <= set(metrics)
+    assert "race" in metrics["per_group"]
+    assert str(tmp_path / "out" / "model.pt") in capsys.readouterr().out
+
+
+def test_one_class_is_skipped_with_a_reason(utkface_dir, tmp_path):
+    tree = utkface_tree(utkface_dir, tmp_path / "tree", {"train": 3, "val": 2, "test": 1})
+    for split in ("train", "val", "test"):
+        shutil.rmtree(tree / split / "male")
+    summary = finetune_tree(tree, tmp_path / "out", CONFIG, log=None)
+    assert summary["skipped"] and "at least 2 classes" in summary["reason"]
+    assert not (tmp_path / "out" / "model.pt").exists()
+
+
+def test_stage_skips_too_few_images_and_keeps_the_manifest(utkface_dir, tmp_path):
+    recipe = parse_recipe({
+        "name": "tiny", "contact": "a@b.c", "target": "label", "attributes": ["race"],
+        "sources": [{"name": "s", "start_urls": ["http://127.0.0.1/"], "item": {
+            "image": "img::attr(src)", "fields": {"label": "p::text", "race": "q::text"}}}],
+        "finetune": {"weights": "lite0", "min_images": 50},
+    }, "tiny.yaml")
+    paths = DatasetPaths.create(tmp_path / "tiny")
+    utkface_tree(utkface_dir, paths.splits, {"train": 3, "val": 2, "test": 1})
+    manifest = pd.DataFrame({"item_id": ["a"], "status": ["kept"]})
+    result = run(manifest, recipe, paths)
+    assert result.equals(manifest)
+    figures = json.loads(paths.report_json("finetune").read_text())
+    assert figures["skipped"] and "at least 50 training images" in figures["reason"]
+    assert "Skipped" in report_section(figures, paths)
