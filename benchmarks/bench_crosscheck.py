@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 import sys  # noqa: E402
@@ -32,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from tasks import crosscheck  # noqa: E402
 from tasks.autotag import LocalTagger  # noqa: E402
+from tasks.dedupe import encode_descriptor  # noqa: E402
 from tasks.recipe import parse_recipe  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "corpus" / "utkface"
@@ -70,6 +72,28 @@ def tag_all(files: list[str], cache: Path, timing_sample: int) -> tuple[pd.DataF
     cache.parent.mkdir(parents=True, exist_ok=True)
     known.to_csv(cache, index=False)
     return known.set_index("file").loc[files].reset_index(), rate
+
+
+def descriptors(files: list[str], cache: Path) -> np.ndarray:
+    """The dedupe stage's face descriptors (tasks.identity, dlib ResNet) for `files`, cached.
+
+    In a build they are already in the manifest (`face_descriptor`, written by dedupe);
+    here they are computed once (slow: about 5 faces/s on a shared CPU) and kept."""
+    from tasks.identity import default_describer
+
+    known: dict[str, np.ndarray] = {}
+    if cache.exists():
+        with np.load(cache) as data:
+            known = dict(zip(data["files"], data["vectors"]))
+    missing = [f for f in files if f not in known]
+    describe = default_describer()
+    for name in missing:
+        look = describe(np.asarray(Image.open(CORPUS / name).convert("RGB")))
+        known[name] = look.descriptor if look.descriptor is not None else np.full(128, np.nan, np.float32)
+    if missing:
+        names = sorted(known)
+        np.savez(cache, files=np.array(names), vectors=np.stack([known[n] for n in names]))
+    return np.stack([known[f] for f in files])
 
 
 def tagger_metrics(frame: pd.DataFrame) -> dict:
@@ -134,8 +158,12 @@ def corrupt_and_check(data: pd.DataFrame, faces: int, seed: int) -> dict:
                      "gender_precision_at_recall_0.9": precision_at_recall(gender_raw, flipped, 0.9),
                      "age_precision_at_recall_0.8": precision_at_recall(gap, moved, 0.8)},
     }
-    for name, calibrate in (("crosscheck", False), ("crosscheck_calibrated", True)):
-        out = crosscheck.flag(crosscheck._typed(manifest), recipe(calibrate))
+    variants = {"crosscheck": (False, False), "crosscheck_calibrated": (True, False), "crosscheck_learned": (True, True)}
+    for name, (calibrate, learn) in variants.items():
+        given = manifest.assign(face_descriptor=sample["descriptor"].to_numpy()) if learn else manifest
+        out = crosscheck.flag(crosscheck._typed(given), recipe(calibrate))
+        if name == "crosscheck_calibrated":
+            calibrated = out["crosscheck_age_expected"].astype(float).to_numpy()
         planted = flipped | moved
         top = np.argsort(-out["crosscheck_score"].astype(float).fillna(0).to_numpy(), kind="stable")[: int(planted.sum())]
         result[name] = {
@@ -145,10 +173,11 @@ def corrupt_and_check(data: pd.DataFrame, faces: int, seed: int) -> dict:
             "age_precision_at_recall_0.8": precision_at_recall(out["crosscheck_age_score"].astype(float).to_numpy(), moved, 0.8),
             "review_top_k_precision": round(float(planted[top].mean()), 3),
         }
-    calibrated = out["crosscheck_age_expected"].astype(float).to_numpy()
+    learned = out["crosscheck_age_expected"].astype(float).to_numpy()
     clean = ~moved
     result["age_mae_clean_labels"] = {"raw": round(float(np.abs(manifest["autotag_age"].astype(float).to_numpy() - age)[clean].mean()), 2),
-                                      "calibrated": round(float(np.abs(calibrated - age)[clean].mean()), 2)}
+                                      "calibrated": round(float(np.abs(calibrated - age)[clean].mean()), 2),
+                                      "learned": round(float(np.abs(learned - age)[clean].mean()), 2)}
     return result
 
 
@@ -181,6 +210,10 @@ def main() -> int:
         race_name=labels["race"].map(RACES).to_numpy(),
         gender_pred=tags["gender"].to_numpy(), confidence=tags["confidence"].to_numpy(float), age_pred=tags["age"].to_numpy(float))
     tagger = {"faces_per_second": round(rate, 1), "all_ages": grouped(data), "adults": grouped(data[data["age"] >= 18])}
+    adults = data["age"] >= 18
+    vectors = descriptors(list(data.loc[adults, "file"]), RESULTS / "crosscheck_descriptors.npz")
+    data["descriptor"] = None
+    data.loc[adults, "descriptor"] = [encode_descriptor(None if np.isnan(v).any() else v) for v in vectors]
     runs = [corrupt_and_check(data, args.faces, seed) for seed in range(args.seeds)]
     summary = {
         "baseline": {k: mean_of(runs, "baseline", *k.split("/")) for k in
@@ -189,8 +222,8 @@ def main() -> int:
         **{name: {k: mean_of(runs, name, *k.split("/")) for k in
                   ["gender/precision", "gender/recall", "age/precision", "age/recall",
                    "gender_precision_at_recall_0.9", "age_precision_at_recall_0.8", "review_top_k_precision"]}
-           for name in ("crosscheck", "crosscheck_calibrated")},
-        "age_mae_clean_labels": {k: mean_of(runs, "age_mae_clean_labels", k) for k in ("raw", "calibrated")},
+           for name in ("crosscheck", "crosscheck_calibrated", "crosscheck_learned")},
+        "age_mae_clean_labels": {k: mean_of(runs, "age_mae_clean_labels", k) for k in ("raw", "calibrated", "learned")},
     }
     result = {"machine": "2 shared CPU cores (timings noisy: other engineers run at the same time)",
               "tagger": tagger, "label_errors": {"seeds": args.seeds, "faces": args.faces, "mean": summary, "runs": runs},

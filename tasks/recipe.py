@@ -204,7 +204,7 @@ class CrosscheckConfig(_Section):
     endpoint_url: str | None = Field(None, description="another Rekognition endpoint (AWS_ENDPOINT_URL also works)")
     celebrities: bool = Field(False, description="also call RecognizeCelebrities (Rekognition)")
     label_confidence: float = Field(50.0, ge=0, le=100, description="least confidence of a scene label that counts")
-    calibrate: bool = Field(False, description="calibrate the tagger's ages on this dataset's own labels (cross-fitted)")
+    calibrate: bool = Field(True, description="learn how the tagger errs from this dataset's own labels (cross-fitted)")
 
     @field_validator("fields")
     @classmethod
