@@ -70,11 +70,13 @@ class Entry:
 
 
 def normalize_url(url: str) -> str:
-    parts = urlsplit(url.strip())
+    """'HTTPS://Example.org:443/a.jpg#x' and 'example.org/a.jpg' -> '//example.org/a.jpg': the
+    same picture over http and https, with or without the default port, is one entry."""
+    text = url.strip()
+    parts = urlsplit(text if re.match(r"^[a-z][a-z0-9+.-]*://", text, flags=re.I) else f"//{text}")
     host = (parts.hostname or "").lower()
-    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
-    netloc = host if parts.port in (None, default) else f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", parts.query, ""))
+    port = parts.port if parts.port not in (None, 80, 443) else None
+    return urlunsplit(("", host if port is None else f"{host}:{port}", parts.path or "/", parts.query, ""))
 
 
 def normalize_name(name: str) -> str:
@@ -124,11 +126,17 @@ def image_hashes(path: Path) -> tuple[imagehash.ImageHash, imagehash.ImageHash]:
         return imagehash.phash(image), imagehash.phash(ImageOps.mirror(image))
 
 
+def looks_like_url(key: str) -> bool:
+    """'https://...', or a bare 'host.tld/path' as copied from a browser's address bar."""
+    key = key.strip()
+    return bool(re.match(r"^https?://", key, flags=re.I) or re.match(r"^[\w-]+(\.[\w-]+)+(:\d+)?/\S*$", key))
+
+
 def guess_kind(key: str) -> Kind:
-    if re.match(r"^https?://", key.strip(), flags=re.I):
-        return "url"
     if Path(key).is_file():
         return "image"
+    if looks_like_url(key):
+        return "url"
     return "name"
 
 
@@ -137,8 +145,8 @@ def make_entry(key: str, kind: Kind | Literal["auto"] = "auto", dataset: str | N
     kind = guess_kind(key) if kind == "auto" else kind
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if kind == "url":
-        if not re.match(r"^https?://", key.strip(), flags=re.I):
-            raise FacesetError(f"{key!r} is not a web address", "give the full URL, starting with http:// or https://")
+        if not looks_like_url(key):
+            raise FacesetError(f"{key!r} is not a web address", "give the URL of the image or of its page")
         return Entry("url", normalize_url(key), key, now, dataset, note=note)
     if kind == "name":
         if not normalize_name(key):

@@ -108,7 +108,7 @@ def test_takedown_by_each_key_removes_every_derived_file(kind, tmp_path):
     if kind == "image_url":
         key, expected = "HTTP://127.0.0.1:80/img/1.jpg#top", {"item01"}  # normalised before comparing
     elif kind == "page_url":
-        key, expected = "http://127.0.0.1/people/5.html", {"item05", "item06"}  # 6 is a near-copy of 5
+        key, expected = "https://127.0.0.1/people/5.html", {"item05", "item06"}  # https too; 6 is a near-copy of 5
     elif kind == "name":
         key, expected = "  person   3 ", {"item03", f"item{len(frame) - 1:02d}"}
     else:
@@ -170,7 +170,9 @@ def test_unreadable_image_and_bad_url_are_explained(tmp_path):
     with pytest.raises(FacesetError, match="not an image that can be read"):
         takedown.make_entry(str(bad))
     with pytest.raises(FacesetError, match="not a web address"):
-        takedown.make_entry("example.org/x.jpg", kind="url")
+        takedown.make_entry("Anna Smith", kind="url")
+    assert takedown.make_entry("example.org/x.jpg").kind == "url"  # as copied from an address bar
+    assert takedown.make_entry("Dr. J. Smith").kind == "name"
 
 
 def test_takedown_on_an_s3_data_root_updates_the_list_there_and_in_the_mirror(s3, tmp_path):
