@@ -97,6 +97,19 @@ def checked_fields(recipe: Recipe) -> list[str]:
     return list(recipe.crosscheck.fields) + (["label"] if recipe.crosscheck.labels else [])
 
 
+def calibration_mode(tagged: pd.DataFrame, recipe: Recipe) -> str:
+    """How the decisions were made, in words for the report."""
+    from tasks.autotag_calibration import MIN_ROWS, descriptors_of
+
+    if not recipe.crosscheck.calibrate or len(tagged) < MIN_ROWS:
+        return "plain rules"
+    if descriptors_of(tagged) is not None:
+        return "learned from this dataset's labels and face descriptors (cross-fitted)"
+    if tagged["crosscheck_age_expected"].notna().any():
+        return "ages calibrated on this dataset's labels (cross-fitted)"
+    return "plain rules"
+
+
 def build(manifest: pd.DataFrame, recipe: Recipe) -> dict[str, Any]:
     """The whole summary written to reports/crosscheck.json."""
     from tasks.split import field_labels  # numeric attributes binned as the split reports them
@@ -112,8 +125,7 @@ def build(manifest: pd.DataFrame, recipe: Recipe) -> dict[str, Any]:
         "outcomes": outcome_counts(frame, "crosscheck"),
         "quarantined": int(frame["reason"].astype("string").str.startswith("autotagger disagrees").fillna(False).sum()),
         "skipped_reasons": {str(k): int(v) for k, v in skipped.str.split(";").str[0].value_counts().head(10).items()},
-        "calibrated": bool(tagged["crosscheck_age_expected"].notna().any() or
-                           tagged.get("crosscheck_calibrated", pd.Series(dtype=bool)).fillna(False).any()),
+        "calibration": calibration_mode(tagged, recipe),
         "fields": {},
     }
     for name in checked_fields(recipe):
@@ -153,8 +165,8 @@ def section(summary: dict[str, Any], paths: DatasetPaths) -> str:
     out = summary.get("outcomes", {})
     parts = [
         f"<p>Autotagger <b>{html.escape(str(summary.get('autotagger')))}</b> on {summary.get('tagged', 0)} faces: "
-        f"{out.get('agree', 0)} agree, {out.get('disagree', 0)} disagree, {out.get('skipped', 0)} skipped"
-        f"{'; tagger calibrated on this dataset (cross-fitted)' if summary.get('calibrated') else ''}. "
+        f"{out.get('agree', 0)} agree, {out.get('disagree', 0)} disagree, {out.get('skipped', 0)} skipped; "
+        f"decisions: {html.escape(str(summary.get('calibration', 'plain rules')))}. "
         f"Disagreeing faces are {'quarantined' if summary.get('on_disagreement') == 'drop' else 'kept and flagged'}; "
         "see <a href='review.html'>the review page</a>.</p>"
     ]
