@@ -25,8 +25,8 @@ from tasks.manifest import DUPLICATE, EXCLUDED, FAILED, KEPT, QUARANTINED
 from tasks.paths import DatasetPaths
 from tasks.recipe import Recipe
 from tasks.split import SPLITS, UNKNOWN, field_labels
+from tasks.takedown import REASON as TAKEDOWN_REASON
 
-TAKEDOWN = "takedown"
 FEW = 20  # a class/attribute combination with fewer kept images is a known gap
 THIN_SHOWN = 12  # thin combinations named in the card, thinnest first
 FACE_WORDS = ("face", "blur", "crop")
@@ -65,7 +65,7 @@ def fold_reason(reason: Any) -> str:
 def drop_step(row: pd.Series) -> str | None:
     """The funnel step an image that was not kept fell out at (None: kept, or taken down)."""
     status, reason = row["status"], row["reason"] if isinstance(row["reason"], str) else ""
-    if status == KEPT or (status == EXCLUDED and reason == TAKEDOWN):
+    if status == KEPT or (status == EXCLUDED and reason == TAKEDOWN_REASON):
         return None
     if pd.isna(row.get("sha256")) and status in (FAILED, QUARANTINED, EXCLUDED):
         return "downloaded"
@@ -79,7 +79,7 @@ def drop_step(row: pd.Series) -> str | None:
 def funnel(manifest: pd.DataFrame) -> tuple[list[dict[str, Any]], int]:
     """Images left after each step from found to kept, with how many fell out at that step
     and why; images taken down on request get their own row right after 'found'."""
-    is_takedown = (manifest["status"] == EXCLUDED) & (manifest["reason"] == TAKEDOWN)
+    is_takedown = (manifest["status"] == EXCLUDED) & (manifest["reason"] == TAKEDOWN_REASON)
     steps = manifest.apply(drop_step, axis=1) if len(manifest) else pd.Series(dtype=object)
     steps = steps.where(~is_takedown, "removed on request")
     remaining = len(manifest)

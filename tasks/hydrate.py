@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import os
 import time
 import urllib.error
@@ -34,7 +33,6 @@ from tasks.export import METADATA, SHARE_JSON, attribute_values
 from tasks.recipe import FacesConfig
 from tasks.split import SPLITS
 
-log = logging.getLogger(__name__)
 
 USER_AGENT = "faceset-hydrate/0.1 (research dataset rebuild{contact})"
 MAX_BYTES = 20_000_000

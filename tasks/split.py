@@ -432,7 +432,7 @@ def split_rows(frame: pd.DataFrame, strata: pd.Series, ratios: dict[str, float],
     """Assign the given rows to splits (keeping `previous`, item_id -> split, where groups
     allow); returns the splits and warnings naming small strata."""
     groups = group_ids(frame, group_by)
-    codes, uniques = pd.factorize(strata)
+    codes, _ = pd.factorize(strata)
     before = None if previous is None else frame["item_id"].map(previous).astype(object).to_numpy()
     result = pd.Series(assign(groups, codes, ratios, seed, before), index=frame.index, dtype="string")
     smallest = min_stratum_size(ratios)
