@@ -186,3 +186,31 @@ def test_takedown_on_an_s3_data_root_updates_the_list_there_and_in_the_mirror(s3
     frame, paths = build(tmp_path / "mirror" / bucket / "team")
     out = takedown.apply(frame, paths)
     assert set(out.loc[out["status"] == "excluded", "item_id"]) == {"item01", "item07"}
+
+
+def test_real_photo_sent_mirrored_and_recompressed_matches_only_itself(utkface_dir, tmp_path):
+    """40 real UTKFace photos as a dataset's raw images and crops; the person sends theirs
+    mirrored, smaller and re-saved: it, and only it, is excluded."""
+    paths = DatasetPaths.create(tmp_path / "data" / "faces40")
+    files = sorted(utkface_dir.glob("*.jpg"))[100:140]
+    rows = []
+    for i, source in enumerate(files):
+        sha = hashlib.sha256(source.read_bytes()).hexdigest()
+        stored = paths.image_file(sha, "jpg")
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        stored.write_bytes(source.read_bytes())
+        face = paths.faces / f"{sha}_cfg.jpg"
+        Image.open(source).crop((30, 30, 170, 170)).resize((112, 112)).save(face)
+        rows.append({"item_id": f"utk{i:02d}", "source": "north", "page_url": f"http://127.0.0.1/p/{i}",
+                     "image_url": f"http://127.0.0.1/i/{i}.jpg", "name": f"Person {i}", "label": "x",
+                     "gender": "female", "sha256": sha, "status": "kept",
+                     "image_path": stored.relative_to(paths.root).as_posix(),
+                     "face_path": face.relative_to(paths.root).as_posix()})
+    frame = mf.conform(pd.DataFrame(rows), RECIPE.field_names)
+    sent = tmp_path / "me.jpg"
+    ImageOps.mirror(Image.open(files[17]).convert("RGB")).resize((150, 150)).save(sent, quality=70)
+    takedown.add(paths.root.parent, takedown.make_entry(str(sent)))
+    out = takedown.apply(frame, paths)
+    assert set(out.loc[out["status"] == "excluded", "item_id"]) == {"utk17"}
+    assert not list(paths.root.rglob(f"{frame.loc[17, 'sha256']}*"))
+    assert len(list(paths.faces.glob("*.jpg"))) == 39
