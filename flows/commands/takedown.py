@@ -29,7 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                      help="the data root whose datasets it applies to (default: data)")
     add.add_argument("--dataset", default=None, metavar="NAME", help="apply to this dataset only (default: all)")
     add.add_argument("--kind", choices=["auto", "url", "name", "image"], default="auto",
-                     help="what KEY is (default: a URL if it starts with http(s)://, an image if it is a file, else a name)")
+                     help="what KEY is (default: an image if it is a file, a URL if it looks like one, else a name)")
     add.add_argument("--note", default="", help="why, or who asked (kept in the list)")
     show = actions.add_parser("list", help="show the takedown list")
     show.add_argument("--data-root", default="data", metavar="DIR|s3://bucket/prefix")
