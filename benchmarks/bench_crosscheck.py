@@ -7,10 +7,13 @@
    build runs) flags them. Printed: precision and recall of its flags, precision at 90%
    (gender) / 80% (age) recall of its ranking score, against the plain-threshold
    baseline of the issue computed in the same run (gender: tagger disagrees with
-   confidence >= 90; age: tagger further than 10 years).
+   confidence >= 90; age: tagger further than 10 years). Three variants of the stage:
+   plain rules (`calibrate: false`), calibrated (no face descriptors in the manifest),
+   and learned (with the dedupe stage's face descriptors, as a real build has them).
 
-Tagger outputs are cached in benchmarks/results/crosscheck_tags.csv (by file name), so
-a second run only re-times a small sample. Usage:
+Tagger outputs are cached in benchmarks/results/crosscheck_tags.csv and face descriptors
+in crosscheck_descriptors.npz (by file name), so a second run only re-times a small
+sample; the first run computes descriptors at a few faces/s (minutes). Usage:
 
     .venv/bin/python benchmarks/bench_crosscheck.py [--quick] [--faces N] [--seeds K]
 """

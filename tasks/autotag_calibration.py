@@ -41,6 +41,8 @@ SEED = 13
 Z_FLAG = 1.6  # spreads between the crawled and the expected age that flag a label
 TRIM = 3.0  # residuals beyond this many spreads are left out of the age fit
 GENDER_FLAG = 0.7  # learned probability that the crawled gender is wrong
+PRIOR_ERROR = 0.05  # share of crawled ages assumed wrong, for the age score only
+ERROR_RANGE = 40.0  # years over which a wrong age may fall
 DESCRIPTOR_SCALE = 3.0  # descriptor entries are ~0.1: scaled to weigh like the tagger's age
 
 
@@ -149,6 +151,16 @@ def calibrate_gender(frame: pd.DataFrame, recipe: Recipe) -> dict[str, Any] | No
     return {"index": rows.index, "outcome": outcome, "reason": reasons, "score": wrong}
 
 
+def age_error_probability(gap: np.ndarray, spread: float) -> np.ndarray:
+    """Chance that a crawled age is wrong given its gap to the expected age, so that age
+    and gender scores rank on one scale: correct labels lie half-normally around the
+    expectation (scale `spread`), wrong ones anywhere within ERROR_RANGE years, and
+    PRIOR_ERROR of labels are wrong. Monotone in the gap."""
+    clean = (1 - PRIOR_ERROR) * np.sqrt(2 / np.pi) / spread * np.exp(-0.5 * (gap / spread) ** 2)
+    wrong = PRIOR_ERROR / ERROR_RANGE
+    return wrong / (wrong + clean)
+
+
 def _groups(frame: pd.DataFrame, recipe: Recipe, exclude: str) -> np.ndarray:
     """Group indicators from the recipe's attributes other than the checked field."""
     from tasks.split import field_labels
@@ -175,8 +187,7 @@ def calibrate_age(frame: pd.DataFrame, recipe: Recipe) -> dict[str, Any] | None:
     margin = 5.0 if spec.margin is None else float(spec.margin)
     tolerance = np.full(len(y), max(margin, Z_FLAG * spread))
     gap = np.abs(y - expected)
-    z = gap / spread
-    score = np.array([math.erf(v / math.sqrt(2)) for v in z])  # share of correct labels expected closer
+    score = age_error_probability(gap, spread)
     outcome = np.where(gap > tolerance, "disagree", "agree")
     reasons = [f"age: crawled {c:.0f}, tagger {r:.0f}, calibrated {e:.0f} (margin {t:.0f})" if o == "disagree"
                else f"age: crawled {c:.0f}, tagger {r:.0f}, calibrated {e:.0f}"
