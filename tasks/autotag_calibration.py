@@ -43,6 +43,7 @@ TRIM = 3.0  # residuals beyond this many spreads are left out of the age fit
 GENDER_FLAG = 0.7  # learned probability that the crawled gender is wrong
 PRIOR_ERROR = 0.05  # share of crawled ages assumed wrong, for the age score only
 ERROR_RANGE = 40.0  # years over which a wrong age may fall
+MAX_SVR_ROWS = 5000  # training rows per fold for the age model, at most
 DESCRIPTOR_SCALE = 3.0  # descriptor entries are ~0.1: scaled to weigh like the tagger's age
 
 
@@ -113,7 +114,10 @@ def learned_age(tagger: np.ndarray, crawled: np.ndarray, features: np.ndarray) -
     regression: its epsilon-insensitive, linear loss lets a few wrong labels pull little)."""
     inputs = np.column_stack([features * DESCRIPTOR_SCALE, (tagger - 40.0) / 15.0])
     expected = np.empty(len(tagger))
+    rng = np.random.default_rng(SEED)
     for train, test in _folds(len(tagger)):
+        if len(train) > MAX_SVR_ROWS:  # its fit grows with the square of the rows
+            train = rng.choice(train, MAX_SVR_ROWS, replace=False)
         model = SVR(C=30.0, epsilon=2.0, gamma="scale").fit(inputs[train], crawled[train])
         expected[test] = model.predict(inputs[test])
     return expected
