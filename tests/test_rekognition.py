@@ -14,8 +14,6 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import socket
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,13 +26,13 @@ import pytest
 from botocore.stub import ANY, Stubber
 from PIL import Image
 
+from test_s3_build import moto_endpoint  # noqa: F401 (a real moto_server process, shared fixture)
+
 from tasks import crosscheck, manifest as mf
 from tasks.autotag import MAX_IMAGE_BYTES, RekognitionTagger, image_payload, price_usd
 from tasks.parallel import serial_mapper
 from tasks.paths import DatasetPaths
 from tasks.recipe import parse_recipe
-
-REPO = Path(__file__).resolve().parents[1]
 
 # Shaped as in the Rekognition developer guide's DetectFaces and RecognizeCelebrities examples.
 DETECT_FACES = {
@@ -176,37 +174,11 @@ def test_price_tiers_and_payload_limits(tmp_path):
 # ---------------------------------------------------------------- plumbing (moto_server over HTTP)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    """A real moto server process on 127.0.0.1."""
-    port = _free_port()
-    process = subprocess.Popen([str(REPO / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                pytest.fail("moto_server did not start")
-            time.sleep(0.2)
-    yield port
-    process.terminate()
-    process.wait(timeout=10)
-
-
 class Proxy:
     """Forwards to moto; answers ThrottlingException to the first `throttle` requests; logs every request."""
 
-    def __init__(self, moto_port: int) -> None:
+    def __init__(self, moto_url: str) -> None:
+        moto_port = int(moto_url.rsplit(":", 1)[1])
         self.throttle = 0
         self.log: list[tuple[float, str]] = []
         proxy = self
@@ -250,8 +222,8 @@ class Proxy:
 
 
 @pytest.fixture
-def proxy(moto_url):
-    server = Proxy(moto_url)
+def proxy(moto_endpoint):
+    server = Proxy(moto_endpoint)
     yield server
     server.close()
 
