@@ -16,6 +16,7 @@ build asks the server only whether each page changed (conditional requests).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -53,7 +54,11 @@ def prepare_job(recipe: Recipe, paths: DatasetPaths, today: date) -> dict[str, A
     """
     state = crawl_state(paths)
     state.mkdir(parents=True, exist_ok=True)
-    started_file = state / "started"
+    started_file, recipe_file = state / "started", state / "recipe.sha256"
+    fingerprint = hashlib.sha256(json.dumps(recipe.section("crawl"), sort_keys=True).encode()).hexdigest()
+    if recipe_file.is_file() and recipe_file.read_text(encoding="utf-8") != fingerprint:
+        _close_crawl(state)  # the sources changed: an unfinished crawl of the old ones is not resumed
+    recipe_file.write_text(fingerprint, encoding="utf-8")
     resuming = started_file.is_file()
     if (state / "job").exists() and not (state / "stats.json").is_file():
         # The last crawl process was killed before it could close its JOBDIR cleanly, so

@@ -149,3 +149,17 @@ def test_report_section_shows_unmapped_and_blocked(crawled) -> None:
     _, report, _, paths, _ = crawled
     fragment = crawl.report_section(report, paths)
     assert "Astrology" in fragment and "/private/dept/1.html" in fragment and "<table>" in fragment
+
+
+def test_unfinished_crawl_resumed_only_for_the_same_sources(tmp_path) -> None:
+    paths = DatasetPaths.create(tmp_path)
+    recipe = parse_recipe(recipe_dict("http://127.0.0.1:9"), "test")
+    first = crawl.prepare_job(recipe, paths, date.today())
+    assert first["cache_policy"] == "revalidate"  # a new crawl
+    (crawl.crawl_state(paths) / "items.jsonl").write_text("{}\n")
+    assert crawl.prepare_job(recipe, paths, date.today())["cache_policy"] == "replay"  # resumed
+    changed = recipe_dict("http://127.0.0.1:9")
+    changed["sources"][0]["item"]["image"] = "img.photo::attr(src)"
+    again = crawl.prepare_job(parse_recipe(changed, "test"), paths, date.today())
+    assert again["cache_policy"] == "revalidate"
+    assert not (crawl.crawl_state(paths) / "items.jsonl").exists()
