@@ -9,6 +9,7 @@ import pytest
 from sites.server import FixtureServer
 from sites.staff import build, jpeg, recipe_dict
 
+from spiders.pipelines import store_bytes
 from tasks import crawl, fetch
 from tasks import manifest as mf
 from tasks.paths import DatasetPaths
@@ -110,3 +111,32 @@ def test_report_section_lists_failure_reasons(fetched) -> None:
     _, _, _, paths, _, _, report = fetched
     fragment = fetch.report_section(report, paths)
     assert "not an image" in fragment and "blocked by robots.txt" in fragment
+
+
+def test_interrupted_fetch_requests_only_the_missing_rows(tmp_path) -> None:
+    data = build(10, per_page=5)
+    server = FixtureServer(data.routes).start()
+    try:
+        recipe = parse_recipe(recipe_dict(server.base), "test")
+        paths = DatasetPaths.create(tmp_path)
+        rows = mf.empty(recipe.field_names)
+        for person in data.people:
+            page, image = server.url(f"/people/{person.pid}.html"), server.url(person.image)
+            rows.loc[len(rows), ["item_id", "source", "page_url", "image_url", "status"]] = [
+                mf.item_id(page, image), "staffsite", page, image, "kept"]
+        # what an interrupted run left: 4 images stored, their results appended
+        state = paths.state / "fetch"
+        state.mkdir(parents=True)
+        with (state / "results.jsonl").open("w") as handle:
+            for _, row in rows.iloc[:4].iterrows():
+                body = data.routes[row["image_url"].removeprefix(server.base)].body
+                digest, target = store_bytes(paths, body, "jpg")
+                result = {"status": "downloaded", "checksum": digest, "path": target.relative_to(paths.root).as_posix()}
+                handle.write(json.dumps({"item_id": row["item_id"], "image_url": row["image_url"], "result": result}) + "\n")
+        result = fetch.run(rows, recipe, paths)
+    finally:
+        server.stop()
+    images = [p for p in server.paths() if p.startswith("/img/")]
+    assert sorted(images) == sorted(p.image for p in data.people[4:])
+    assert result["sha256"].notna().all() and (result["status"] == "kept").all()
+    assert not (state / "results.jsonl").exists()
