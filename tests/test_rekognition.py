@@ -30,7 +30,6 @@ from test_s3_build import moto_endpoint  # noqa: F401 (a real moto_server proces
 
 from tasks import crosscheck, manifest as mf
 from tasks.autotag import MAX_IMAGE_BYTES, RekognitionTagger, image_payload, price_usd
-from tasks.parallel import serial_mapper
 from tasks.paths import DatasetPaths
 from tasks.recipe import parse_recipe
 
