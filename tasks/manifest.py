@@ -79,6 +79,20 @@ def conform(frame: pd.DataFrame, fields: Iterable[str] = ()) -> pd.DataFrame:
     return frame[names + extra]
 
 
+def with_columns(frame: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
+    """Add the missing `columns` (as NA) and give every one its dtype, in place.
+
+    Stages call it on their own columns so that empty batches, cached rows and fresh
+    rows concatenate without pandas guessing dtypes.
+    """
+    for column, dtype in columns.items():
+        if column not in frame:
+            frame[column] = pd.Series(pd.NA, index=frame.index, dtype=dtype)
+        else:
+            frame[column] = frame[column].astype(dtype)
+    return frame
+
+
 def check_invariants(before: pd.DataFrame, after: pd.DataFrame, stage: str) -> None:
     """Raise if a stage lost rows, duplicated ids or wrote an unknown status."""
     lost = set(before["item_id"]) - set(after["item_id"])
