@@ -296,6 +296,8 @@ class FinetuneConfig(_Section):
     image_size: int = Field(224, ge=32, le=1024, description="side of the network input in pixels")
     min_crop_scale: float = Field(0.08, gt=0, le=1, description="smallest RandomResizedCrop area share")
     min_images: int = Field(10, ge=2, description="fewer training images than this: the stage is skipped")
+    cached_views: int = Field(2, ge=1, le=16, description="cached views per training image with frozen layers: "
+                              "the image, its mirror, then random crops")
 
     @field_validator("grid")
     @classmethod
@@ -344,9 +346,14 @@ class Recipe(_Section):
         for attr in self.attributes:
             if attr not in names:
                 raise ValueError(f"attribute {attr!r} is not a field of any source (fields: {sorted(names)})")
-        for key in self.split.stratify:
+        named = [("split.stratify", key) for key in self.split.stratify]
+        named += [("split.group_by", self.split.group_by)] if self.split.group_by else []
+        for variant in self.split.variants:
+            keys = [*variant.by, *variant.within] if isinstance(variant, BalancedVariant) else [variant.attribute]
+            named += [(f"split.variants.{variant.name}", key) for key in keys]
+        for where, key in named:
             if key not in names:
-                raise ValueError(f"split.stratify names {key!r}, which is not a field (fields: {sorted(names)})")
+                raise ValueError(f"{where} names {key!r}, which is not a field (fields: {sorted(names)})")
         for tag, spec in self.crosscheck.fields.items():
             if spec.field not in names:
                 raise ValueError(f"crosscheck.fields.{tag} names {spec.field!r}, which is not a field")
@@ -369,12 +376,14 @@ class Recipe(_Section):
             "crawl": ("crawl", "sources"),
             "fetch": ("crawl",),
             "faces": ("faces",),
-            "dedupe": ("dedupe", "faces"),
-            "crosscheck": ("crosscheck",),
+            "dedupe": ("dedupe", "faces", "attributes"),
+            "crosscheck": ("crosscheck", "attributes"),
             "split": ("split", "target", "attributes"),
-            "export": ("target", "attributes"),
+            # The dataset card describes the whole recipe.
+            "export": ("name", "description", "license", "contact", "sources", "target", "attributes",
+                       "faces", "dedupe", "crosscheck", "split"),
             "finetune": ("finetune", "target", "attributes"),
-            "report": ("name", "description", "license", "contact"),
+            "report": ("name", "description", "license", "contact", "target", "attributes"),
         }
         dumped = self.model_dump(mode="json")
         return {key: dumped[key] for key in parts[stage]}

@@ -163,3 +163,16 @@ def test_committed_schema_matches_the_model() -> None:
     from tasks.schema import SCHEMA_PATH, schema_text
 
     assert SCHEMA_PATH.read_text(encoding="utf-8") == schema_text(), "run: .venv/bin/python -m tasks.schema"
+
+
+@pytest.mark.parametrize(
+    ("split", "expected"),
+    [
+        ({"group_by": "team"}, r"split\.group_by names 'team'"),
+        ({"variants": [{"kind": "balanced", "by": ["sex"]}]}, r"split\.variants\.balanced names 'sex'"),
+        ({"variants": [{"kind": "biased", "attribute": "skin"}]}, r"split\.variants\.biased names 'skin'"),
+    ],
+)
+def test_split_names_must_be_fields(tmp_path: Path, split: dict, expected: str) -> None:
+    with pytest.raises(RecipeError, match=expected):
+        load_recipe(write(tmp_path, with_change(("split",), split)))
