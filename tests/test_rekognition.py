@@ -267,4 +267,6 @@ def test_client_side_rate_limit_spaces_calls(tmp_path, aws_env, proxy):
     tagger.tag(images)
     times = [t for t, _ in proxy.log]
     assert len(times) == 4
-    assert min(np.diff(times)) >= 0.1  # 8 calls/s: 0.125 s apart, minus timer slack
+    # 8 calls/s: starts 0.125 s apart. Arrival times at the proxy jitter under load, so
+    # check the average rate over the calls rather than each gap.
+    assert times[-1] - times[0] >= 3 * 0.125 * 0.9
