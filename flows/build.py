@@ -24,6 +24,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,7 @@ class Plan:
     fresh_rows: set[str]  # per-image stages that ignore their row cache
     runner: str
     deps: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    inputs: dict[str, pd.DataFrame] = field(default_factory=dict)  # the manifest handed to the next stage
 
     @functools.cached_property
     def paths(self) -> DatasetPaths:
@@ -118,6 +120,12 @@ class Plan:
     @functools.cached_property
     def cache(self) -> StageCache:
         return StageCache(self.paths)
+
+
+# The plan reaches the flow and its stage tasks through a context variable, not a parameter or a closure:
+# Prefect ships the flow to Dask workers by pickling, and the plan (stage modules, an S3
+# client) should not travel, nor show up as a parameter in the UI.
+_plan: ContextVar[Plan] = ContextVar("faceset_build_plan")
 
 
 # ---------------------------------------------------------------- per-image batches
@@ -231,9 +239,17 @@ def _apply_takedown(frame: pd.DataFrame, plan: Plan) -> pd.DataFrame:
 # ---------------------------------------------------------------- one stage
 
 
-def execute_stage(stage: str, frame: pd.DataFrame, upstream_key: str, plan: Plan) -> tuple[pd.DataFrame, str]:
-    """Run one stage (or take it from the cache); returns its output manifest and cache key."""
+def execute_stage(stage: str, upstream_key: str) -> tuple[pd.DataFrame, str]:
+    """Run one stage (or take it from the cache); returns its output manifest and cache key.
+
+    Its parameters are two short strings on purpose: Prefect copies a task's parameters
+    into every batch it submits from inside it (to Dask), so the manifest and the plan
+    come from the build's context (`_plan`) instead.
+    """
     from prefect.logging import get_run_logger
+
+    plan = _plan.get()
+    frame = plan.inputs.pop(stage)
 
     try:
         log = get_run_logger()
@@ -328,7 +344,8 @@ def run_stages(plan: Plan) -> pd.DataFrame:
         frame, key = None, ""
         for stage in plan.order:
             stage_input = _previous_crawl(plan) if stage == "crawl" else frame
-            frame, key = _stage_task(stage, plan)(stage, stage_input, key, plan)
+            plan.inputs[stage] = stage_input
+            frame, key = _stage_task(stage, plan)(stage, key)
     if "report" in plan.order:
         artifacts.publish_report_link(plan.recipe.name, artifacts.report_url(plan.paths, plan.root.url))
     return frame
@@ -372,18 +389,27 @@ def build(recipe_path: str | Path, data_root: str | Path = "data", rebuild: bool
     """
     recipe = load_recipe(recipe_path)
     plan = make_plan(recipe, data_root, rebuild, from_stage, runner, recrawl, dry_run, stages, deps)
-
-    @flow(name=f"build-{recipe.name}", task_runner=runners.task_runner(runner, dask_address), persist_result=False,
-          validate_parameters=False, log_prints=True)
-    def build_flow(recipe_path: str, data_root: str, rebuild: bool, from_stage: str | None, runner: str,
-                   recrawl: bool, dry_run: bool) -> str:
-        run_stages(plan)
-        return str(plan.paths.root)
-
-    build_flow(str(recipe_path), str(data_root), rebuild, from_stage, runner, recrawl, dry_run)
+    named = build_flow.with_options(name=f"build-{recipe.name}", task_runner=runners.task_runner(runner, dask_address))
+    token = _plan.set(plan)
+    try:
+        named(str(recipe_path), str(data_root), rebuild, from_stage, runner, recrawl, dry_run)
+    finally:
+        _plan.reset(token)
     if dry_run:
         print(estimate(plan))
     return plan.paths.root
+
+
+def _build_flow(recipe_path: str, data_root: str, rebuild: bool, from_stage: str | None, runner: str,
+                recrawl: bool, dry_run: bool) -> str:
+    """The flow `build-<name>` (renamed per recipe by `build`); its parameters are shown in the UI."""
+    plan = _plan.get()
+    run_stages(plan)
+    return str(plan.paths.root)
+
+
+# Decorated under another name, so that pickling (to Dask) finds `_build_flow` by reference.
+build_flow = flow(name="build", persist_result=False, validate_parameters=False, log_prints=True)(_build_flow)
 
 
 def estimate(plan: Plan) -> str:

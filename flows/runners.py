@@ -65,10 +65,13 @@ class ProcessExecutor:
             self.pool = None
 
 
-@task(cache_policy=NO_CACHE, persist_result=False, task_run_name="{label}")
-def run_batch(fn: Callable[[Any], Any], batch: Any, label: str) -> Any:
+def _run_batch(fn: Callable[[Any], Any], batch: Any, label: str) -> Any:
     """One batch of a per-image stage as a Prefect task on the flow's task runner (Dask)."""
     return fn(batch)
+
+
+# Decorated under another name, so that pickling (to Dask workers) finds `_run_batch` by reference.
+run_batch = task(cache_policy=NO_CACHE, persist_result=False, task_run_name="{label}")(_run_batch)
 
 
 class PrefectExecutor:
