@@ -227,13 +227,24 @@ class _Blaming:
         self.executor.close()
 
 
-def _apply_takedown(frame: pd.DataFrame, plan: Plan) -> pd.DataFrame:
-    """Exclude items on the takedown list (tasks/takedown.py), when that module is installed."""
+def _takedown():
+    """tasks/takedown.py, or None while it is not installed."""
     try:
-        takedown = importlib.import_module("tasks.takedown")
+        return importlib.import_module("tasks.takedown")
     except ModuleNotFoundError:
-        return frame
-    return takedown.apply(frame, plan.paths)
+        return None
+
+
+def _apply_takedown(frame: pd.DataFrame, plan: Plan) -> pd.DataFrame:
+    """Exclude items on the takedown list (`<data_root>/takedowns.json`) and delete their files."""
+    takedown = _takedown()
+    return frame if takedown is None else takedown.apply(frame, plan.paths)
+
+
+def _takedown_fingerprint(plan: Plan) -> str:
+    """Part of the cache key of the stages that apply the list: a new entry re-runs them."""
+    takedown = _takedown()
+    return "" if takedown is None else takedown.fingerprint(plan.paths.root.parent)
 
 
 # ---------------------------------------------------------------- one stage
@@ -259,7 +270,8 @@ def execute_stage(stage: str, upstream_key: str) -> tuple[pd.DataFrame, str]:
     impl = plan.stages[stage]
     code = code_version(stage, impl)
     section = recipe.section(stage)
-    key = stage_key(stage, code, section, upstream_key, None if stage == "crawl" else frame, paths)
+    extra = _takedown_fingerprint(plan) if stage in TAKEDOWN_STAGES else ""
+    key = stage_key(stage, code, section, upstream_key, None if stage == "crawl" else frame, paths, extra)
     bar = progress.current()
     if stage not in plan.forced:
         cached = plan.cache.lookup(stage, key)

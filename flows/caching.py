@@ -150,9 +150,13 @@ def files_fingerprint(frame: pd.DataFrame, paths: DatasetPaths) -> str:
 
 
 def stage_key(stage: str, code: str, section: dict[str, Any], upstream_key: str, manifest_in: pd.DataFrame | None,
-              paths: DatasetPaths) -> str:
-    """The cache key of one stage run. `manifest_in=None` leaves the input out (crawl: its input is its own past)."""
+              paths: DatasetPaths, extra: str = "") -> str:
+    """The cache key of one stage run. `manifest_in=None` leaves the input out (crawl: its input is its own past).
+
+    `extra` is anything else the output depends on (the takedown list, for the stages that apply it).
+    """
     parts = {
+        "extra": extra,
         "stage": stage,
         "code": code,
         "section": section,

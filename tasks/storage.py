@@ -28,6 +28,7 @@ from tasks.errors import FacesetError
 
 INDEX_NAME = "s3-index.json"  # under the mirror's .faceset/: what was last pushed, by size+mtime
 UPLOAD_THREADS = 8
+SHARED_FILES = ("takedowns.json",)  # at the data root, beside the datasets (tasks/takedown.py)
 
 
 class DataRoot(Protocol):
@@ -169,12 +170,25 @@ class S3Root:
             stat = target.stat()
             return rel, [stat.st_size, stat.st_mtime_ns, got]
 
+        self._pull_shared()
         wanted = [rel for rel in remote if rel != f".faceset/{INDEX_NAME}"]
         with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
             for result in pool.map(fetch, wanted):
                 if result:
                     index[result[0]] = result[1]
         self._save_index(index)
+
+    def _pull_shared(self) -> None:
+        """Files kept beside the datasets, shared by all of them (the takedown list), into the mirror's parent."""
+        parent = self.prefix.rstrip("/").rpartition("/")[0]
+        for name in SHARED_FILES:
+            key = f"{parent}/{name}" if parent else name
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=key)
+            except Exception:  # noqa: BLE001 - absent (or unreadable): builds go on without it
+                continue
+            self._call("download", self.client.download_file, Bucket=self.bucket, Key=key,
+                       Filename=str(self.local.parent / name))
 
     def _local_files(self) -> list[str]:
         files = []
