@@ -15,7 +15,7 @@ from tasks.recipe import FinetuneConfig, parse_recipe
 from test_finetune_trees import utkface_tree
 
 SMALL = {"train": 12, "val": 6, "test": 6}
-CONFIG = FinetuneConfig(model="tf_efficientnet_lite0", weights="lite0", freeze="head", epochs=2, image_size=96,
+CONFIG = FinetuneConfig(model="tf_efficientnet_lite0", weights="lite0", freeze="head", epochs=2, image_size=64,
                         grid={"lr": [0.01, 0.001], "momentum": [0.9], "batch_size": [8, 16]}, patience=2)
 
 

@@ -5,9 +5,9 @@ output is computed once and cached: with `freeze: head` that is the whole backbo
 and each grid point trains only the head; with `freeze: last` (ResNets,
 EfficientNet-Lite0) it is everything before the last blocks, and each point trains
 the last blocks and the head from the cache. A 12-point grid then costs about one
-pass over the images plus cheap training. The cache holds each training image and its
-mirror image, so horizontal flips survive; random crops are given up on this path
-(`use_cache=False` trains from images with the full augmentation).
+pass over the images plus cheap training. The cache holds each training image, its
+mirror image and `cached_views - 2` random crops, one drawn per epoch, so the
+augmentation is paid once (`use_cache=False` trains from images, fresh crops every epoch).
 """
 
 from __future__ import annotations
@@ -85,18 +85,24 @@ def _image_loaders(frame: pd.DataFrame, config: FinetuneConfig, norm: Normalizat
 
 def cache_frozen(prefix: nn.Module, frame: pd.DataFrame, config: FinetuneConfig, norm: Normalization,
                  device: torch.device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Frozen-layer outputs: train as [n, 2 views, ...] (image, mirror), val as [n, ...]."""
+    """Frozen-layer outputs: train as [n, views, ...], val as [n, ...].
+
+    The training views are the image, its mirror, then `cached_views - 2` random
+    resized crops with flips: augmentation paid for once instead of every epoch.
+    """
     transform = data.eval_transform(config.image_size, norm)
+    augment = data.train_transform(config.image_size, norm, config.min_crop_scale)
+    train_views = [transform, _then_flip(transform), *[augment] * max(0, config.cached_views - 2)]
     cache = {}
     for split in ("train", "val"):
         rows = frame[frame["split"] == split]
-        views = [embed(prefix, data.loader(rows, transform, 64, shuffle=False), device)]
-        if split == "train":
-            mirrored = data.loader(rows, _then_flip(transform), 64, shuffle=False)
-            views.append(embed(prefix, mirrored, device))
-            cache[split] = (torch.stack([v[0] for v in views], 1).half(), views[0][1])
-        else:
-            cache[split] = views[0]
+        if split == "val":
+            cache[split] = embed(prefix, data.loader(rows, transform, 64, shuffle=False), device)
+            continue
+        seed_everything(config.seed)
+        views = [embed(prefix, data.loader(rows, t, 64, shuffle=False), device)
+                 for t in train_views[:max(1, config.cached_views)]]
+        cache[split] = (torch.stack([v[0] for v in views], 1).half(), views[0][1])
     return cache
 
 
