@@ -40,7 +40,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
 
 from flows import artifacts, progress, runners  # noqa: E402
-from flows.caching import CachingMapper, RowCache, StageCache, code_version, stage_key  # noqa: E402
+from flows.caching import CachingMapper, RowCache, StageCache, code_version, module_files, source_files, stage_key  # noqa: E402
 from tasks import manifest as mf  # noqa: E402
 from tasks.errors import FacesetError  # noqa: E402
 from tasks.paths import DatasetPaths  # noqa: E402
@@ -98,6 +98,12 @@ class StageRegistry(Mapping):
     def __len__(self) -> int:
         return len(STAGES)
 
+    def sources(self, stage: str) -> list[Path]:
+        """The stage's own source files, found without importing it (a cached stage never imports torch)."""
+        if stage in self.overrides:
+            return source_files(self.overrides[stage])
+        return module_files(f"tasks.{stage}")
+
 
 @dataclass
 class Plan:
@@ -105,7 +111,7 @@ class Plan:
 
     recipe: Recipe
     root: DataRoot
-    stages: Mapping[str, Any]  # stage name -> module (or object) with run / process_batch / summarize
+    stages: StageRegistry  # stage name -> module (or object) with run / process_batch / summarize
     order: list[str]
     forced: set[str]  # stages that run even with a valid cache
     fresh_rows: set[str]  # per-image stages that ignore their row cache
@@ -267,8 +273,7 @@ def execute_stage(stage: str, upstream_key: str) -> tuple[pd.DataFrame, str]:
     except Exception:  # noqa: BLE001 - outside a Prefect run (direct calls in tests)
         log = logging.getLogger("faceset.build")
     recipe, paths = plan.recipe, plan.paths
-    impl = plan.stages[stage]
-    code = code_version(stage, impl)
+    code = code_version(stage, plan.stages.sources(stage))
     section = recipe.section(stage)
     extra = _takedown_fingerprint(plan) if stage in TAKEDOWN_STAGES else ""
     key = stage_key(stage, code, section, upstream_key, None if stage == "crawl" else frame, paths, extra)
@@ -279,6 +284,7 @@ def execute_stage(stage: str, upstream_key: str) -> tuple[pd.DataFrame, str]:
             log.info("%s: unchanged since the last build, reusing its output (%d rows)", stage, len(cached))
             bar.finish(stage, "cached")
             return cached, key
+    impl = plan.stages[stage]
     bar.start(stage, int(mf.kept(frame).sum()) if len(frame) else None)
     log.info("%s: running on %d rows", stage, len(frame))
     try:

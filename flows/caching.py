@@ -21,15 +21,14 @@ batches it had finished.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pandas as pd
@@ -37,6 +36,7 @@ import pandas as pd
 from tasks import manifest as mf
 from tasks.paths import DatasetPaths
 
+REPO = Path(__file__).resolve().parents[1]
 # Packages whose modules count as "the stage's code" when a stage imports them.
 PROJECT_PACKAGES = ("tasks", "spiders", "flows")
 # Code a stage runs without importing it (Scrapy runs the spiders in a subprocess).
@@ -44,6 +44,7 @@ EXTRA_SOURCES: dict[str, tuple[str, ...]] = {"crawl": ("spiders",), "fetch": ("s
 # Manifest columns holding paths to files a later stage reads.
 FILE_COLUMNS = ("image_path", "face_path")
 ROW_KEY = "_faceset_row_key"
+VOLATILE_COLUMNS = ("last_seen",)  # changes on every re-crawl without changing the image
 
 
 def _sha256(data: bytes) -> str:
@@ -69,61 +70,80 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 # ---------------------------------------------------------------- code version
 
 
-def _is_project_module(name: str) -> bool:
-    return name.split(".")[0] in PROJECT_PACKAGES
+def module_files(name: str, whole_package: bool = True) -> list[Path]:
+    """The source files of project module `name`, found without importing it.
 
-
-def _module_files(module: ModuleType) -> list[Path]:
-    """A module's source file, or every .py file of a package."""
-    file = getattr(module, "__file__", None)
-    if not file:
+    For a package: every .py file in it, or only its `__init__.py` when it is merely the
+    base of an import (`from tasks import faces` depends on tasks/faces.py, not on all of tasks/).
+    """
+    if name.split(".")[0] not in PROJECT_PACKAGES:
         return []
-    path = Path(file)
-    if path.name == "__init__.py":
-        return sorted(path.parent.rglob("*.py"))
-    return [path]
+    base = REPO.joinpath(*name.split("."))
+    if (base / "__init__.py").is_file():
+        return sorted(base.rglob("*.py")) if whole_package else [base / "__init__.py"]
+    file = base.with_suffix(".py")
+    return [file] if file.is_file() else []
 
 
-def _modules_used(root: ModuleType) -> list[ModuleType]:
-    """`root` and every project module reachable from its globals (imports, imported names)."""
-    seen: dict[str, ModuleType] = {}
-    pending = [root]
-    while pending:
-        module = pending.pop()
-        if module.__name__ in seen:
-            continue
-        seen[module.__name__] = module
-        for value in vars(module).values():
-            target = value if isinstance(value, ModuleType) else sys.modules.get(getattr(value, "__module__", "") or "")
-            if isinstance(target, ModuleType) and _is_project_module(target.__name__) and target.__name__ not in seen:
-                pending.append(target)
-    return list(seen.values())
+def _imported_names(path: Path) -> set[str]:
+    """Project modules a source file imports, anywhere in it (also inside functions)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return set()
+    package = ".".join(path.resolve().relative_to(REPO).with_suffix("").parts[:-1]) if path.resolve().is_relative_to(REPO) else ""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1] if package else []
+                base = ".".join([*parent, base] if base else parent)
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from tasks import faces`
+    return {n for n in names if n and n.split(".")[0] in PROJECT_PACKAGES}
 
 
-def code_version(stage: str, impl: Any) -> str:
-    """Hash of the source files that make up a stage: its module(s) and what they import from the project."""
-    roots: list[ModuleType] = []
-    for obj in (impl, *(getattr(impl, n, None) for n in ("run", "process_batch", "summarize"))):
-        module = obj if isinstance(obj, ModuleType) else inspect.getmodule(obj) if obj is not None else None
-        if module is not None and module not in roots:
-            roots.append(module)
+def code_files(roots: list[Path], stage: str) -> set[Path]:
+    """`roots` and every project source file they import, transitively (no module is imported)."""
     files: set[Path] = set()
-    for root in roots:
-        for module in _modules_used(root):
-            files.update(_module_files(module))
+    pending = list(roots)
     for package in EXTRA_SOURCES.get(stage, ()):
-        module = sys.modules.get(package)
-        if module is None:
-            try:
-                module = __import__(package)
-            except ImportError:
-                continue
-        files.update(_module_files(module))
+        pending.extend(module_files(package))
+    while pending:
+        path = pending.pop()
+        if path in files or not path.is_file():
+            continue
+        files.add(path)
+        for name in _imported_names(path):
+            pending.extend(f for f in module_files(name, whole_package=False) if f not in files)
+    return files
+
+
+def code_version(stage: str, roots: list[Path]) -> str:
+    """Hash of the source files that make up a stage: its module(s) and what they import from the project."""
     digest = hashlib.sha256()
-    for path in sorted(files):
+    for path in sorted(code_files(roots, stage)):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def source_files(impl: Any) -> list[Path]:
+    """The files defining a stage implementation given as an object (a module or a namespace of functions)."""
+    files = []
+    for obj in (impl, *(getattr(impl, n, None) for n in ("run", "process_batch", "summarize"))):
+        if obj is None:
+            continue
+        try:
+            file = inspect.getsourcefile(obj)
+        except TypeError:
+            continue
+        if file and Path(file) not in files:
+            files.append(Path(file))
+    return files
 
 
 # ---------------------------------------------------------------- stage keys
@@ -209,10 +229,14 @@ class StageCache:
 
 
 def row_keys(rows: pd.DataFrame, salt: str) -> pd.Series:
-    """One key per input row: the stage's code and section (`salt`) and the row's content."""
+    """One key per input row: the stage's code and section (`salt`) and the row's content.
+
+    When the row was last seen by the crawler is left out: a weekly re-crawl touches it on
+    every row, and no per-image stage looks at it.
+    """
     if rows.empty:
         return pd.Series([], index=rows.index, dtype="string")
-    columns = sorted(c for c in rows.columns if c != ROW_KEY)
+    columns = sorted(c for c in rows.columns if c != ROW_KEY and c not in VOLATILE_COLUMNS)
     hashed = pd.util.hash_pandas_object(rows[columns].astype("string"), index=False)
     prefix = _sha256((salt + "|" + ",".join(columns)).encode())[:16]
     return pd.Series([f"{prefix}-{h:016x}" for h in hashed.to_numpy()], index=rows.index, dtype="string")

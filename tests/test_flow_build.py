@@ -199,3 +199,20 @@ def test_stage_registry_imports_real_stage_modules():
     assert registry["crawl"] == "fake"
     assert list(registry) == list(STAGES)
     assert os.path.basename(registry["faces"].__file__) == "faces.py"
+
+
+def test_code_version_follows_imports_without_importing(tmp_path):
+    from flows.caching import code_files, code_version, module_files
+
+    faces = code_files(module_files("tasks.faces"), "faces")
+    assert {p.name for p in faces} >= {"faces.py", "decode.py", "manifest.py"}
+    assert "crawl.py" not in {p.name for p in faces}
+    crawl = {p.relative_to(p.parents[1]).as_posix() for p in code_files(module_files("tasks.crawl"), "crawl")}
+    assert "spiders/settings.py" in crawl  # Scrapy runs the spiders in a subprocess: still the crawl's code
+
+    stage = tmp_path / "my_stage.py"
+    stage.write_text("from tasks import manifest\n\ndef run(manifest, recipe, paths):\n    return manifest\n")
+    before = code_version("faces", [stage])
+    assert code_version("faces", [stage]) == before
+    stage.write_text(stage.read_text() + "# a change\n")
+    assert code_version("faces", [stage]) != before
