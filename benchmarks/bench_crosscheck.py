@@ -9,10 +9,11 @@
    baseline of the issue computed in the same run (gender: tagger disagrees with
    confidence >= 90; age: tagger further than 10 years). Three variants of the stage:
    plain rules (`calibrate: false`), calibrated (no face descriptors in the manifest),
-   and learned (with the dedupe stage's face descriptors, as a real build has them).
+   learned (with the dedupe stage's face descriptors, as a real build has them), and
+   learned with Lite0 image embeddings as well (`face_embedding`).
 
-Tagger outputs are cached in benchmarks/results/crosscheck_tags.csv and face descriptors
-in crosscheck_descriptors.npz (by file name), so a second run only re-times a small
+Tagger outputs are cached in benchmarks/results/crosscheck_tags.csv, face descriptors
+in crosscheck_descriptors.npz and Lite0 embeddings in crosscheck_lite0.npz (by file name), so a second run only re-times a small
 sample; the first run computes descriptors at a few faces/s (minutes). Usage:
 
     .venv/bin/python benchmarks/bench_crosscheck.py [--quick] [--faces N] [--seeds K]
@@ -37,6 +38,7 @@ sys.path.insert(0, str(REPO))
 from tasks import crosscheck  # noqa: E402
 from tasks.autotag import LocalTagger  # noqa: E402
 from tasks.dedupe import encode_descriptor  # noqa: E402
+from tasks.face_embedding import encode  # noqa: E402
 from tasks.recipe import parse_recipe  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "corpus" / "utkface"
@@ -93,6 +95,26 @@ def descriptors(files: list[str], cache: Path) -> np.ndarray:
     for name in missing:
         look = describe(np.asarray(Image.open(CORPUS / name).convert("RGB")))
         known[name] = look.descriptor if look.descriptor is not None else np.full(128, np.nan, np.float32)
+    if missing:
+        names = sorted(known)
+        np.savez(cache, files=np.array(names), vectors=np.stack([known[n] for n in names]))
+    return np.stack([known[f] for f in files])
+
+
+def embeddings(files: list[str], cache: Path) -> np.ndarray:
+    """Lite0 embeddings (tasks.face_embedding) of `files`, cached like the descriptors
+    (about 6 faces/s on one shared core: minutes the first time)."""
+    from tasks.face_embedding import embed
+
+    known: dict[str, np.ndarray] = {}
+    if cache.exists():
+        with np.load(cache) as data:
+            known = dict(zip(data["files"], data["vectors"]))
+    missing = [f for f in files if f not in known]
+    for start in range(0, len(missing), 256):
+        chunk = missing[start:start + 256]
+        for name, vector in zip(chunk, embed([CORPUS / f for f in chunk])):
+            known[name] = vector if vector is not None else np.full(1280, np.nan, np.float32)
     if missing:
         names = sorted(known)
         np.savez(cache, files=np.array(names), vectors=np.stack([known[n] for n in names]))
@@ -161,12 +183,16 @@ def corrupt_and_check(data: pd.DataFrame, faces: int, seed: int) -> dict:
                      "gender_precision_at_recall_0.9": precision_at_recall(gender_raw, flipped, 0.9),
                      "age_precision_at_recall_0.8": precision_at_recall(gap, moved, 0.8)},
     }
-    variants = {"crosscheck": (False, False), "crosscheck_calibrated": (True, False), "crosscheck_learned": (True, True)}
+    variants = {"crosscheck": (False, 0), "crosscheck_calibrated": (True, 0), "crosscheck_learned": (True, 1),
+                "crosscheck_learned_lite0": (True, 2)}
     for name, (calibrate, learn) in variants.items():
         given = manifest.assign(face_descriptor=sample["descriptor"].to_numpy()) if learn else manifest
+        given = given.assign(face_embedding=sample["embedding"].to_numpy()) if learn == 2 else given
         out = crosscheck.flag(crosscheck._typed(given), recipe(calibrate))
         if name == "crosscheck_calibrated":
             calibrated = out["crosscheck_age_expected"].astype(float).to_numpy()
+        if name == "crosscheck_learned":
+            learned = out["crosscheck_age_expected"].astype(float).to_numpy()
         planted = flipped | moved
         top = np.argsort(-out["crosscheck_score"].astype(float).fillna(0).to_numpy(), kind="stable")[: int(planted.sum())]
         result[name] = {
@@ -176,11 +202,12 @@ def corrupt_and_check(data: pd.DataFrame, faces: int, seed: int) -> dict:
             "age_precision_at_recall_0.8": precision_at_recall(out["crosscheck_age_score"].astype(float).to_numpy(), moved, 0.8),
             "review_top_k_precision": round(float(planted[top].mean()), 3),
         }
-    learned = out["crosscheck_age_expected"].astype(float).to_numpy()
+    learned_lite0 = out["crosscheck_age_expected"].astype(float).to_numpy()
     clean = ~moved
     result["age_mae_clean_labels"] = {"raw": round(float(np.abs(manifest["autotag_age"].astype(float).to_numpy() - age)[clean].mean()), 2),
                                       "calibrated": round(float(np.abs(calibrated - age)[clean].mean()), 2),
-                                      "learned": round(float(np.abs(learned - age)[clean].mean()), 2)}
+                                      "learned": round(float(np.abs(learned - age)[clean].mean()), 2),
+                                      "learned_lite0": round(float(np.abs(learned_lite0 - age)[clean].mean()), 2)}
     return result
 
 
@@ -217,6 +244,9 @@ def main() -> int:
     vectors = descriptors(list(data.loc[adults, "file"]), RESULTS / "crosscheck_descriptors.npz")
     data["descriptor"] = None
     data.loc[adults, "descriptor"] = [encode_descriptor(None if np.isnan(v).any() else v) for v in vectors]
+    lite0 = embeddings(list(data.loc[adults, "file"]), RESULTS / "crosscheck_lite0.npz")
+    data["embedding"] = None
+    data.loc[adults, "embedding"] = [encode(None if np.isnan(v).any() else v) for v in lite0]
     runs = [corrupt_and_check(data, args.faces, seed) for seed in range(args.seeds)]
     summary = {
         "baseline": {k: mean_of(runs, "baseline", *k.split("/")) for k in
@@ -225,8 +255,8 @@ def main() -> int:
         **{name: {k: mean_of(runs, name, *k.split("/")) for k in
                   ["gender/precision", "gender/recall", "age/precision", "age/recall",
                    "gender_precision_at_recall_0.9", "age_precision_at_recall_0.8", "review_top_k_precision"]}
-           for name in ("crosscheck", "crosscheck_calibrated", "crosscheck_learned")},
-        "age_mae_clean_labels": {k: mean_of(runs, "age_mae_clean_labels", k) for k in ("raw", "calibrated", "learned")},
+           for name in ("crosscheck", "crosscheck_calibrated", "crosscheck_learned", "crosscheck_learned_lite0")},
+        "age_mae_clean_labels": {k: mean_of(runs, "age_mae_clean_labels", k) for k in ("raw", "calibrated", "learned", "learned_lite0")},
     }
     result = {"machine": "2 shared CPU cores (timings noisy: other engineers run at the same time)",
               "tagger": tagger, "label_errors": {"seeds": args.seeds, "faces": args.faces, "mean": summary, "runs": runs},

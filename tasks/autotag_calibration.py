@@ -5,8 +5,9 @@ means here (`crosscheck.calibrate: true`, the default; it needs MIN_ROWS labelle
 
 - with the face descriptors the dedupe stage wrote (`face_descriptor`, dlib ResNet), a
   model trained on the dataset itself gives an independent opinion (confident learning):
-  support-vector regression of the crawled age on the descriptor and the tagger's age,
-  and logistic regression of the crawled gender on the descriptor and the tagger's
+  support-vector regression of the crawled age on the descriptor, the tagger's age and,
+  where the manifest has them, Lite0 image embeddings (`face_embedding`), refitted once
+  without the rows it fits worst; and logistic regression of the crawled gender on the descriptor and the tagger's
   logit. On UTKFace adults with planted errors this ranks them much better than the
   tagger alone (benchmarks/bench_crosscheck.py);
 - without descriptors, ages are calibrated by an isotonic map from the tagger's age to
@@ -15,9 +16,11 @@ means here (`crosscheck.calibrate: true`, the default; it needs MIN_ROWS labelle
 
 No face's own label may score it: every row's expected value comes from a model fitted
 on the other folds (K-fold cross-fitting), and fits resist wrong labels (trimmed
-isotonic refit; SVR's linear, epsilon-insensitive loss). A gender is flagged when its
-learned chance of being wrong is GENDER_FLAG or more; an age when it lies further than
-max(margin, Z_FLAG spreads) from its expected age.
+isotonic refit; SVR's linear, epsilon-insensitive loss and its refit without the worst-fit
+rows). A gender is flagged when its learned chance of being wrong is GENDER_FLAG or more;
+an age when it lies further than max(margin, Z_FLAG spreads) from its expected age, the
+spread growing with the expected age. The threshold comes from the out-of-fold residuals
+only, never from known errors.
 """
 
 from __future__ import annotations
@@ -38,13 +41,16 @@ from tasks.recipe import Recipe
 MIN_ROWS = 100  # fewer labelled faces than this: the plain rules decide
 FOLDS = 5
 SEED = 13
-Z_FLAG = 1.6  # spreads between the crawled and the expected age that flag a label
+Z_FLAG = 1.5  # spreads between the crawled and the expected age that flag a label
 TRIM = 3.0  # residuals beyond this many spreads are left out of the age fit
 GENDER_FLAG = 0.7  # learned probability that the crawled gender is wrong
 PRIOR_ERROR = 0.05  # share of crawled ages assumed wrong, for the age score only
 ERROR_RANGE = 40.0  # years over which a wrong age may fall
 MAX_SVR_ROWS = 5000  # training rows per fold for the age model, at most
 DESCRIPTOR_SCALE = 3.0  # descriptor entries are ~0.1: scaled to weigh like the tagger's age
+EMBEDDING_DIMS = 128  # main directions of the Lite0 embedding given to the age model
+REFIT_DROP = 0.08  # share of training rows furthest from an inner fit left out of the final one
+INNER_FOLDS = 3
 
 
 def tail_score(excess: float) -> float:
@@ -89,13 +95,17 @@ def isotonic_age(tagger: np.ndarray, crawled: np.ndarray, groups: np.ndarray) ->
     return expected
 
 
-def spread_of(expected: np.ndarray, crawled: np.ndarray) -> float:
-    """Typical distance of correct labels from their out-of-fold expected age.
-
-    Robust (median absolute deviation: wrong labels barely count) and one value for the
-    dataset: ranking by the gap in years found planted errors better than by the gap in
-    per-age or per-fold spreads."""
-    return _spread(crawled - expected)
+def spread_of(expected: np.ndarray, crawled: np.ndarray) -> np.ndarray:
+    """Typical distance of correct labels from their out-of-fold expected age, per row, as
+    a function of the expected age: older faces are harder to age (on UTKFace adults the
+    clean-label error doubles from the twenties to the seventies), so a 12-year gap means
+    more at 25 than at 70. A monotone (isotonic) fit of the absolute gap on the expected
+    age, with gaps capped at their 90th percentile so that wrong labels barely count,
+    scaled to a normal spread (x1.25); at least 1 year."""
+    gap = np.abs(crawled - expected)
+    capped = np.minimum(gap, np.quantile(gap, 0.9))
+    fit = IsotonicRegression(out_of_bounds="clip").fit(expected, capped)
+    return np.maximum(1.2533 * fit.predict(expected), 1.0)
 
 
 def descriptors_of(frame: pd.DataFrame) -> np.ndarray | None:
@@ -109,17 +119,54 @@ def descriptors_of(frame: pd.DataFrame) -> np.ndarray | None:
     return np.where(np.isnan(vectors), means, vectors)
 
 
+def embeddings_of(frame: pd.DataFrame) -> np.ndarray | None:
+    """Lite0 embeddings (`face_embedding`, tasks/face_embedding.py) reduced to their
+    EMBEDDING_DIMS main directions, or None if absent. The reduction uses no labels (so it
+    cannot leak one); with all 1280 dimensions the kernel's distances drown in noise."""
+    if "face_embedding" not in frame or frame["face_embedding"].notna().sum() < MIN_ROWS:
+        return None
+    from sklearn.decomposition import PCA
+
+    from tasks.face_embedding import decode
+
+    vectors = decode(frame["face_embedding"])
+    if vectors is None:
+        return None
+    vectors = np.where(np.isnan(vectors), np.nanmean(vectors, axis=0), vectors).astype(float)
+    vectors = (vectors - vectors.mean(axis=0)) / (vectors.std(axis=0) + 1e-6)
+    main = PCA(min(EMBEDDING_DIMS, *vectors.shape), random_state=SEED).fit_transform(vectors)
+    return main / (main[:, 0].std() + 1e-9) / np.sqrt(main.shape[1]) * DESCRIPTOR_SCALE
+
+
+def _svr(inputs: np.ndarray, crawled: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> SVR:
+    if len(rows) > MAX_SVR_ROWS:  # its fit grows with the square of the rows
+        rows = rng.choice(rows, MAX_SVR_ROWS, replace=False)
+    return SVR(C=30.0, epsilon=2.0, gamma="scale").fit(inputs[rows], crawled[rows])
+
+
+def _trusted(inputs: np.ndarray, crawled: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The training rows to keep: all but the REFIT_DROP share furthest from an inner
+    out-of-fold prediction made from these rows alone (so no outside label decides)."""
+    gap = np.empty(len(rows))
+    for fit, held in KFold(INNER_FOLDS, shuffle=True, random_state=SEED).split(rows):
+        gap[held] = np.abs(crawled[rows[held]] - _svr(inputs, crawled, rows[fit], rng).predict(inputs[rows[held]]))
+    return rows[gap <= np.quantile(gap, 1 - REFIT_DROP)]
+
+
 def learned_age(tagger: np.ndarray, crawled: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """Cross-fitted age from the tagger's age and the face descriptor (support-vector
-    regression: its epsilon-insensitive, linear loss lets a few wrong labels pull little)."""
-    inputs = np.column_stack([features * DESCRIPTOR_SCALE, (tagger - 40.0) / 15.0])
-    expected = np.empty(len(tagger))
+    """Cross-fitted age from the tagger's age and face features (support-vector regression:
+    its epsilon-insensitive, linear loss lets a few wrong labels pull little).
+
+    Confident-learning refit: within each fold's training rows, those whose label lies
+    furthest from an inner out-of-fold prediction (the top REFIT_DROP, most of them wrong
+    labels) are left out before the fold's model is fitted, so wrong labels teach it even
+    less. Everything a row's score depends on comes from the other folds' rows: its own
+    label neither trains its model nor decides which rows train it."""
+    inputs = np.column_stack([features, (tagger - 40.0) / 15.0])
+    expected = np.empty(len(crawled))
     rng = np.random.default_rng(SEED)
-    for train, test in _folds(len(tagger)):
-        if len(train) > MAX_SVR_ROWS:  # its fit grows with the square of the rows
-            train = rng.choice(train, MAX_SVR_ROWS, replace=False)
-        model = SVR(C=30.0, epsilon=2.0, gamma="scale").fit(inputs[train], crawled[train])
-        expected[test] = model.predict(inputs[test])
+    for train, test in _folds(len(crawled)):
+        expected[test] = _svr(inputs, crawled, _trusted(inputs, crawled, train, rng), rng).predict(inputs[test])
     return expected
 
 
@@ -155,7 +202,7 @@ def calibrate_gender(frame: pd.DataFrame, recipe: Recipe) -> dict[str, Any] | No
     return {"index": rows.index, "outcome": outcome, "reason": reasons, "score": wrong}
 
 
-def age_error_probability(gap: np.ndarray, spread: float) -> np.ndarray:
+def age_error_probability(gap: np.ndarray, spread: np.ndarray | float) -> np.ndarray:
     """Chance that a crawled age is wrong given its gap to the expected age, so that age
     and gender scores rank on one scale: correct labels lie half-normally around the
     expectation (scale `spread`), wrong ones anywhere within ERROR_RANGE years, and
@@ -185,11 +232,12 @@ def calibrate_age(frame: pd.DataFrame, recipe: Recipe) -> dict[str, Any] | None:
     groups = _groups(rows, recipe, spec.field)
     y = crawled[usable].to_numpy(float)
     raw = tagger[usable].to_numpy(float)
-    features = descriptors_of(rows)
+    found = [f for f in (descriptors_of(rows), embeddings_of(rows)) if f is not None]
+    features = np.column_stack(found) if found else None
     expected = isotonic_age(raw, y, groups) if features is None else learned_age(raw, y, features)
     spread = spread_of(expected, y)
     margin = 5.0 if spec.margin is None else float(spec.margin)
-    tolerance = np.full(len(y), max(margin, Z_FLAG * spread))
+    tolerance = np.maximum(margin, Z_FLAG * spread)
     gap = np.abs(y - expected)
     score = age_error_probability(gap, spread)
     outcome = np.where(gap > tolerance, "disagree", "agree")
