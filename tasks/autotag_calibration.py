@@ -49,7 +49,7 @@ ERROR_RANGE = 40.0  # years over which a wrong age may fall
 MAX_SVR_ROWS = 5000  # training rows per fold for the age model, at most
 DESCRIPTOR_SCALE = 3.0  # descriptor entries are ~0.1: scaled to weigh like the tagger's age
 EMBEDDING_DIMS = 128  # main directions of the Lite0 embedding given to the age model
-REFIT_DROP = 0.08  # share of training rows furthest from an inner fit left out of the final one
+REFIT_DROP = 0.05  # share of training rows furthest from an inner fit left out of the final one
 INNER_FOLDS = 3
 
 
