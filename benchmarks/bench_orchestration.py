@@ -29,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("FACESET_WORKERS", "1")
 
 import pandas as pd  # noqa: E402
@@ -69,6 +70,8 @@ def overhead(counts: list[int]) -> list[dict]:
         return {"images": count, "plain_s": round(plain, 3), "batched_s": round(batched, 3),
                 "per_image_tasks_s": round(per_image, 3), "batch_size": BATCH,
                 "overhead_share_batched": round(max(0.0, batched - plain) / batched, 3),
+                "overhead_ms_per_task_batched": round(1000 * max(0.0, batched - plain) / -(-count // BATCH), 2),
+                "overhead_ms_per_task_per_image": round(1000 * max(0.0, per_image - plain) / count, 2),
                 "overhead_share_per_image": round(max(0.0, per_image - plain) / per_image, 3)}
 
     results = []
