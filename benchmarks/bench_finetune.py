@@ -138,6 +138,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small subsets: a few minutes")
     parser.add_argument("--only", default="throughput,grid,gender,baseline")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "finetune.json")
     parser.add_argument("--size", type=int, default=160, help="input size for the gender run")
     parser.add_argument("--epochs", type=int, default=6, help="epochs for the gender run")
     parser.add_argument("--views", type=int, default=4, help="cached views per training image (gender run)")
@@ -145,9 +146,8 @@ def main() -> int:
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     parts = set(args.only.split(","))
-    out_path = REPO / "benchmarks" / "results" / "finetune.json"
-    results: dict = json.loads(out_path.read_text()) if out_path.is_file() else {}  # parts run earlier stay
-    results |= {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    out_path = args.out
+    results: dict = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                                  "load_average_at_start": os.getloadavg(), "note": "shared by several engineers; timings inflated"},
                      "quick": args.quick}
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +169,8 @@ def main() -> int:
             print(f"gender: test accuracy {results['gender']['test_accuracy']:.3f} in {results['gender']['seconds']:.0f} s; "
                   f"per race {({g: r['accuracy'] for g, r in results['gender']['per_race'].items()})}")
     results["machine"]["load_average_at_end"] = os.getloadavg()
-    out_path.write_text(json.dumps(results, indent=2, default=str))
+    earlier = json.loads(out_path.read_text()) if out_path.is_file() else {}  # parts run separately stay
+    out_path.write_text(json.dumps(earlier | results, indent=2, default=str))
     print(f"written {out_path}")
     return 0
 
