@@ -152,21 +152,27 @@ def resume_after_kill(folder: Path, count: int, api_url: str) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a couple of minutes)")
+    parser.add_argument("--only", choices=("overhead", "rebuild", "resume"), help="run one part only")
     args = parser.parse_args()
     counts = [200, 1000] if args.quick else [1000, 10000]
     build_images = 200 if args.quick else 1000
+    parts = [args.only] if args.only else ["overhead", "rebuild", "resume"]
 
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     results: dict = {"machine": f"{os.cpu_count()} cores, shared with other jobs (noisy)", "quick": args.quick}
     with prefect_test_harness(server_startup_timeout=180), tempfile.TemporaryDirectory() as tmp:
-        results["overhead"] = overhead(counts)
-        results["rebuild_vs_cached"] = rebuild_vs_cached(Path(tmp) / "rebuild", build_images)
-        results["resume"] = resume_after_kill(Path(tmp) / "resume", build_images, PREFECT_API_URL.value())
+        if "overhead" in parts:
+            results["overhead"] = overhead(counts)
+        if "rebuild" in parts:
+            results["rebuild_vs_cached"] = rebuild_vs_cached(Path(tmp) / "rebuild", build_images)
+        if "resume" in parts:
+            results["resume"] = resume_after_kill(Path(tmp) / "resume", build_images, PREFECT_API_URL.value())
     target = REPO / "benchmarks" / "results" / "orchestration.json"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(results, indent=2))
+    saved = json.loads(target.read_text()) if target.is_file() and args.only else {}
+    target.write_text(json.dumps({**saved, **results}, indent=2))
     print(f"wrote {target}")
     return 0
 
