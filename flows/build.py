@@ -266,7 +266,7 @@ def execute_stage(stage: str, upstream_key: str) -> tuple[pd.DataFrame, str]:
     from prefect.logging import get_run_logger
 
     plan = _plan.get()
-    frame = plan.inputs.pop(stage)
+    frame = plan.inputs[stage]  # not popped: a retried network stage reads it again
 
     try:
         log = get_run_logger()

@@ -216,3 +216,13 @@ def test_code_version_follows_imports_without_importing(tmp_path):
     assert code_version("faces", [stage]) == before
     stage.write_text(stage.read_text() + "# a change\n")
     assert code_version("faces", [stage]) != before
+
+
+def test_dry_run_stops_after_dedupe_and_prints_the_cost(tmp_path, monkeypatch, capsys):
+    site = Site(tmp_path, monkeypatch)
+    root = site.build(dry_run=True)
+    calls = site.calls()
+    assert calls["dedupe"] == 1 and "crosscheck-row" not in calls and "report" not in calls
+    assert not (root / ".faceset" / "stages" / "crosscheck.parquet").exists()
+    out = capsys.readouterr().out
+    assert "the cross-check would make" in out and "calls: 0" in out
