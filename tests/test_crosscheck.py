@@ -251,3 +251,36 @@ def test_learned_opinion_from_face_descriptors_finds_planted_errors(paths):
     assert out.loc[23, "crosscheck_age"] == "disagree"
     assert out["crosscheck_age_score"].astype(float).idxmax() == 23
     assert set(out["crosscheck_score"].astype(float).nlargest(2).index) == {11, 23}
+
+
+def test_learned_age_is_out_of_fold():
+    """A face's expected age never depends on its own label, even through the refit that
+    leaves the worst-fit training rows out: a grossly changed label leaves its own
+    expectation exactly as it was, while it does reach other rows (it trains their models)."""
+    from tasks.autotag_calibration import learned_age
+
+    rng = np.random.default_rng(8)
+    n = 150
+    true = rng.uniform(20, 70, n)
+    features = np.outer((true - 45) / 15, rng.normal(size=16)) / 4 + 0.05 * rng.normal(size=(n, 16))
+    tagger = 40 + 0.5 * (true - 40) + rng.normal(0, 3, n)
+    crawled = true.round()
+    before = learned_age(tagger, crawled, features)
+    for row in (3, 77):
+        changed = crawled.copy()
+        changed[row] += 30
+        after = learned_age(tagger, changed, features)
+        assert after[row] == before[row]
+        assert not np.allclose(np.delete(after, row), np.delete(before, row))
+
+
+def test_age_spread_grows_with_the_expected_age():
+    """Older faces are harder to age: the same gap counts for less at 70 than at 25."""
+    from tasks.autotag_calibration import spread_of
+
+    rng = np.random.default_rng(2)
+    expected = rng.uniform(20, 75, 2000)
+    crawled = expected + rng.normal(0, 1, 2000) * (2 + 0.1 * (expected - 20))
+    spread = spread_of(expected, crawled)
+    young, old = spread[expected < 30].mean(), spread[expected > 65].mean()
+    assert 1.8 < young < 4.0 and 5.0 < old < 8.5
