@@ -103,8 +103,12 @@ def calibration_mode(tagged: pd.DataFrame, recipe: Recipe) -> str:
 
     if not recipe.crosscheck.calibrate or len(tagged) < MIN_ROWS:
         return "plain rules"
+    embedded = "face_embedding" in tagged and tagged["face_embedding"].notna().sum() >= MIN_ROWS
     if descriptors_of(tagged) is not None:
-        return "learned from this dataset's labels and face descriptors (cross-fitted)"
+        extra = " and Lite0 image embeddings" if embedded else ""
+        return f"learned from this dataset's labels, face descriptors{extra} (cross-fitted)"
+    if embedded and tagged["crosscheck_age_expected"].notna().any():
+        return "ages learned from this dataset's labels and Lite0 image embeddings (cross-fitted)"
     if tagged["crosscheck_age_expected"].notna().any():
         return "ages calibrated on this dataset's labels (cross-fitted)"
     return "plain rules"
