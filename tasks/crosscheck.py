@@ -31,8 +31,9 @@ import numpy as np
 import pandas as pd
 
 from tasks import autotag_calibration as calibration
+from tasks import face_embedding
 from tasks.autotag import GENDERS, RekognitionTagger, Tagger, Tags, local_tagger, price_usd
-from tasks.manifest import KEPT, QUARANTINED, kept, set_status
+from tasks.manifest import KEPT, QUARANTINED, kept, set_status, with_columns
 from tasks.parallel import Mapper, default_workers, map_frame, serial_mapper
 from tasks.paths import DatasetPaths
 from tasks.recipe import CrosscheckConfig, CrosscheckField, Recipe
@@ -55,6 +56,7 @@ COLUMNS: dict[str, str] = {
     "crosscheck_reason": "string",
     "crosscheck_score": "Float64",
     "crosscheck_age_expected": "Float64",
+    "face_embedding": "string",  # Lite0 embedding, with `crosscheck.embeddings: true`
 }
 CHECKS = ("gender", "age", "celebrity", "label")  # one outcome, reason and score column each
 for _name in CHECKS:
@@ -63,12 +65,7 @@ for _name in CHECKS:
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    for column, dtype in COLUMNS.items():
-        if column not in frame:
-            frame[column] = pd.Series(pd.NA, index=frame.index, dtype=dtype)
-        else:
-            frame[column] = frame[column].astype(dtype)
-    return frame
+    return with_columns(frame, COLUMNS)
 
 
 # ---------------------------------------------------------------- taggers
@@ -257,6 +254,9 @@ def process_batch(rows: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, ta
         _set(out, index, tag_columns(tags, tagger.name))
         _set(out, index, plain_check(out.loc[index], recipe))
         _set(out, index, recombine(out.loc[index], recipe))
+    if recipe.crosscheck.embeddings:
+        vectors = face_embedding.embed([paths.root / str(p) for p in out["face_path"]])
+        out["face_embedding"] = pd.Series([face_embedding.encode(v) for v in vectors], index=out.index, dtype="string")
     return _typed(out)
 
 
@@ -300,6 +300,8 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *,
     note = out["autotag_note"].astype("string")
     retry = note.eq("API budget reached").fillna(False) | note.str.startswith("Rekognition ").fillna(False)
     stale = out["autotag_source"].ne(config.autotagger).fillna(True) | retry
+    if config.embeddings:
+        stale |= out["face_embedding"].isna()
     todo = out[checked & has_face & stale]
     if config.autotagger == "rekognition" and tagger is None:
         tagger = make_tagger(config, paths)

@@ -284,3 +284,20 @@ def test_age_spread_grows_with_the_expected_age():
     spread = spread_of(expected, crawled)
     young, old = spread[expected < 30].mean(), spread[expected > 65].mean()
     assert 1.8 < young < 4.0 and 5.0 < old < 8.5
+
+
+def test_embeddings_opt_in_fills_lite0_vectors_for_new_and_earlier_faces(paths):
+    """`crosscheck.embeddings: true` embeds every checked face once, earlier-tagged ones too."""
+    from tasks.face_embedding import decode
+
+    frame = manifest_of(paths, [{"gender": "female", "age": "34"}, {"gender": "male", "age": "50"}])
+    opinions = {f"f{i}.jpg": Tags(gender="female", gender_confidence=99.0, age=34.0) for i in range(2)}
+    plain = crosscheck.run(frame, make_recipe(), paths, tagger=FakeTagger(opinions), mapper=serial_mapper)
+    assert plain["face_embedding"].isna().all()
+    tagger = FakeTagger(opinions)
+    out = crosscheck.run(plain, make_recipe(embeddings=True), paths, tagger=tagger, mapper=serial_mapper)
+    vectors = decode(out["face_embedding"])
+    assert vectors is not None and vectors.shape == (2, 1280) and np.isfinite(vectors).all()
+    assert not np.allclose(vectors[0], vectors[1])  # two different crops, two embeddings
+    again = crosscheck.run(out, make_recipe(embeddings=True), paths, tagger=tagger, mapper=serial_mapper)
+    assert len(tagger.seen) == 2 and again["face_embedding"].tolist() == out["face_embedding"].tolist()
