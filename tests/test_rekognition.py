@@ -26,7 +26,6 @@ import pytest
 from botocore.stub import ANY, Stubber
 from PIL import Image
 
-from test_s3_build import moto_endpoint  # noqa: F401 (a real moto_server process, shared fixture)
 
 from tasks import crosscheck, manifest as mf
 from tasks.autotag import MAX_IMAGE_BYTES, RekognitionTagger, image_payload, price_usd

@@ -13,7 +13,6 @@ import pytest
 from PIL import Image, ImageDraw, ImageOps
 
 from flows.cli import main as faceset
-from test_s3_build import moto_endpoint, s3  # noqa: F401 - fixtures: a real moto_server on 127.0.0.1
 from tasks import export, split, takedown
 from tasks import manifest as mf
 from tasks.paths import DatasetPaths
