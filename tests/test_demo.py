@@ -94,3 +94,27 @@ def test_report_and_model(demo_dataset: tuple[Path, str]) -> None:
         assert heading in report
     metrics = json.loads(next((dataset / "models").rglob("test_metrics.json")).read_text())
     assert 0 <= metrics["accuracy"] <= 1 and "per_group" in metrics
+
+
+@pytest.mark.slow
+def test_faceset_build_again_is_served_from_the_cache(demo_dataset: tuple[Path, str]) -> None:
+    """`faceset build` on the demo's recipe: no stage runs again, the manifest is unchanged.
+
+    Without --recrawl the crawl is cached too, so the demo site need not be up.
+    """
+    dataset, _ = demo_dataset
+    cache = dataset / ".faceset" / "cache"
+    records = {s: (cache / f"{s}.json").read_text() for s in STAGES}
+    stamps = {s: (cache / f"{s}.json").stat().st_mtime_ns for s in STAGES}
+    before = pd.read_parquet(dataset / "manifest.parquet")
+    recipe = dataset.parent / "recipes" / "demo-staff.yaml"
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "build", str(recipe), "--data-root", str(dataset.parent)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert f"dataset: {dataset}" in result.stdout and "report:" in result.stdout
+    for stage in STAGES:
+        assert (cache / f"{stage}.json").stat().st_mtime_ns == stamps[stage], stage
+        assert (cache / f"{stage}.json").read_text() == records[stage], stage
+    pd.testing.assert_frame_equal(before, pd.read_parquet(dataset / "manifest.parquet"))
