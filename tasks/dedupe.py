@@ -47,6 +47,7 @@ from PIL import Image, UnidentifiedImageError
 
 from tasks import identity
 from tasks.errors import FacesetError
+from tasks.faces import quarantine
 from tasks.hashindex import HashIndex, hamming, to_uint64
 from tasks.manifest import DUPLICATE, FAILED, KEPT, QUARANTINED, kept, with_columns
 from tasks.parallel import Mapper, default_workers, map_frame
@@ -69,6 +70,7 @@ COLUMNS: dict[str, str] = {
     "dup_group": "string",
     "dup_match": "string",
     "person_group": "string",
+    "quarantine_path": "string",  # blank images are set aside for review, as the faces stage does
 }
 
 
@@ -140,7 +142,9 @@ def process_row(row: dict[str, Any], recipe: Recipe, paths: DatasetPaths,
         return {"status": FAILED, "reason": f"face crop unreadable: {type(exc).__name__}"}
     values = look_at(rgb, describer, recipe.dedupe.blank_std)
     if values.pop("blank"):
-        values.update(status=QUARANTINED, reason=BLANK)
+        original = paths.root / str(row["image_path"]) if isinstance(row.get("image_path"), str) else path
+        values.update(status=QUARANTINED, reason=BLANK,
+                      quarantine_path=quarantine(original, BLANK, str(row["item_id"]), paths))
     return values
 
 

@@ -222,6 +222,8 @@ def test_blank_images_are_set_aside_not_clustered(utkface_dir: Path, tmp_path: P
     assert (out.loc[blank, "status"] == "quarantined").all()
     assert (out.loc[blank, "reason"] == "blank image").all()
     assert out.loc[blank, "dup_group"].isna().all()
+    for kept_aside in out.loc[blank, "quarantine_path"]:  # set aside for review, like other rejects
+        assert kept_aside.startswith("quarantine/blank-image/") and (paths.root / kept_aside).is_file()
     assert (out.loc[~blank, "status"] == "kept").all()
     assert json.loads(paths.report_json("dedupe").read_text())["blank"] == 12
 
