@@ -26,7 +26,6 @@ import hashlib
 import inspect
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -53,18 +52,7 @@ def _sha256(data: bytes) -> str:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a small file so that readers see the old or the new content, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    mf.atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 # ---------------------------------------------------------------- code version
@@ -270,29 +258,13 @@ class RowCache:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         number = len(self._parts())
-        fd, tmp = tempfile.mkstemp(prefix=".part.", suffix=".tmp", dir=self.folder)
-        os.close(fd)
-        try:
-            rows.to_parquet(tmp, index=False)
-            os.replace(tmp, self.folder / f"part-{number:06d}-{os.getpid()}.parquet")
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        target = self.folder / f"part-{number:06d}-{os.getpid()}.parquet"
+        mf.atomic_write(target, lambda tmp: rows.to_parquet(tmp, index=False))
 
     def compact(self, keep: pd.DataFrame) -> None:
         """Replace all parts by one holding `keep` (the rows of the finished stage)."""
         old = self._parts()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".rows.", suffix=".tmp", dir=self.folder)
-        os.close(fd)
-        try:
-            keep.to_parquet(tmp, index=False)
-            os.replace(tmp, self.folder / "all.parquet")
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        mf.atomic_write(self.folder / "all.parquet", lambda tmp: keep.to_parquet(tmp, index=False))
         for part in old:
             if part.name != "all.parquet":
                 part.unlink(missing_ok=True)

@@ -215,7 +215,7 @@ def report_section(summary: dict[str, Any], paths: DatasetPaths) -> str:
 def write_report(paths: DatasetPaths, stage: str, data: dict[str, Any]) -> None:
     """Write reports/<stage>.json atomically (a crash never leaves half a report)."""
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
-    mf._atomic_write(paths.report_json(stage), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    mf.atomic_write(paths.report_json(stage), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, today: date | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -116,7 +116,11 @@ def set_status(frame: pd.DataFrame, mask: pd.Series, status: str, reason: str | 
     frame.loc[mask, "reason"] = reason if isinstance(reason, str) else reason[mask]
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it into place.
+
+    Readers see the old content or the new, never half a file, even after SIGKILL.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -134,9 +138,9 @@ def _atomic_write(path: Path, write) -> None:
 def write(frame: pd.DataFrame, path: str | Path, csv: bool = True) -> Path:
     """Write the manifest as Parquet (and CSV beside it), each file atomically."""
     path = Path(path)
-    _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
     if csv:
-        _atomic_write(path.with_suffix(".csv"), lambda tmp: frame.to_csv(tmp, index=False))
+        atomic_write(path.with_suffix(".csv"), lambda tmp: frame.to_csv(tmp, index=False))
     return path
 
 
