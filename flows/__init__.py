@@ -1,0 +1,1 @@
+"""Prefect flows and the `faceset` command line: orchestration only, no stage logic."""

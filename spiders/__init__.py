@@ -1,0 +1,1 @@
+"""The Scrapy project: the recipe-driven spider, Selenium rendering and the image pipeline."""

@@ -1,0 +1,1 @@
+"""Pipeline stages: plain functions over the manifest and files, importable without Prefect."""

@@ -1,0 +1,1 @@
+"""`faceset` sub-commands, one module each, discovered by flows/cli.py."""
