@@ -36,6 +36,7 @@ from tasks import crawl, fetch  # noqa: E402
 from tasks import manifest as mf  # noqa: E402
 from tasks.paths import DatasetPaths  # noqa: E402
 from tasks.recipe import parse_recipe  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 SETTINGS = {"delay": 0, "concurrency": 16, "autothrottle": False, "obey_robots": True, "timeout": 30,
             "retries": 1, "render_workers": 2}
@@ -125,10 +126,7 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "note": "shared machine: timings are noisy"},
     }
-    out = REPO / "benchmarks" / "results" / "crawl.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out.relative_to(REPO)}")
+    write_results("crawl", results)
     return 0
 
 

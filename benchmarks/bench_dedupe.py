@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
-import json
 import os
 import platform
 import sys
@@ -42,6 +41,7 @@ from tasks.manifest import conform  # noqa: E402
 from tasks.parallel import serial_mapper  # noqa: E402
 from tasks.paths import DatasetPaths  # noqa: E402
 from tasks.recipe import parse_recipe  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 CORPUS = Path(os.environ.get("FACESET_CORPUS", REPO.parent / "shared" / "corpus"))
 
@@ -142,10 +142,7 @@ def main() -> int:
                   "precision", round(scores["all"]["precision"], 4), "false pairs", scores["all"]["false_pairs"])
     else:
         result["quality"] = f"skipped: no UTKFace corpus at {CORPUS / 'utkface'}"
-    out = REPO / "benchmarks" / "results" / "dedupe.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_results("dedupe", result)
     return 0
 
 

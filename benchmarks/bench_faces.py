@@ -39,6 +39,7 @@ from tasks.manifest import conform  # noqa: E402
 from tasks.parallel import process_mapper, serial_mapper  # noqa: E402
 from tasks.paths import DatasetPaths  # noqa: E402
 from tasks.recipe import parse_recipe  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 CORPUS = Path(os.environ.get("FACESET_CORPUS", REPO.parent / "shared" / "corpus"))
 RECIPE = parse_recipe({
@@ -169,11 +170,8 @@ def main() -> int:
     for key in ("stage_640x480_1_worker", "stage_640x480_2_workers"):
         results[key]["vs_baseline_wall"] = round(results[key]["faces_per_second"] / base["faces_per_second"], 2)
         results[key]["vs_baseline_cpu"] = round(results[key]["faces_per_cpu_second"] / base["faces_per_cpu_second"], 2)
-    out = REPO / "benchmarks" / "results" / "faces.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(json.dumps(results, indent=2))
-    print(f"written to {out.relative_to(REPO)}")
+    write_results("faces", results)
     return 0
 
 
