@@ -297,9 +297,21 @@ class FinetuneConfig(_Section):
     batch_size: int = Field(16, ge=1, description="used when the grid has no batch_size")
     image_size: int = Field(224, ge=32, le=1024, description="side of the network input in pixels")
     min_crop_scale: float = Field(0.08, gt=0, le=1, description="smallest RandomResizedCrop area share")
+    crop_ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="RandomResizedCrop aspect ratios, lowest and "
+                                            "highest; near 1 keeps aligned faces undistorted")
+    eval_crop: float = Field(0.875, gt=0, le=1, description="share of the image side kept by validation, test and "
+                             "apply (Resize then CenterCrop); 1 keeps the whole face crop, hair and chin included")
     min_images: int = Field(10, ge=2, description="fewer training images than this: the stage is skipped")
-    cached_views: int = Field(2, ge=1, le=16, description="cached views per training image with frozen layers: "
-                              "the image, its mirror, then random crops")
+    cached_views: int = Field(2, ge=0, le=16, description="cached views per training image with frozen layers: "
+                              "the image, its mirror, then random crops; 0 caches nothing and draws fresh "
+                              "crops every epoch (slower, better with freeze: last)")
+
+    @field_validator("crop_ratio")
+    @classmethod
+    def _ratio_order(cls, ratio: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < ratio[0] <= ratio[1]:
+            raise ValueError(f"crop_ratio {list(ratio)} must be two positive numbers, the lower first")
+        return ratio
 
     @field_validator("grid")
     @classmethod

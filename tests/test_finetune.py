@@ -94,6 +94,12 @@ def test_cached_grid_reads_the_images_once_for_all_points(utkface_dir, tmp_path,
         assert len(result.table) == 2 and result.cached is use_cache
         # cached: train, mirrored train and val read once for all points; uncached: train + val per point
         assert len(calls) == expected
+    # cached_views: 0 caches nothing even when asked: fresh crops, train + val read per point
+    calls.clear()
+    net, norm = build_net(config.model, config.weights, len(classes))
+    result = grid.run_grid(net, apply_freeze(net, "head"), frame, config.model_copy(update={"cached_views": 0}), norm,
+                           pick_device("cpu"), use_cache=True)
+    assert result.cached is False and len(calls) == 2 * 2
 
 
 @pytest.mark.slow

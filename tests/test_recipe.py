@@ -101,6 +101,8 @@ def test_section_covers_every_stage() -> None:
         ((("crosscheck",), {"autotagger": "aws"}), r"crosscheck\.autotagger.*'local'.*'rekognition'.*'none'"),
         ((("crosscheck",), {"fields": {"gender": "sex"}}), r"crosscheck\.fields\.gender names 'sex'"),
         ((("finetune",), {"grid": {"dropout": [0.1]}}), r"grid key 'dropout' is not one of"),
+        ((("finetune",), {"crop_ratio": [1.2, 0.8]}), r"crop_ratio \[1\.2, 0\.8\] must be two positive numbers, the lower first"),
+        ((("finetune",), {"eval_crop": 1.5}), r"key 'finetune\.eval_crop'.*less than or equal to 1"),
         ((("name",), "bad name!"), r"key 'name'.*pattern"),
         ((("crawl",), {"delay": -1}), r"key 'crawl\.delay'.*greater than or equal to 0"),
     ],

@@ -19,7 +19,7 @@ from tasks.errors import FacesetError
 from tasks.finetune.backbones import Net, Normalization, build_net
 from tasks.finetune.data import IMAGE_SUFFIXES, eval_transform
 from tasks.finetune.pipeline import MODEL_FILE
-from tasks.finetune.training import autocast, pick_device
+from tasks.finetune.training import autocast, channels_last, pick_device, to_device
 
 
 def load_model(model_dir: Path) -> tuple[Net, dict]:
@@ -95,9 +95,10 @@ def predict_images(model_dir: Path, images: Iterable[str | Path], *, device: str
     if cropper == "auto":
         cropper = face_cropper(checkpoint.get("crop_faces"), log)
     transform = eval_transform(int(checkpoint["image_size"]),
-                               Normalization(tuple(checkpoint["mean"]), tuple(checkpoint["std"])))
+                               Normalization(tuple(checkpoint["mean"]), tuple(checkpoint["std"])),
+                               float((checkpoint.get("finetune") or {}).get("eval_crop", 0.875)))
     device_ = pick_device(device)
-    net.to(device_)
+    channels_last(net.to(device_))
     paths = image_files(images)
     loaded = [_load(p, cropper) for p in paths]
     usable = [i for i, (image, _) in enumerate(loaded) if image is not None]
@@ -105,7 +106,7 @@ def predict_images(model_dir: Path, images: Iterable[str | Path], *, device: str
     with torch.no_grad():
         for start in range(0, len(usable), batch_size):
             chunk = usable[start:start + batch_size]
-            batch = torch.stack([transform(loaded[i][0]) for i in chunk]).to(device_)
+            batch = to_device(torch.stack([transform(loaded[i][0]) for i in chunk]), device_)
             with autocast(device_):
                 probs[chunk] = torch.softmax(net(batch).float(), 1).cpu().numpy()
     table = pd.DataFrame({"image": [str(p) for p in paths], "status": [s for _, s in loaded]})

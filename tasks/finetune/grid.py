@@ -7,7 +7,8 @@ EfficientNet-Lite0) it is everything before the last blocks, and each point trai
 the last blocks and the head from the cache. A 12-point grid then costs about one
 pass over the images plus cheap training. The cache holds each training image, its
 mirror image and `cached_views - 2` random crops, one drawn per epoch, so the
-augmentation is paid once (`use_cache=False` trains from images, fresh crops every epoch).
+augmentation is paid once (`use_cache=False` or `cached_views: 0` trains from images, fresh
+crops every epoch).
 """
 
 from __future__ import annotations
@@ -76,10 +77,10 @@ def grid_points(config: FinetuneConfig) -> list[Hyper]:
 
 def _image_loaders(frame: pd.DataFrame, config: FinetuneConfig, norm: Normalization, batch_size: int, seed: int):
     train = data.loader(frame[frame["split"] == "train"],
-                        data.train_transform(config.image_size, norm, config.min_crop_scale), batch_size,
+                        data.train_transform(config.image_size, norm, config.min_crop_scale, config.crop_ratio), batch_size,
                         shuffle=True, seed=seed)
-    val = data.loader(frame[frame["split"] == "val"], data.eval_transform(config.image_size, norm),
-                      batch_size=max(batch_size, 32), shuffle=False)
+    val = data.loader(frame[frame["split"] == "val"], data.eval_transform(config.image_size, norm, config.eval_crop),
+                      batch_size=data.INFERENCE_BATCH, shuffle=False)
     return train, val
 
 
@@ -90,18 +91,18 @@ def cache_frozen(prefix: nn.Module, frame: pd.DataFrame, config: FinetuneConfig,
     The training views are the image, its mirror, then `cached_views - 2` random
     resized crops with flips: augmentation paid for once instead of every epoch.
     """
-    transform = data.eval_transform(config.image_size, norm)
-    augment = data.train_transform(config.image_size, norm, config.min_crop_scale)
+    transform = data.eval_transform(config.image_size, norm, config.eval_crop)
+    augment = data.train_transform(config.image_size, norm, config.min_crop_scale, config.crop_ratio)
     train_views = [transform, _then_flip(transform), *[augment] * max(0, config.cached_views - 2)]
     cache = {}
     for split in ("train", "val"):
         rows = frame[frame["split"] == split]
         if split == "val":
-            cache[split] = embed(prefix, data.loader(rows, transform, 64, shuffle=False), device)
+            cache[split] = embed(prefix, data.loader(rows, transform, data.INFERENCE_BATCH, shuffle=False), device)
             continue
         seed_everything(config.seed)
-        views = [embed(prefix, data.loader(rows, t, 64, shuffle=False), device)
-                 for t in train_views[:max(1, config.cached_views)]]
+        views = [embed(prefix, data.loader(rows, t, data.INFERENCE_BATCH, shuffle=False), device)
+                 for t in train_views[:config.cached_views]]
         cache[split] = (torch.stack([v[0] for v in views], 1).half(), views[0][1])
     return cache
 
@@ -119,7 +120,7 @@ def run_grid(net: Net, frozen_norms: list, frame: pd.DataFrame, config: Finetune
     The best point has the highest validation accuracy (ties: lower validation loss), as in the book.
     """
     hypers = grid_points(config)
-    split = split_frozen(net, config.freeze) if use_cache else None
+    split = split_frozen(net, config.freeze) if use_cache and config.cached_views > 0 else None
     weights = class_weights(frame.loc[frame["split"] == "train", "target"], net.head.out_features)
     initial = copy.deepcopy(net.state_dict())
     started = time.perf_counter()

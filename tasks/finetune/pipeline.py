@@ -97,7 +97,8 @@ def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, att
 
     eval_split = "test" if (frame["split"] == "test").any() else "val"
     rows = frame[frame["split"] == eval_split].reset_index(drop=True)
-    probs, _ = predict(net, data.loader(rows, data.eval_transform(config.image_size, norm), 64, shuffle=False), device)
+    transform = data.eval_transform(config.image_size, norm, config.eval_crop)
+    probs, _ = predict(net, data.loader(rows, transform, data.INFERENCE_BATCH, shuffle=False), device)
     targets = rows["target"].to_numpy()
     result = evaluate.metrics(targets, probs, classes)
     result["per_group"] = evaluate.per_group(rows, probs.argmax(1) == targets, attributes, bins, seed=config.seed)

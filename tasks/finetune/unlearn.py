@@ -33,7 +33,8 @@ from tasks.errors import FacesetError  # noqa: E402
 from tasks.finetune import data  # noqa: E402
 from tasks.finetune.backbones import Net, Normalization, train_mode  # noqa: E402
 from tasks.finetune.evaluate import group_values  # noqa: E402
-from tasks.finetune.training import Hyper, autocast, class_weights, embed, seed_everything  # noqa: E402
+from tasks.finetune.training import (  # noqa: E402
+    Hyper, autocast, channels_last, class_weights, embed, seed_everything, to_device)
 from tasks.recipe import FinetuneConfig, UnlearnConfig  # noqa: E402
 
 
@@ -61,7 +62,7 @@ def train_unlearning(model: UnlearnNet, train: DataLoader, hyper: Hyper, alpha: 
                      weights: torch.Tensor, device: torch.device, frozen_norms: list[nn.Module]) -> list[dict]:
     """Alternate attribute-head steps and embedding steps for `hyper.epochs` epochs."""
     seed_everything(hyper.seed)
-    model.to(device)
+    channels_last(model.to(device))
     shared = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("attribute_head")]
     main_opt = torch.optim.SGD(shared, lr=hyper.lr, momentum=hyper.momentum)
     adv_opt = torch.optim.SGD(model.attribute_head.parameters(), lr=hyper.lr, momentum=hyper.momentum)
@@ -72,7 +73,7 @@ def train_unlearning(model: UnlearnNet, train: DataLoader, hyper: Hyper, alpha: 
         train_mode(model, frozen_norms)
         totals = np.zeros(3)
         for inputs, (targets, attributes) in train:
-            inputs, targets, attributes = inputs.to(device), targets.to(device), attributes.to(device)
+            inputs, targets, attributes = to_device(inputs, device), targets.to(device), attributes.to(device)
             with autocast(device):  # step 1: the attribute head, on a fixed embedding
                 embedding = model(inputs)
                 adv = nn.functional.cross_entropy(model.attribute_head(embedding.detach()).float(), attributes)
@@ -99,11 +100,11 @@ def train_unlearning(model: UnlearnNet, train: DataLoader, hyper: Hyper, alpha: 
 @torch.no_grad()
 def embeddings(model: UnlearnNet, batches: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Shared embeddings and target predictions for every input, in order."""
-    model.to(device).eval()
+    channels_last(model.to(device)).eval()
     found, predicted = [], []
     for inputs, _ in batches:
         with autocast(device):
-            embedding = model(inputs.to(device)).float()
+            embedding = model(to_device(inputs, device)).float()
             predicted.append(model.head(embedding).argmax(1).cpu().numpy())
         found.append(embedding.cpu().numpy())
     return np.concatenate(found), np.concatenate(predicted)
@@ -149,9 +150,9 @@ def run_unlearning(frame: pd.DataFrame, classes: list[str], config: FinetuneConf
     out_dir.mkdir(parents=True, exist_ok=True)
     net, frozen_norms = make_net()
     cached = config.freeze == "head"
-    eval_tf = data.eval_transform(config.image_size, norm)
+    eval_tf = data.eval_transform(config.image_size, norm, config.eval_crop)
     splits = {s: frame[frame["split"] == s] for s in ("train", eval_split)}
-    features = {s: embed(net.body, data.loader(rows, eval_tf, 64, shuffle=False), device)[0]
+    features = {s: embed(net.body, data.loader(rows, eval_tf, data.INFERENCE_BATCH, shuffle=False), device)[0]
                 for s, rows in splits.items()} if cached else {}
     weights = class_weights(splits["train"]["target"], len(classes))
     initial_body = copy.deepcopy(net.body.state_dict())
@@ -172,10 +173,10 @@ def run_unlearning(frame: pd.DataFrame, classes: list[str], config: FinetuneConf
             batches = {s: DataLoader(TensorDataset(features[s], labels[s][0]), batch_size=256) for s in splits}
         else:
             table = data.ImageTable(splits["train"]["path"].tolist(), list(zip(*(t.tolist() for t in labels["train"]))),
-                                    data.train_transform(config.image_size, norm, config.min_crop_scale))
+                                    data.train_transform(config.image_size, norm, config.min_crop_scale, config.crop_ratio))
             train = DataLoader(table, batch_size=hyper.batch_size, shuffle=True, generator=generator,
                                collate_fn=_split_image_labels)
-            batches = {s: data.loader(rows, eval_tf, 64, shuffle=False) for s, rows in splits.items()}
+            batches = {s: data.loader(rows, eval_tf, data.INFERENCE_BATCH, shuffle=False) for s, rows in splits.items()}
         history = train_unlearning(model, train, hyper, alpha, weights=weights, device=device,
                                    frozen_norms=[] if cached else frozen_norms)
         train_x, _ = embeddings(model, batches["train"], device)
