@@ -13,12 +13,19 @@ from tasks.recipe import FacesConfig, FinetuneConfig
 from test_finetune_trees import utkface_tree
 
 
-@pytest.fixture(scope="module")
-def model(utkface_dir, tmp_path_factory):
+CONFIGS = {
+    "last layer": FinetuneConfig(model="tf_efficientnet_lite0", weights="lite0", freeze="head", epochs=2, image_size=64),
+    # a body cut after blocks.3 on a 2x2 grid, whole-crop evaluation, a weight-decay grid: apply must rebuild all that
+    "middle stage": FinetuneConfig(model="tf_efficientnet_lite0", weights="lite0", freeze="head", epochs=2, image_size=64,
+                                   features_from="blocks.3", pool=2, eval_crop=1.0, grid={"weight_decay": [0.0, 0.1]}),
+}
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def model(request, utkface_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("apply")
     tree = utkface_tree(utkface_dir, root / "tree", {"train": 5, "val": 3, "test": 4}, seed=3)
-    config = FinetuneConfig(model="tf_efficientnet_lite0", weights="lite0", freeze="head", epochs=2, image_size=64)
-    finetune_tree(tree, root / "model", config, log=None)
+    finetune_tree(tree, root / "model", CONFIGS[request.param], log=None)
     return tree, root / "model"
 
 

@@ -137,3 +137,30 @@ def test_eval_crop_one_keeps_the_whole_face_crop_and_the_default_crops_the_borde
     assert whole.shape == cropped.shape == (3, 100, 100)
     assert whole[0, 1, 50] > 0.9 and whole[2, 50, 50] > 0.9  # red border kept, blue centre
     assert cropped[0, 1, 50] < 0.1 and cropped[0, 50, 1] < 0.1  # 0.875 of the side: 6.25% off each edge
+
+
+@pytest.mark.parametrize(("arch", "cut", "pool", "channels"), [(backbones.LITE0_ARCH, "blocks.3", 6, 80),
+                                                               ("resnet18", "layer3", 2, 256)])
+def test_truncated_body_pools_a_middle_stage_on_a_grid(arch, cut, pool, channels):
+    net, _ = backbones.build_net(arch, "none", 2, features_from=cut, pool=pool)
+    assert net.embedding_dim == channels * pool * pool and net.head.out_features == 2
+    net.eval()
+    images = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert net(images).shape == (2, 2)
+    later = "blocks.4" if arch == backbones.LITE0_ARCH else "layer4"
+    assert not any(n.startswith(f"body.model.{later}.") for n, _ in net.named_parameters())  # cut away, not saved
+    backbones.apply_freeze(net, "last")  # trains the stage the body ends with, and the head
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert "head.weight" in trainable and all(n.startswith((f"body.model.{cut}.", "head.")) for n in trainable)
+    for freeze in ("head", "last"):
+        prefix, suffix = backbones.split_frozen(net, freeze)
+        with torch.no_grad():
+            assert torch.allclose(suffix(prefix(images)), net.body(images), atol=1e-5)
+
+
+def test_truncation_errors_name_the_stages_and_the_fix():
+    with pytest.raises(FacesetError, match=r"(?s)'layer9' is not a stage of ResNet.*layer1, layer1\.0"):
+        backbones.build_net("resnet18", "none", 2, features_from="layer9")
+    with pytest.raises(FacesetError, match="pool 3 needs features_from"):
+        backbones.build_net("resnet18", "none", 2, pool=3)

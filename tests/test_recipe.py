@@ -100,7 +100,7 @@ def test_section_covers_every_stage() -> None:
         ((("sources", 0, "follow", 0), {"next_page": "a.next"}), r"exactly one of 'links'"),
         ((("crosscheck",), {"autotagger": "aws"}), r"crosscheck\.autotagger.*'local'.*'rekognition'.*'none'"),
         ((("crosscheck",), {"fields": {"gender": "sex"}}), r"crosscheck\.fields\.gender names 'sex'"),
-        ((("finetune",), {"grid": {"dropout": [0.1]}}), r"grid key 'dropout' is not one of"),
+        ((("finetune",), {"grid": {"dropout": [0.1]}}), r"grid key 'dropout' is not one of.*weight_decay"),
         ((("finetune",), {"crop_ratio": [1.2, 0.8]}), r"crop_ratio \[1\.2, 0\.8\] must be two positive numbers, the lower first"),
         ((("finetune",), {"eval_crop": 1.5}), r"key 'finetune\.eval_crop'.*less than or equal to 1"),
         ((("name",), "bad name!"), r"key 'name'.*pattern"),

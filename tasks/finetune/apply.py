@@ -30,7 +30,9 @@ def load_model(model_dir: Path) -> tuple[Net, dict]:
         raise FacesetError(f"no trained model at {path}",
                            "give the folder 'faceset finetune' wrote (it holds model.pt), e.g. <dataset>/models")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    net, _ = build_net(checkpoint["arch"], "none", len(checkpoint["classes"]))
+    trained = checkpoint.get("finetune") or {}
+    net, _ = build_net(checkpoint["arch"], "none", len(checkpoint["classes"]), features_from=trained.get("features_from"),
+                       pool=int(trained.get("pool", 1)))
     net.load_state_dict(checkpoint["state_dict"], strict=True)
     return net.eval(), checkpoint
 

@@ -202,13 +202,107 @@ def _replace_last_linear(model: nn.Module, num_classes: int) -> tuple[nn.Module,
     return model, nn.Linear(last.in_features, num_classes)
 
 
+def feature_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules a CNN runs one after the other before its pooling, by qualified name
+    (nested Sequentials expanded): where a body may be cut."""
+    import torchvision
+
+    if isinstance(model, torchvision.models.ResNet):
+        names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    elif hasattr(model, "conv_stem") and hasattr(model, "blocks"):  # timm's EfficientNets, Lite0 among them
+        names = ["conv_stem", "bn1", "blocks", "conv_head", "bn2"]
+    elif isinstance(getattr(model, "features", None), nn.Sequential):  # torchvision EfficientNet, MobileNet, VGG
+        names = ["features"]
+    else:
+        raise FacesetError(f"features_from is not supported for {model.__class__.__name__}",
+                           "use a ResNet, EfficientNet (torchvision or Lite0), MobileNet or VGG, or leave features_from out")
+    chain: list[tuple[str, nn.Module]] = []
+
+    def expand(name: str, module: nn.Module) -> None:
+        if isinstance(module, nn.Sequential):
+            for child, sub in module.named_children():
+                expand(f"{name}.{child}", sub)
+        else:
+            chain.append((name, module))
+
+    for name in names:
+        expand(name, model.get_submodule(name))
+    return chain
+
+
+class Truncated(nn.Module):
+    """A backbone cut after one of its stages, its feature map averaged to a pool x pool
+    grid and flattened (`features_from`, `pool`).
+
+    ImageNet's middle stages (edges, textures, parts) transfer to aligned faces better
+    than its last ones (object classes), and on aligned crops a coarse grid keeps where
+    eyes, mouth and hair are. On UTKFace gender (benchmarks/bench_finetune.py) frozen
+    Lite0 features from blocks.3 on a 6x6 grid beat the last layer's, and fine-tuning.
+    """
+
+    def __init__(self, model: nn.Module, cut: str, pool: int) -> None:
+        super().__init__()
+        chain = feature_chain(model)
+        kept = [i for i, (name, _) in enumerate(chain) if name == cut or name.startswith(cut + ".")]
+        if not kept:
+            raise FacesetError(f"features_from {cut!r} is not a stage of {model.__class__.__name__}",
+                               f"use one of: {', '.join(_stage_names(chain))}")
+        self.cut, self.grid = cut, pool
+        self.names = [name for name, _ in chain[: kept[-1] + 1]]
+        self.first_cut = kept[0]
+        roots = {name.split(".")[0] for name, _ in chain}
+        later = [name for name, _ in chain[kept[-1] + 1:]] + [n for n, _ in model.named_children() if n not in roots]
+        for name in later:  # later stages, pooling and classifier neither run, train nor save
+            _set_submodule(model, name, nn.Identity())
+        self.model = model
+        self.pool = nn.AdaptiveAvgPool2d(pool)
+
+    def stages(self) -> list[nn.Module]:
+        return [self.model.get_submodule(name) for name in self.names]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages():
+            images = stage(images)
+        return self.pool(images).flatten(1)
+
+    def output_dim(self) -> int:
+        was_training = self.training
+        with torch.no_grad():
+            dim = self.eval()(torch.zeros(1, 3, 64, 64)).shape[1]
+        self.train(was_training)
+        return int(dim)
+
+
+def _stage_names(chain: list[tuple[str, nn.Module]]) -> list[str]:
+    """Cut points worth naming: the top-level stages and their direct children."""
+    names: list[str] = []
+    for name, _ in chain:
+        parts = name.split(".")
+        for depth in (1, 2):
+            short = ".".join(parts[:depth])
+            if short not in names:
+                names.append(short)
+    return names
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if isinstance(parent, nn.Sequential) and child.isdigit():
+        parent[int(child)] = module
+    else:
+        setattr(parent, child, module)
+
+
 def resolve_arch(model: str, weights: str) -> str:
     """The architecture that will be built: 'lite0' weights only fit EfficientNet-Lite0."""
     return LITE0_ARCH if weights == "lite0" or model in LITE0_NAMES else model
 
 
-def build_net(model: str, weights: str, num_classes: int) -> tuple[Net, Normalization]:
-    """The model with its pretrained weights loaded and a new head for `num_classes`."""
+def build_net(model: str, weights: str, num_classes: int, *, features_from: str | None = None,
+              pool: int = 1) -> tuple[Net, Normalization]:
+    """The model with its pretrained weights loaded and a new head for `num_classes`;
+    with `features_from`, the body ends at that stage and averages to a `pool` grid."""
     arch = resolve_arch(model, weights)
     net = _architecture(arch)
     norm = Normalization(LITE0_MEAN, LITE0_STD) if arch == LITE0_ARCH else Normalization()
@@ -224,6 +318,12 @@ def build_net(model: str, weights: str, num_classes: int) -> tuple[Net, Normaliz
             state = map_lite0_state(state, net.state_dict())
         _load_into(net, state, weights)
         norm = file_norm or norm
+    if features_from is not None:
+        body = Truncated(net, features_from, pool)
+        return Net(body, nn.Linear(body.output_dim(), num_classes), arch), norm
+    if pool != 1:
+        raise FacesetError(f"pool {pool} needs features_from", "name the stage to pool (e.g. features_from: blocks.3), "
+                           "or leave pool at 1")
     body, head = _replace_last_linear(net, num_classes)
     return Net(body, head, arch), norm
 
@@ -231,6 +331,8 @@ def build_net(model: str, weights: str, num_classes: int) -> tuple[Net, Normaliz
 def _last_modules(net: Net) -> list[nn.Module]:
     """The last blocks of the body, which `freeze: last` trains together with the head."""
     body = net.body
+    if isinstance(body, Truncated):  # the stage the body was cut after
+        return [body.model.get_submodule(body.cut)]
     for names in (("layer4",), ("features.denseblock4", "features.norm5"), LITE0_LAST):
         try:
             return [body.get_submodule(n) for n in names]
@@ -259,6 +361,9 @@ def split_frozen(net: Net, freeze: str) -> tuple[nn.Module, nn.Module] | None:
         return None
     import torchvision
 
+    if isinstance(body, Truncated):
+        stages = body.stages()
+        return nn.Sequential(*stages[:body.first_cut]), nn.Sequential(*stages[body.first_cut:], body.pool, nn.Flatten(1))
     if isinstance(body, torchvision.models.ResNet):
         prefix = nn.Sequential(body.conv1, body.bn1, body.relu, body.maxpool, body.layer1, body.layer2, body.layer3)
         return prefix, nn.Sequential(body.layer4, body.avgpool, nn.Flatten(1))

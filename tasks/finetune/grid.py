@@ -63,15 +63,12 @@ class ViewCache(Dataset):
 
 def grid_points(config: FinetuneConfig) -> list[Hyper]:
     """Every combination of the grid's values; keys left out take the config's single value."""
-    values = {
-        "lr": config.grid.get("lr", [config.lr]),
-        "momentum": config.grid.get("momentum", [config.momentum]),
-        "batch_size": config.grid.get("batch_size", [config.batch_size]),
-    }
+    keys = ("lr", "momentum", "batch_size", "weight_decay")
+    values = [config.grid.get(key, [getattr(config, key)]) for key in keys]
     return [
-        Hyper(lr=float(lr), momentum=float(m), batch_size=int(bs), epochs=config.epochs, step_size=config.step_size,
-              gamma=config.gamma, patience=config.patience, seed=config.seed)
-        for lr, m, bs in itertools.product(values["lr"], values["momentum"], values["batch_size"])
+        Hyper(lr=float(lr), momentum=float(m), batch_size=int(bs), weight_decay=float(wd), epochs=config.epochs,
+              step_size=config.step_size, gamma=config.gamma, patience=config.patience, seed=config.seed)
+        for lr, m, bs, wd in itertools.product(*values)
     ]
 
 

@@ -82,11 +82,14 @@ def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, att
     device = pick_device(device)
     attributes = [a for a in (attributes if attributes is not None else data.attribute_columns(frame)) if a in frame.columns]
 
+    def build() -> tuple[Net, Normalization]:
+        return build_net(config.model, config.weights, len(classes), features_from=config.features_from, pool=config.pool)
+
     def make_net() -> tuple[Net, list]:
-        net, norm = build_net(config.model, config.weights, len(classes))
+        net = build()[0]
         return net, apply_freeze(net, config.freeze)
 
-    net, norm = build_net(config.model, config.weights, len(classes))
+    net, norm = build()
     frozen_norms = apply_freeze(net, config.freeze)
     if log:
         log(f"fine-tuning {net.arch} (weights {config.weights}, freeze {config.freeze}) on {device.type}: "

@@ -33,6 +33,7 @@ class Hyper:
     gamma: float
     patience: int
     seed: int
+    weight_decay: float = 0.0
 
 
 @dataclass
@@ -124,7 +125,7 @@ def fit(model: nn.Module, train_batches: Iterable, val_batches: Iterable, hyper:
     seed_everything(hyper.seed)
     channels_last(model.to(device))
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=hyper.lr, momentum=hyper.momentum)
+    optimizer = torch.optim.SGD(params, lr=hyper.lr, momentum=hyper.momentum, weight_decay=hyper.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=hyper.step_size, gamma=hyper.gamma)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
     loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))

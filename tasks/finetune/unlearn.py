@@ -64,7 +64,7 @@ def train_unlearning(model: UnlearnNet, train: DataLoader, hyper: Hyper, alpha: 
     seed_everything(hyper.seed)
     channels_last(model.to(device))
     shared = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("attribute_head")]
-    main_opt = torch.optim.SGD(shared, lr=hyper.lr, momentum=hyper.momentum)
+    main_opt = torch.optim.SGD(shared, lr=hyper.lr, momentum=hyper.momentum, weight_decay=hyper.weight_decay)
     adv_opt = torch.optim.SGD(model.attribute_head.parameters(), lr=hyper.lr, momentum=hyper.momentum)
     schedulers = [torch.optim.lr_scheduler.StepLR(o, hyper.step_size, hyper.gamma) for o in (main_opt, adv_opt)]
     target_loss = nn.CrossEntropyLoss(weight=weights.to(device))
