@@ -141,3 +141,16 @@ def test_stage_skips_too_few_images_and_keeps_the_manifest(utkface_dir, tmp_path
     figures = json.loads(paths.report_json("finetune").read_text())
     assert figures["skipped"] and "at least 50 training images" in figures["reason"]
     assert "Skipped" in report_section(figures, paths)
+
+
+def test_standardized_head_folds_into_a_plain_linear_layer():
+    """The grid trains heads on standardized cached features; folding must not change a single output."""
+    import torch
+
+    features = torch.randn(50, 2, 30) * 20 + 7  # [images, views, features], far from unit scale
+    standardize = grid.Standardize(features)
+    head = torch.nn.Linear(30, 3)
+    inputs = features[:, 0]
+    expected = head(standardize(inputs))
+    standardize.fold_into(head)
+    assert torch.allclose(head(inputs), expected, atol=1e-4)

@@ -43,7 +43,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--images", help="folder of labelled face photos with a labels.csv (default: the UTKFace corpus)")
     parser.add_argument("--limit", type=int, default=300, help="number of profiles on the demo site (default 300)")
     parser.add_argument("--data-root", default="data", help="where datasets are written (default ./data)")
-    parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
+    parser.add_argument("--epochs", type=int, default=10,
+                        help="fine-tuning epochs (default 10: the head trains on cached features)")
     parser.add_argument("--port", type=int, default=8765, help="port of the demo site on 127.0.0.1 (default 8765; "
                         "a stable port keeps item ids and caches valid across runs)")
     parser.add_argument("--rebuild", action="store_true", help="ignore cached stages")

@@ -61,6 +61,29 @@ class ViewCache(Dataset):
         return self.views[index, view].float(), self.targets[index]
 
 
+class Standardize(nn.Module):
+    """(x - mean) / std with the statistics of the cached training features.
+
+    Plain SGD on a head is well conditioned only if its inputs are on a similar scale;
+    raw middle-stage activations (`features_from`) run into the tens and made every grid
+    point diverge. After training, `fold_into` moves the standardization into the head's
+    weights, so the saved model stays a plain body + linear head."""
+
+    def __init__(self, features: torch.Tensor) -> None:
+        super().__init__()
+        flat = features.float().reshape(-1, features.shape[-1])
+        self.register_buffer("mean", flat.mean(0))
+        self.register_buffer("std", flat.std(0).clamp_min(1e-6))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return (inputs - self.mean) / self.std
+
+    @torch.no_grad()
+    def fold_into(self, head: nn.Linear) -> None:
+        head.weight /= self.std
+        head.bias -= head.weight @ self.mean
+
+
 def grid_points(config: FinetuneConfig) -> list[Hyper]:
     """Every combination of the grid's values; keys left out take the config's single value."""
     keys = ("lr", "momentum", "batch_size", "weight_decay")
@@ -125,7 +148,9 @@ def run_grid(net: Net, frozen_norms: list, frame: pd.DataFrame, config: Finetune
     if split is not None:
         prefix, suffix = split
         cache = cache_frozen(prefix, frame, config, norm, device)
-        trainable = nn.Sequential(suffix, net.head)
+        flat = cache["train"][0].dim() == 3  # [images, views, features]: the whole body is cached
+        standardize = Standardize(cache["train"][0]) if flat else nn.Identity()
+        trainable = nn.Sequential(suffix, standardize, net.head)
         feature_seconds = time.perf_counter() - started
         if log:
             log(f"frozen layers computed once for {len(frame[frame['split'].isin(['train', 'val'])])} images "
@@ -133,7 +158,8 @@ def run_grid(net: Net, frozen_norms: list, frame: pd.DataFrame, config: Finetune
     fits: list[FitResult] = []
     for number, hyper in enumerate(hypers, 1):
         if log:
-            log(f"grid point {number}/{len(hypers)}: lr {hyper.lr:g}, momentum {hyper.momentum:g}, batch size {hyper.batch_size}")
+            log(f"grid point {number}/{len(hypers)}: lr {hyper.lr:g}, momentum {hyper.momentum:g}, "
+                f"batch size {hyper.batch_size}, weight decay {hyper.weight_decay:g}")
         net.load_state_dict(initial)
         seed_everything(hyper.seed)
         net.head.reset_parameters()
@@ -149,4 +175,6 @@ def run_grid(net: Net, frozen_norms: list, frame: pd.DataFrame, config: Finetune
     best = min(range(len(fits)), key=lambda i: (-fits[i].best_val_acc, fits[i].best_val_loss, i))
     net.load_state_dict(initial)
     (trainable if split is not None else net).load_state_dict(fits[best].best_state)
+    if split is not None and isinstance(standardize, Standardize):
+        standardize.fold_into(net.head)
     return GridResult(table, best, fits, hypers, split is not None, feature_seconds, time.perf_counter() - started)
