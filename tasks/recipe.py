@@ -296,10 +296,14 @@ class FinetuneConfig(_Section):
     momentum: float = Field(0.9, ge=0, lt=1, description="used when the grid has no momentum")
     batch_size: int = Field(16, ge=1, description="used when the grid has no batch_size")
     weight_decay: float = Field(0.0, ge=0, description="SGD's L2 penalty, used when the grid has no weight_decay")
-    features_from: str | None = Field(None, description="cut the backbone after this stage (e.g. blocks.3 for "
-                                      "EfficientNet-Lite0, layer3 for ResNets): middle stages transfer better to faces")
-    pool: int = Field(1, ge=1, le=8, description="with features_from: average the feature map to a pool x pool grid; "
+    features_from: str | list[str] | None = Field(
+        None, description="cut the backbone after this stage, or take features from each of several stages (e.g. "
+        "blocks.3 or [blocks.2, blocks.3, blocks.4] for EfficientNet-Lite0, layer3 for ResNets): middle stages "
+        "transfer better to faces")
+    pool: int = Field(1, ge=1, le=8, description="with features_from: average each feature map to a pool x pool grid; "
                       "above 1 keeps where things are on aligned face crops")
+    tta: bool = Field(False, description="test, evaluation and apply average each image's prediction with its "
+                      "mirror image's")
     image_size: int = Field(224, ge=32, le=1024, description="side of the network input in pixels")
     min_crop_scale: float = Field(0.08, gt=0, le=1, description="smallest RandomResizedCrop area share")
     crop_ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="RandomResizedCrop aspect ratios, lowest and "

@@ -15,9 +15,11 @@ from test_finetune_trees import utkface_tree
 
 CONFIGS = {
     "last layer": FinetuneConfig(model="tf_efficientnet_lite0", weights="lite0", freeze="head", epochs=2, image_size=64),
-    # a body cut after blocks.3 on a 2x2 grid, whole-crop evaluation, a weight-decay grid: apply must rebuild all that
-    "middle stage": FinetuneConfig(model="tf_efficientnet_lite0", weights="lite0", freeze="head", epochs=2, image_size=64,
-                                   features_from="blocks.3", pool=2, eval_crop=1.0, grid={"weight_decay": [0.0, 0.1]}),
+    # grids of two middle stages, whole-crop evaluation with mirror averaging, a weight-decay grid: apply must
+    # rebuild all that to give the evaluation's answers
+    "middle stages": FinetuneConfig(model="tf_efficientnet_lite0", weights="lite0", freeze="head", epochs=2,
+                                    image_size=64, features_from=["blocks.2", "blocks.3"], pool=2, eval_crop=1.0,
+                                    tta=True, grid={"weight_decay": [0.0, 0.1]}),
 }
 
 

@@ -164,3 +164,15 @@ def test_truncation_errors_name_the_stages_and_the_fix():
         backbones.build_net("resnet18", "none", 2, features_from="layer9")
     with pytest.raises(FacesetError, match="pool 3 needs features_from"):
         backbones.build_net("resnet18", "none", 2, pool=3)
+
+
+def test_several_stages_concatenate_their_grids_and_train_from_images():
+    net, _ = backbones.build_net(backbones.LITE0_ARCH, "none", 2, features_from=["blocks.4", "blocks.2"], pool=3)
+    assert net.embedding_dim == (40 + 112) * 9  # blocks.2 has 40 channels, blocks.4 112
+    assert net.body.cut == "blocks.4"  # the deepest: what 'freeze: last' trains
+    assert backbones.split_frozen(net, "last") is None  # earlier grids cannot ride on one cached map
+    prefix, suffix = backbones.split_frozen(net, "head")  # the whole body is cached instead
+    net.eval()
+    images = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.allclose(suffix(prefix(images)), net.body(images))

@@ -19,7 +19,7 @@ from tasks.errors import FacesetError
 from tasks.finetune.backbones import Net, Normalization, build_net
 from tasks.finetune.data import IMAGE_SUFFIXES, eval_transform
 from tasks.finetune.pipeline import MODEL_FILE
-from tasks.finetune.training import autocast, channels_last, pick_device, to_device
+from tasks.finetune.training import pick_device, predict
 
 
 def load_model(model_dir: Path) -> tuple[Net, dict]:
@@ -96,21 +96,18 @@ def predict_images(model_dir: Path, images: Iterable[str | Path], *, device: str
     classes = checkpoint["classes"]
     if cropper == "auto":
         cropper = face_cropper(checkpoint.get("crop_faces"), log)
+    trained = checkpoint.get("finetune") or {}
     transform = eval_transform(int(checkpoint["image_size"]),
                                Normalization(tuple(checkpoint["mean"]), tuple(checkpoint["std"])),
-                               float((checkpoint.get("finetune") or {}).get("eval_crop", 0.875)))
-    device_ = pick_device(device)
-    channels_last(net.to(device_))
+                               float(trained.get("eval_crop", 0.875)))
     paths = image_files(images)
     loaded = [_load(p, cropper) for p in paths]
     usable = [i for i, (image, _) in enumerate(loaded) if image is not None]
+    batches = ((torch.stack([transform(loaded[i][0]) for i in usable[start:start + batch_size]]), None)
+               for start in range(0, len(usable), batch_size))
     probs = np.full((len(paths), len(classes)), np.nan)
-    with torch.no_grad():
-        for start in range(0, len(usable), batch_size):
-            chunk = usable[start:start + batch_size]
-            batch = to_device(torch.stack([transform(loaded[i][0]) for i in chunk]), device_)
-            with autocast(device_):
-                probs[chunk] = torch.softmax(net(batch).float(), 1).cpu().numpy()
+    if usable:
+        probs[usable] = predict(net, batches, pick_device(device), mirror=bool(trained.get("tta", False)))[0]
     table = pd.DataFrame({"image": [str(p) for p in paths], "status": [s for _, s in loaded]})
     ok = ~np.isnan(probs[:, 0]) if len(paths) else np.zeros(0, bool)
     table["predicted"] = pd.Series([classes[i] if good else pd.NA for i, good in zip(probs.argmax(1), ok)], dtype="string")

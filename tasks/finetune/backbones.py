@@ -231,27 +231,31 @@ def feature_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 class Truncated(nn.Module):
-    """A backbone cut after one of its stages, its feature map averaged to a pool x pool
-    grid and flattened (`features_from`, `pool`).
+    """A backbone cut after one or more of its stages, each stage's feature map averaged
+    to a pool x pool grid, flattened and concatenated (`features_from`, `pool`).
 
     ImageNet's middle stages (edges, textures, parts) transfer to aligned faces better
     than its last ones (object classes), and on aligned crops a coarse grid keeps where
     eyes, mouth and hair are. On UTKFace gender (benchmarks/bench_finetune.py) frozen
-    Lite0 features from blocks.3 on a 6x6 grid beat the last layer's, and fine-tuning.
+    Lite0 features from blocks.2-4 on a 6x6 grid beat the last layer's, and fine-tuning.
     """
 
-    def __init__(self, model: nn.Module, cut: str, pool: int) -> None:
+    def __init__(self, model: nn.Module, cuts: str | list[str], pool: int) -> None:
         super().__init__()
         chain = feature_chain(model)
-        kept = [i for i, (name, _) in enumerate(chain) if name == cut or name.startswith(cut + ".")]
-        if not kept:
-            raise FacesetError(f"features_from {cut!r} is not a stage of {model.__class__.__name__}",
-                               f"use one of: {', '.join(_stage_names(chain))}")
-        self.cut, self.grid = cut, pool
-        self.names = [name for name, _ in chain[: kept[-1] + 1]]
-        self.first_cut = kept[0]
+        self.cuts = [cuts] if isinstance(cuts, str) else list(cuts)
+        ends = []
+        for cut in self.cuts:
+            kept = [i for i, (name, _) in enumerate(chain) if name == cut or name.startswith(cut + ".")]
+            if not kept:
+                raise FacesetError(f"features_from {cut!r} is not a stage of {model.__class__.__name__}",
+                                   f"use one of: {', '.join(_stage_names(chain))}")
+            ends.append((kept[-1], kept[0], cut))
+        last, self.first_cut, self.cut = max(ends)  # the deepest stage: what 'freeze: last' trains
+        self.taps = sorted({end for end, _, _ in ends})
+        self.names = [name for name, _ in chain[: last + 1]]
         roots = {name.split(".")[0] for name, _ in chain}
-        later = [name for name, _ in chain[kept[-1] + 1:]] + [n for n, _ in model.named_children() if n not in roots]
+        later = [name for name, _ in chain[last + 1:]] + [n for n, _ in model.named_children() if n not in roots]
         for name in later:  # later stages, pooling and classifier neither run, train nor save
             _set_submodule(model, name, nn.Identity())
         self.model = model
@@ -261,9 +265,12 @@ class Truncated(nn.Module):
         return [self.model.get_submodule(name) for name in self.names]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        for stage in self.stages():
+        pooled = []
+        for index, stage in enumerate(self.stages()):
             images = stage(images)
-        return self.pool(images).flatten(1)
+            if index in self.taps:
+                pooled.append(self.pool(images).flatten(1))
+        return torch.cat(pooled, 1)
 
     def output_dim(self) -> int:
         was_training = self.training
@@ -299,7 +306,7 @@ def resolve_arch(model: str, weights: str) -> str:
     return LITE0_ARCH if weights == "lite0" or model in LITE0_NAMES else model
 
 
-def build_net(model: str, weights: str, num_classes: int, *, features_from: str | None = None,
+def build_net(model: str, weights: str, num_classes: int, *, features_from: str | list[str] | None = None,
               pool: int = 1) -> tuple[Net, Normalization]:
     """The model with its pretrained weights loaded and a new head for `num_classes`;
     with `features_from`, the body ends at that stage and averages to a `pool` grid."""
@@ -362,6 +369,8 @@ def split_frozen(net: Net, freeze: str) -> tuple[nn.Module, nn.Module] | None:
     import torchvision
 
     if isinstance(body, Truncated):
+        if len(body.taps) > 1:  # earlier stages' grids would have to travel with the prefix's output
+            return None
         stages = body.stages()
         return nn.Sequential(*stages[:body.first_cut]), nn.Sequential(*stages[body.first_cut:], body.pool, nn.Flatten(1))
     if isinstance(body, torchvision.models.ResNet):

@@ -101,7 +101,7 @@ def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, att
     eval_split = "test" if (frame["split"] == "test").any() else "val"
     rows = frame[frame["split"] == eval_split].reset_index(drop=True)
     transform = data.eval_transform(config.image_size, norm, config.eval_crop)
-    probs, _ = predict(net, data.loader(rows, transform, data.INFERENCE_BATCH, shuffle=False), device)
+    probs, _ = predict(net, data.loader(rows, transform, data.INFERENCE_BATCH, shuffle=False), device, mirror=config.tta)
     targets = rows["target"].to_numpy()
     result = evaluate.metrics(targets, probs, classes)
     result["per_group"] = evaluate.per_group(rows, probs.argmax(1) == targets, attributes, bins, seed=config.seed)

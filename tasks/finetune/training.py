@@ -162,8 +162,10 @@ def fit(model: nn.Module, train_batches: Iterable, val_batches: Iterable, hyper:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, batches: Iterable, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities and embeddings (the head's input) for every input, in order."""
+def predict(model: nn.Module, batches: Iterable, device: torch.device,
+            mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities and embeddings (the head's input) for every input, in order;
+    with `mirror`, probabilities are the mean of the image's and its mirror image's."""
     channels_last(model.to(device)).eval()
     probs, embeddings = [], []
     for inputs, _ in batches:
@@ -171,7 +173,10 @@ def predict(model: nn.Module, batches: Iterable, device: torch.device) -> tuple[
         with autocast(device):
             embedding = model.body(inputs) if isinstance(model, Net) else inputs
             logits = model.head(embedding) if isinstance(model, Net) else model(inputs)
-        probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
+            p = torch.softmax(logits.float(), 1)
+            if mirror:
+                p = (p + torch.softmax(model(inputs.flip(-1)).float(), 1)) / 2
+        probs.append(p.cpu().numpy())
         embeddings.append(embedding.float().cpu().numpy())
     return np.concatenate(probs), np.concatenate(embeddings)
 
