@@ -119,7 +119,7 @@ def baseline(tree: Path, size: int, crop: float) -> dict:
     frame, classes = data.read_tree(tree)
     net, norm = build_net("tf_efficientnet_lite0", "lite0", len(classes))
     transform = data.eval_transform(size, norm, crop)
-    feats = {s: [t.numpy() for t in embed(net.body, data.loader(frame[frame["split"] == s], transform, 32, shuffle=False),
+    feats = {s: [t.numpy() for t in embed(net.body, data.loader(frame[frame["split"] == s], transform, data.INFERENCE_BATCH, shuffle=False),
                                           torch.device("cpu"))] for s in ("train", "val", "test")}
 
     def probe(c: float):

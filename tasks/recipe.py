@@ -302,7 +302,7 @@ class FinetuneConfig(_Section):
         "transfer better to faces")
     pool: int = Field(1, ge=1, le=8, description="with features_from: average each feature map to a pool x pool grid; "
                       "above 1 keeps where things are on aligned face crops")
-    tta: bool = Field(False, description="test, evaluation and apply average each image's prediction with its "
+    tta: bool = Field(False, description="the test evaluation and apply average each image's prediction with its "
                       "mirror image's")
     image_size: int = Field(224, ge=32, le=1024, description="side of the network input in pixels")
     min_crop_scale: float = Field(0.08, gt=0, le=1, description="smallest RandomResizedCrop area share")

@@ -20,6 +20,12 @@ from tasks.finetune.backbones import Net, Normalization, build_net
 from tasks.finetune.data import IMAGE_SUFFIXES, eval_transform
 from tasks.finetune.pipeline import MODEL_FILE
 from tasks.finetune.training import pick_device, predict
+from tasks.recipe import FinetuneConfig
+
+
+def trained_config(checkpoint: dict) -> FinetuneConfig:
+    """The finetune settings a model was trained with; keys an older model lacks take their defaults."""
+    return FinetuneConfig.model_validate(checkpoint.get("finetune") or {})
 
 
 def load_model(model_dir: Path) -> tuple[Net, dict]:
@@ -30,9 +36,9 @@ def load_model(model_dir: Path) -> tuple[Net, dict]:
         raise FacesetError(f"no trained model at {path}",
                            "give the folder 'faceset finetune' wrote (it holds model.pt), e.g. <dataset>/models")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    trained = checkpoint.get("finetune") or {}
-    net, _ = build_net(checkpoint["arch"], "none", len(checkpoint["classes"]), features_from=trained.get("features_from"),
-                       pool=int(trained.get("pool", 1)))
+    trained = trained_config(checkpoint)
+    net, _ = build_net(checkpoint["arch"], "none", len(checkpoint["classes"]), features_from=trained.features_from,
+                       pool=trained.pool)
     net.load_state_dict(checkpoint["state_dict"], strict=True)
     return net.eval(), checkpoint
 
@@ -96,10 +102,9 @@ def predict_images(model_dir: Path, images: Iterable[str | Path], *, device: str
     classes = checkpoint["classes"]
     if cropper == "auto":
         cropper = face_cropper(checkpoint.get("crop_faces"), log)
-    trained = checkpoint.get("finetune") or {}
+    trained = trained_config(checkpoint)
     transform = eval_transform(int(checkpoint["image_size"]),
-                               Normalization(tuple(checkpoint["mean"]), tuple(checkpoint["std"])),
-                               float(trained.get("eval_crop", 0.875)))
+                               Normalization(tuple(checkpoint["mean"]), tuple(checkpoint["std"])), trained.eval_crop)
     paths = image_files(images)
     loaded = [_load(p, cropper) for p in paths]
     usable = [i for i, (image, _) in enumerate(loaded) if image is not None]
@@ -107,7 +112,7 @@ def predict_images(model_dir: Path, images: Iterable[str | Path], *, device: str
                for start in range(0, len(usable), batch_size))
     probs = np.full((len(paths), len(classes)), np.nan)
     if usable:
-        probs[usable] = predict(net, batches, pick_device(device), mirror=bool(trained.get("tta", False)))[0]
+        probs[usable] = predict(net, batches, pick_device(device), mirror=trained.tta)[0]
     table = pd.DataFrame({"image": [str(p) for p in paths], "status": [s for _, s in loaded]})
     ok = ~np.isnan(probs[:, 0]) if len(paths) else np.zeros(0, bool)
     table["predicted"] = pd.Series([classes[i] if good else pd.NA for i, good in zip(probs.argmax(1), ok)], dtype="string")

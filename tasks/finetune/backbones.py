@@ -243,9 +243,8 @@ class Truncated(nn.Module):
     def __init__(self, model: nn.Module, cuts: str | list[str], pool: int) -> None:
         super().__init__()
         chain = feature_chain(model)
-        self.cuts = [cuts] if isinstance(cuts, str) else list(cuts)
         ends = []
-        for cut in self.cuts:
+        for cut in [cuts] if isinstance(cuts, str) else cuts:
             kept = [i for i, (name, _) in enumerate(chain) if name == cut or name.startswith(cut + ".")]
             if not kept:
                 raise FacesetError(f"features_from {cut!r} is not a stage of {model.__class__.__name__}",
