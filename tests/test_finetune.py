@@ -154,3 +154,13 @@ def test_standardized_head_folds_into_a_plain_linear_layer():
     expected = head(standardize(inputs))
     standardize.fold_into(head)
     assert torch.allclose(head(inputs), expected, atol=1e-4)
+
+
+def test_standardize_does_not_blow_up_a_feature_that_was_constant_in_training():
+    import torch
+
+    features = torch.randn(40, 2, 5)
+    features[..., 0] = 0.0  # dead in every training image
+    standardize = grid.Standardize(features)
+    unseen = torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0]])  # the dead feature fires on a validation image
+    assert standardize(unseen)[0, 0].abs() < 20  # divided by a tenth of the typical spread at most, not by ~0
