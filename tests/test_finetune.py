@@ -108,8 +108,12 @@ def test_command_line_on_a_tree_without_test_evaluates_on_val(utkface_dir, tmp_p
 
     tree = utkface_tree(utkface_dir, tmp_path / "tree", {"train": 6, "val": 4}, splits=("train", "val"))
     code = main(["finetune", str(tree), "--weights", "lite0", "--epochs", "1", "--image-size", "64",
+                 "--features-from", "blocks.2", "blocks.3", "--pool", "2", "--tta", "--weight-decay", "0.1", "0.3",
                  "--out", str(tmp_path / "out")])
     assert code == 0
+    saved = json.loads((tmp_path / "out" / "recipe.json").read_text())["finetune"]
+    assert saved["features_from"] == ["blocks.2", "blocks.3"] and saved["pool"] == 2 and saved["tta"] is True
+    assert sorted(p["weight_decay"] for p in json.loads((tmp_path / "out" / "grid.json").read_text())["points"]) == [0.1, 0.3]
     metrics = json.loads((tmp_path / "out" / "test_metrics.json").read_text())
     assert metrics["evaluated_on"] == "val" and metrics["n"] == 8
     assert {"accuracy", "macro_f1", "per_class", "per_group"} <= set(metrics)

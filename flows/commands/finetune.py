@@ -28,6 +28,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, nargs="+", default=None, help="learning rate(s); several make a grid")
     parser.add_argument("--momentum", type=float, nargs="+", default=None, help="momentum value(s) for the grid")
     parser.add_argument("--batch-size", type=int, nargs="+", default=None, help="batch size(s) for the grid")
+    parser.add_argument("--weight-decay", type=float, nargs="+", default=None, help="SGD weight decay value(s) for the grid")
+    parser.add_argument("--features-from", nargs="+", default=None, metavar="STAGE",
+                        help="take features from these stages instead of the last layer (e.g. blocks.2 blocks.3 "
+                             "blocks.4 for lite0, layer3 for ResNets): middle stages transfer better to faces")
+    parser.add_argument("--pool", type=int, default=None, help="with --features-from: average each stage to an "
+                                                                 "N x N grid (default 1)")
+    parser.add_argument("--tta", action="store_true", default=None,
+                        help="average each test image's prediction with its mirror image's")
+    parser.add_argument("--eval-crop", type=float, default=None,
+                        help="share of the image side kept at evaluation (default 0.875; 1 keeps the whole face crop)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--out", default=None, help="where the model and metrics go (default DIR/models for a built "
                                                    "dataset, else DIR/finetune)")
@@ -50,8 +60,10 @@ def main(args: argparse.Namespace) -> int:
     built = splits != directory
     info = _dataset_info(directory) if built else {}
     settings = {"model": args.model, "weights": args.weights, "freeze": args.freeze, "epochs": args.epochs,
-                "image_size": args.image_size}
-    grid = {"lr": args.lr, "momentum": args.momentum, "batch_size": args.batch_size}
+                "image_size": args.image_size, "pool": args.pool, "tta": args.tta, "eval_crop": args.eval_crop,
+                "features_from": args.features_from[0] if args.features_from and len(args.features_from) == 1
+                else args.features_from}
+    grid = {"lr": args.lr, "momentum": args.momentum, "batch_size": args.batch_size, "weight_decay": args.weight_decay}
     config = FinetuneConfig(**{k: v for k, v in settings.items() if v is not None},
                             grid={k: v for k, v in grid.items() if v})
     out = Path(args.out) if args.out else directory / ("models" if built else "finetune")
