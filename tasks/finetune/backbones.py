@@ -238,6 +238,9 @@ class Truncated(nn.Module):
     than its last ones (object classes), and on aligned crops a coarse grid keeps where
     eyes, mouth and hair are. On UTKFace gender (benchmarks/bench_finetune.py) frozen
     Lite0 features from blocks.2-4 on a 6x6 grid beat the last layer's, and fine-tuning.
+    Fine-tuning blocks.2-4 after such a head (linear probe then fine-tune, lr 3e-4, batch
+    norm frozen, 8 epochs, 5 more minutes) did not beat the frozen head either: split seed
+    15, test 0.855 both, validation 0.884 before and 0.865 after.
     """
 
     def __init__(self, model: nn.Module, cuts: str | list[str], pool: int) -> None:
