@@ -8,11 +8,13 @@
    no identity labels), test accuracy overall and per race group, for two uses of the
    offline pretrained Lite0: fine-tuned (its last four stages trained) and frozen with
    features from its middle stages (blocks.2-4 on 6x6 grids, an 18-point grid with weight
-   decay, mirror averaging at test); and the baseline from the issue (frozen last-layer features + logistic
-   regression, its regularisation chosen on validation) measured in the same run.
+   decay, mirror averaging at test); that model averaged with three more on other views (224 px on 7x7
+   grids, 192 px with blocks.1-5, 128 px on 4x4 grids: `--only ensemble`); and the baseline from the issue
+   (frozen last-layer features + logistic regression, its regularisation chosen on validation) measured in
+   the same run.
 
 Timings are wall-clock on whatever else the machine runs; ratios within one run are fairer.
-Usage: .venv/bin/python benchmarks/bench_finetune.py [--quick] [--only throughput,grid,baseline,finetune,middle]
+Usage: .venv/bin/python benchmarks/bench_finetune.py [--quick] [--only throughput,grid,baseline,finetune,middle,ensemble]
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from tasks.finetune.backbones import apply_freeze, build_net  # noqa: E402
 from tasks.finetune.grid import run_grid  # noqa: E402
 from tasks.finetune.pipeline import finetune_tree  # noqa: E402
 from tasks.finetune.training import Hyper, class_weights, embed, fit, pick_device  # noqa: E402
-from tasks.recipe import FinetuneConfig  # noqa: E402
+from tasks.recipe import EnsembleMember, FinetuneConfig  # noqa: E402
 
 CORPUS = Path(os.environ.get("FACESET_CORPUS", REPO.parent / "shared" / "corpus"))
 RACES = {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "Others"}
@@ -142,14 +144,14 @@ def gender(tree: Path, out_dir: Path, config: FinetuneConfig) -> dict:
             "test_accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "chosen": summary["grid"]["chosen"],
             "per_race": {g: {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
                          for g, r in race["groups"].items()},
-            "largest_race_gap": race["largest_gap"], "epochs": summary["history"]}
+            "largest_race_gap": race["largest_gap"], "epochs": summary["history"], "ensemble": summary["ensemble"]}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small subsets: a few minutes")
     parser.add_argument("--only", default="throughput,grid,gender,baseline",
-                        help="parts: throughput, grid, baseline, gender (= finetune and middle), finetune, middle")
+                        help="parts: throughput, grid, baseline, gender (= finetune and middle), finetune, middle, ensemble")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "finetune.json")
     parser.add_argument("--size", type=int, default=160, help="input size for the gender run")
     parser.add_argument("--split-seed", type=int, default=13, help="seed of the 70/20/10 split (gender runs)")
@@ -172,7 +174,7 @@ def main() -> int:
             results["throughput"] = throughput(small, 16 if args.quick else 96, 160)
         if "grid" in parts:
             results["grid"] = grid(small, 96, 1 if args.quick else 2)
-        if parts & {"gender", "finetune", "middle"}:
+        if parts & {"gender", "finetune", "middle", "ensemble"}:
             tree = utkface_tree(tmp / "full", limit=600 if args.quick else None, seed=args.split_seed)
             if "baseline" in parts:
                 suffix = "" if args.split_seed == 13 else f"_split_seed_{args.split_seed}"
@@ -192,8 +194,13 @@ def main() -> int:
                     cached_views=2, grid={"lr": [0.001, 0.005, 0.01], "batch_size": [16, 32],
                                           "weight_decay": [0.03, 0.1, 0.3]}),
             }
+            # the middle-stages model plus three on other views of the faces, probabilities averaged
+            configs["gender_ensemble"] = configs["gender_middle"].model_copy(update={"ensemble": [
+                EnsembleMember(image_size=224, pool=7),
+                EnsembleMember(image_size=192, features_from=[f"blocks.{i}" for i in range(1, 6)]),
+                EnsembleMember(image_size=128, pool=4)]})
             for name, config in configs.items():
-                if name.removeprefix("gender_") not in parts and "gender" not in parts:
+                if name.removeprefix("gender_") not in parts and not ("gender" in parts and name != "gender_ensemble"):
                     continue
                 key = name if args.split_seed == 13 else f"{name}_split_seed_{args.split_seed}"
                 result = results[key] = gender(tree, tmp / name, config)

@@ -281,6 +281,20 @@ class UnlearnConfig(_Section):
     embedding_dim: int = Field(128, ge=2, description="size of the shared embedding both heads read")
 
 
+class EnsembleMember(_Section):
+    """Another model on another view of the same images; keys left out are the main model's."""
+
+    image_size: int | None = Field(None, ge=32, le=1024)
+    pool: int | None = Field(None, ge=1, le=8)
+    features_from: str | list[str] | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> "EnsembleMember":
+        if self.image_size is None and self.pool is None and self.features_from is None:
+            raise ValueError("an ensemble member needs image_size, pool or features_from (else it repeats the main model)")
+        return self
+
+
 class FinetuneConfig(_Section):
     model: str = "resnet18"
     weights: str = Field("imagenet", description="imagenet | lite0 | none | path to a weights file")
@@ -314,6 +328,15 @@ class FinetuneConfig(_Section):
     cached_views: int = Field(2, ge=0, le=16, description="cached views per training image with frozen layers: "
                               "the image, its mirror, then random crops; 0 caches nothing and draws fresh "
                               "crops every epoch (slower, better with freeze: last)")
+    ensemble: list[EnsembleMember] = Field(
+        default_factory=list, description="more models, each on another view of the images (input size, pool, "
+        "stages) and trained with the same grid; evaluation and apply average their probabilities with the main "
+        "model's. Each member costs about one more run")
+
+    def members(self) -> list["FinetuneConfig"]:
+        """The main model's settings, then each ensemble member's (the main ones with the member's changes)."""
+        return [self, *(self.model_copy(update={**member.model_dump(exclude_none=True), "ensemble": []})
+                        for member in self.ensemble)]
 
     @field_validator("crop_ratio")
     @classmethod
@@ -473,13 +496,11 @@ def parse_recipe(data: Any, path: Path) -> Recipe:
         raise RecipeError(format_validation_error(path, exc)) from None
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file, raising RecipeError with a readable message."""
-    path = Path(path)
+def _read_yaml(path: Path, missing: str) -> Any:
     if not path.is_file():
-        raise RecipeError(f"{path}: no such recipe file. Recipes live in datasets/*.yaml")
+        raise RecipeError(f"{path}: {missing}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -487,4 +508,24 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(f"{path}: not valid YAML{where}: {problem}. Check the indentation and quotes there.") from None
     except UnicodeDecodeError:
         raise RecipeError(f"{path}: the file is not UTF-8 text") from None
-    return parse_recipe(data, path)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file, raising RecipeError with a readable message."""
+    path = Path(path)
+    return parse_recipe(_read_yaml(path, "no such recipe file. Recipes live in datasets/*.yaml"), path)
+
+
+def load_finetune_settings(path: str | Path) -> FinetuneConfig:
+    """Fine-tuning settings from a YAML file of `finetune:` keys, or from a recipe's
+    `finetune:` section (`faceset finetune --config`), validated like a recipe."""
+    path = Path(path)
+    data = _read_yaml(path, "no such settings file")
+    if isinstance(data, dict) and isinstance(data.get("finetune"), dict):
+        data = data["finetune"]
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: fine-tuning settings must be a YAML mapping of finetune keys (model:, weights:, ...)")
+    try:
+        return FinetuneConfig.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(format_validation_error(path, exc)) from None

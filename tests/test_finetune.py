@@ -107,18 +107,33 @@ def test_command_line_on_a_tree_without_test_evaluates_on_val(utkface_dir, tmp_p
     from flows.cli import main
 
     tree = utkface_tree(utkface_dir, tmp_path / "tree", {"train": 6, "val": 4}, splits=("train", "val"))
-    code = main(["finetune", str(tree), "--weights", "lite0", "--epochs", "1", "--image-size", "64",
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("finetune:\n  weights: lite0\n  image_size: 96\n  ensemble: [{image_size: 48}]\n")
+    code = main(["finetune", str(tree), "--config", str(settings), "--epochs", "1", "--image-size", "64",
                  "--features-from", "blocks.2", "blocks.3", "--pool", "2", "--tta", "--weight-decay", "0.1", "0.3",
                  "--out", str(tmp_path / "out")])
     assert code == 0
     saved = json.loads((tmp_path / "out" / "recipe.json").read_text())["finetune"]
     assert saved["features_from"] == ["blocks.2", "blocks.3"] and saved["pool"] == 2 and saved["tta"] is True
+    assert saved["weights"] == "lite0" and saved["image_size"] == 64  # from the file; the option overrides it
+    assert saved["ensemble"] == [{"image_size": 48, "pool": None, "features_from": None}]
+    assert (tmp_path / "out" / "ensemble" / "member_1" / "model.pt").is_file()
     assert sorted(p["weight_decay"] for p in json.loads((tmp_path / "out" / "grid.json").read_text())["points"]) == [0.1, 0.3]
     metrics = json.loads((tmp_path / "out" / "test_metrics.json").read_text())
     assert metrics["evaluated_on"] == "val" and metrics["n"] == 8
     assert {"accuracy", "macro_f1", "per_class", "per_group"} <= set(metrics)
     assert "race" in metrics["per_group"]
     assert str(tmp_path / "out" / "model.pt") in capsys.readouterr().out
+
+
+def test_command_line_settings_file_errors_are_sentences(tmp_path, capsys):
+    from flows.cli import main
+
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("weights: lite0\nensemble: [{}]\nlearning_rate: 0.1\n")
+    assert main(["finetune", str(tmp_path), "--config", str(settings)]) == 2
+    err = capsys.readouterr().err
+    assert "needs image_size, pool or features_from" in err and "learning_rate" in err and "Traceback" not in err
 
 
 def test_one_class_is_skipped_with_a_reason(utkface_dir, tmp_path):

@@ -103,6 +103,7 @@ def test_section_covers_every_stage() -> None:
         ((("finetune",), {"grid": {"dropout": [0.1]}}), r"grid key 'dropout' is not one of.*weight_decay"),
         ((("finetune",), {"crop_ratio": [1.2, 0.8]}), r"crop_ratio \[1\.2, 0\.8\] must be two positive numbers, the lower first"),
         ((("finetune",), {"eval_crop": 1.5}), r"key 'finetune\.eval_crop'.*less than or equal to 1"),
+        ((("finetune",), {"ensemble": [{"image_size": 224}, {}]}), r"finetune\.ensemble\.1.*needs image_size, pool or features_from"),
         ((("name",), "bad name!"), r"key 'name'.*pattern"),
         ((("crawl",), {"delay": -1}), r"key 'crawl\.delay'.*greater than or equal to 0"),
     ],
@@ -115,6 +116,17 @@ def test_errors_name_the_key_and_what_is_allowed(tmp_path: Path, change: tuple, 
     assert message.startswith(f"{path}: the recipe is not valid:")
     assert re.search(expected, message, re.S), message
     assert "Traceback" not in message and "pydantic" not in message
+
+
+def test_ensemble_members_are_the_main_settings_with_their_changes(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, with_change(("finetune",), {
+        "model": "tf_efficientnet_lite0", "weights": "lite0", "image_size": 160, "pool": 6, "tta": True,
+        "features_from": ["blocks.2", "blocks.3"], "ensemble": [{"image_size": 224, "pool": 7}, {"features_from": "blocks.4"}]})))
+    main, first, second = recipe.finetune.members()
+    assert main is recipe.finetune
+    assert (first.image_size, first.pool, first.features_from, first.tta) == (224, 7, ["blocks.2", "blocks.3"], True)
+    assert (second.image_size, second.pool, second.features_from) == (160, 6, "blocks.4")
+    assert first.ensemble == [] and second.ensemble == []
 
 
 def test_missing_required_keys(tmp_path: Path) -> None:

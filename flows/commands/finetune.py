@@ -17,6 +17,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "images gives accuracy per subgroup.",
     )
     parser.add_argument("directory", metavar="DIR", help="a folder with train/ and val/ (test/ optional), or a built dataset")
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="a YAML file of finetune settings (any key of a recipe's finetune: section, e.g. an "
+                             "ensemble), or a recipe; the options below override it")
     parser.add_argument("--model", default=None, help="torchvision model name (default resnet18; resnet50, vgg16, "
                                                       "densenet121, efficientnet_b0, ...); tf_efficientnet_lite0 for lite0")
     parser.add_argument("--weights", default=None, metavar="imagenet|lite0|none|PATH",
@@ -53,19 +56,20 @@ def _dataset_info(directory: Path) -> dict:
 def main(args: argparse.Namespace) -> int:
     from tasks.finetune import finetune_tree
     from tasks.finetune.data import locate_splits
-    from tasks.recipe import FinetuneConfig
+    from tasks.recipe import FinetuneConfig, load_finetune_settings
 
-    directory = Path(args.directory)
-    splits = locate_splits(directory)
-    built = splits != directory
-    info = _dataset_info(directory) if built else {}
     settings = {"model": args.model, "weights": args.weights, "freeze": args.freeze, "epochs": args.epochs,
                 "image_size": args.image_size, "pool": args.pool, "tta": args.tta, "eval_crop": args.eval_crop,
                 "features_from": args.features_from[0] if args.features_from and len(args.features_from) == 1
                 else args.features_from}
     grid = {"lr": args.lr, "momentum": args.momentum, "batch_size": args.batch_size, "weight_decay": args.weight_decay}
-    config = FinetuneConfig(**{k: v for k, v in settings.items() if v is not None},
-                            grid={k: v for k, v in grid.items() if v})
+    base = load_finetune_settings(args.config).model_dump() if args.config else {}
+    config = FinetuneConfig(**{**base, **{k: v for k, v in settings.items() if v is not None},
+                               "grid": {**base.get("grid", {}), **{k: v for k, v in grid.items() if v}}})
+    directory = Path(args.directory)
+    splits = locate_splits(directory)
+    built = splits != directory
+    info = _dataset_info(directory) if built else {}
     out = Path(args.out) if args.out else directory / ("models" if built else "finetune")
     summary = finetune_tree(splits, out, config, attributes=info.get("attributes"), device=args.device,
                             crop_faces=info.get("faces"))

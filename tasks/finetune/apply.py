@@ -16,10 +16,11 @@ import torch
 from PIL import Image
 
 from tasks.errors import FacesetError
+from tasks.finetune import ensemble
 from tasks.finetune.backbones import Net, Normalization, build_net
-from tasks.finetune.data import IMAGE_SUFFIXES, eval_transform
+from tasks.finetune.data import IMAGE_SUFFIXES
 from tasks.finetune.pipeline import MODEL_FILE
-from tasks.finetune.training import pick_device, predict
+from tasks.finetune.training import pick_device
 from tasks.recipe import FinetuneConfig
 
 
@@ -41,6 +42,24 @@ def load_model(model_dir: Path) -> tuple[Net, dict]:
                        pool=trained.pool)
     net.load_state_dict(checkpoint["state_dict"], strict=True)
     return net.eval(), checkpoint
+
+
+def load_models(model_dir: Path) -> tuple[list[ensemble.Model], dict]:
+    """The saved model and its ensemble members (`finetune.ensemble`), each with its
+    normalisation and settings, and the main model's checkpoint info."""
+    model_dir = Path(model_dir)
+    net, checkpoint = load_model(model_dir)
+    trained = trained_config(checkpoint)
+    models = [(net, _normalization(checkpoint), trained)]
+    folder = model_dir if model_dir.is_dir() else model_dir.parent
+    for number in range(1, len(trained.ensemble) + 1):
+        member, saved = load_model(ensemble.member_dir(folder, number))
+        models.append((member, _normalization(saved), trained_config(saved)))
+    return models, checkpoint
+
+
+def _normalization(checkpoint: dict) -> Normalization:
+    return Normalization(tuple(checkpoint["mean"]), tuple(checkpoint["std"]))
 
 
 def image_files(items: Iterable[str | Path]) -> list[Path]:
@@ -98,21 +117,21 @@ def predict_images(model_dir: Path, images: Iterable[str | Path], *, device: str
     Images that cannot be used (missing, not an image, no face) keep their row with
     empty predictions and the reason in `status`.
     """
-    net, checkpoint = load_model(Path(model_dir))
+    models, checkpoint = load_models(Path(model_dir))
     classes = checkpoint["classes"]
     if cropper == "auto":
         cropper = face_cropper(checkpoint.get("crop_faces"), log)
-    trained = trained_config(checkpoint)
-    transform = eval_transform(int(checkpoint["image_size"]),
-                               Normalization(tuple(checkpoint["mean"]), tuple(checkpoint["std"])), trained.eval_crop)
     paths = image_files(images)
     loaded = [_load(p, cropper) for p in paths]
     usable = [i for i, (image, _) in enumerate(loaded) if image is not None]
-    batches = ((torch.stack([transform(loaded[i][0]) for i in usable[start:start + batch_size]]), None)
-               for start in range(0, len(usable), batch_size))
+
+    def batches(transform):
+        return ((torch.stack([transform(loaded[i][0]) for i in usable[start:start + batch_size]]), None)
+                for start in range(0, len(usable), batch_size))
+
     probs = np.full((len(paths), len(classes)), np.nan)
     if usable:
-        probs[usable] = predict(net, batches, pick_device(device), mirror=trained.tta)[0]
+        probs[usable] = ensemble.average_probabilities(models, batches, pick_device(device))
     table = pd.DataFrame({"image": [str(p) for p in paths], "status": [s for _, s in loaded]})
     ok = ~np.isnan(probs[:, 0]) if len(paths) else np.zeros(0, bool)
     table["predicted"] = pd.Series([classes[i] if good else pd.NA for i, good in zip(probs.argmax(1), ok)], dtype="string")

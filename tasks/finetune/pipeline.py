@@ -12,13 +12,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
-from tasks.finetune import data, evaluate
-from tasks.finetune.backbones import Net, Normalization, apply_freeze, build_net
+from tasks.finetune import data, ensemble, evaluate
+from tasks.finetune.backbones import Net, Normalization, apply_freeze, build_net, resolve_arch
 from tasks.finetune.grid import GridResult, run_grid
-from tasks.finetune.training import pick_device, predict
+from tasks.finetune.training import pick_device
 from tasks.finetune.unlearn import run_unlearning
 from tasks.recipe import FinetuneConfig
 
@@ -47,6 +48,23 @@ def _write_grid(grid: GridResult, out_dir: Path) -> None:
     for row, fitted in zip(grid.table, grid.fits):
         evaluate.write_json(fitted.history, out_dir / "accuracy" / f"point_{row['point']:02d}.json")
     evaluate.write_json(grid.fits[grid.best].history, out_dir / "metrics_per_epoch.json")
+
+
+def _build(config: FinetuneConfig, classes: list[str]) -> tuple[Net, Normalization]:
+    return build_net(config.model, config.weights, len(classes), features_from=config.features_from, pool=config.pool)
+
+
+def _ensemble_summary(members: list[ensemble.Model], grids: list[GridResult], out_dir: Path,
+                      probabilities: Callable[[str], tuple[pd.DataFrame, np.ndarray]]) -> dict:
+    """Each member's settings and chosen grid point, and the averaged model's validation
+    accuracy (to compare with the main model's: the ensemble is only worth its cost if higher)."""
+    rows, probs = probabilities("val")
+    return {
+        "val_accuracy": float((probs.argmax(1) == rows["target"].to_numpy()).mean()),
+        "members": [{"image_size": c.image_size, "pool": c.pool, "features_from": c.features_from,
+                     "val_acc": g.chosen["val_acc"], "model": str(ensemble.member_dir(out_dir, n) / MODEL_FILE)}
+                    for n, ((_, _, c), g) in enumerate(zip(members, grids), 1)],
+    }
 
 
 def skip_reason(frame: pd.DataFrame, classes: list[str], config: FinetuneConfig) -> str | None:
@@ -82,26 +100,37 @@ def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, att
     device = pick_device(device)
     attributes = [a for a in (attributes if attributes is not None else data.attribute_columns(frame)) if a in frame.columns]
 
-    def build() -> tuple[Net, Normalization]:
-        return build_net(config.model, config.weights, len(classes), features_from=config.features_from, pool=config.pool)
-
     def make_net() -> tuple[Net, list]:
-        net = build()[0]
+        net = _build(config, classes)[0]
         return net, apply_freeze(net, config.freeze)
 
-    net, norm = build()
-    frozen_norms = apply_freeze(net, config.freeze)
     if log:
-        log(f"fine-tuning {net.arch} (weights {config.weights}, freeze {config.freeze}) on {device.type}: "
-            f"{len(classes)} classes, " + ", ".join(f"{s} {int((frame['split'] == s).sum())}" for s in data.SPLITS))
-    grid = run_grid(net, frozen_norms, frame, config, norm, device, use_cache=use_cache, log=log)
-    _write_grid(grid, out_dir)
-    model_path = save_model(net, norm, classes, config, out_dir, crop_faces)
+        log(f"fine-tuning {resolve_arch(config.model, config.weights)} (weights {config.weights}, freeze "
+            f"{config.freeze}) on {device.type}: {len(classes)} classes, "
+            + ", ".join(f"{s} {int((frame['split'] == s).sum())}" for s in data.SPLITS))
+    models: list[ensemble.Model] = []
+    grids: list[GridResult] = []
+    for number, settings in enumerate(config.members()):
+        if number and log:
+            log(f"ensemble member {number}/{len(config.ensemble)}: image size {settings.image_size}, pool {settings.pool}, "
+                f"features from {settings.features_from or 'the last layer'}")
+        folder = ensemble.member_dir(out_dir, number) if number else out_dir
+        net, norm = _build(settings, classes)
+        grid = run_grid(net, apply_freeze(net, settings.freeze), frame, settings, norm, device, use_cache=use_cache, log=log)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_grid(grid, folder)
+        save_model(net, norm, classes, settings, folder, crop_faces)
+        models.append((net, norm, settings))
+        grids.append(grid)
+    (net, norm, _), grid, model_path = models[0], grids[0], out_dir / MODEL_FILE
+
+    def probabilities(split: str) -> tuple[pd.DataFrame, np.ndarray]:
+        rows = frame[frame["split"] == split].reset_index(drop=True)
+        return rows, ensemble.average_probabilities(
+            models, lambda transform: data.loader(rows, transform, data.INFERENCE_BATCH, shuffle=False), device)
 
     eval_split = "test" if (frame["split"] == "test").any() else "val"
-    rows = frame[frame["split"] == eval_split].reset_index(drop=True)
-    transform = data.eval_transform(config.image_size, norm, config.eval_crop)
-    probs, _ = predict(net, data.loader(rows, transform, data.INFERENCE_BATCH, shuffle=False), device, mirror=config.tta)
+    rows, probs = probabilities(eval_split)
     targets = rows["target"].to_numpy()
     result = evaluate.metrics(targets, probs, classes)
     result["per_group"] = evaluate.per_group(rows, probs.argmax(1) == targets, attributes, bins, seed=config.seed)
@@ -131,6 +160,7 @@ def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, att
         "history": grid.fits[grid.best].history,
         "test": {k: result[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1",
                                         "per_class", "distribution", "confusion_matrix", "per_group", "evaluated_on")},
+        "ensemble": _ensemble_summary(models[1:], grids[1:], out_dir, probabilities) if config.ensemble else None,
         "galleries": gallery, "unlearn": unlearning, "model_dir": str(out_dir), "model": str(model_path),
         "figures": {"curves": str(out_dir / "curves.png"), "confusion": str(out_dir / "confusion_matrix.png")},
         "seconds": round(time.perf_counter() - started, 2),

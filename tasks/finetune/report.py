@@ -65,6 +65,19 @@ def _galleries(galleries: dict, paths: DatasetPaths) -> str:
     return "".join(parts)
 
 
+def _ensemble(ensemble: dict | None, main_val_acc: float) -> str:
+    if not ensemble:
+        return ""
+    rows = [["main", "", "", "", main_val_acc]] + [
+        [f"member {n}", m["image_size"], m["pool"], ", ".join([m["features_from"]] if isinstance(m["features_from"], str)
+                                                              else m["features_from"] or ["last layer"]), m["val_acc"]]
+        for n, m in enumerate(ensemble["members"], 1)]
+    return ("<h3>Ensemble (probabilities averaged)</h3>"
+            + _table(["model", "image size", "pool", "features from", "validation accuracy"], rows)
+            + f"<p>Averaged: validation accuracy <b>{ensemble['val_accuracy']:.3f}</b>. The evaluation below is the "
+              "averaged model's.</p>")
+
+
 def _unlearn(unlearn: dict | None, paths: DatasetPaths) -> str:
     if not unlearn:
         return ""
@@ -91,6 +104,7 @@ def report_section(summary: dict, paths: DatasetPaths) -> str:
         + f". Model: <code>{_link(summary['model'], paths)}</code></p>"
         + _grid(summary)
         + _img(summary["figures"]["curves"], paths, "loss and accuracy per epoch")
+        + _ensemble(summary.get("ensemble"), summary["grid"]["chosen"]["val_acc"])
         + f"<h3>Evaluation on {escape(test['evaluated_on'])} (once, by the chosen model)</h3>"
         f"<p>Accuracy <b>{test['accuracy']:.3f}</b>, macro F1 {test['macro_f1']:.3f}, n = {test['n']}.</p>"
         + _table(["class", "precision", "recall", "F1", "support", "real count", "predicted count"], per_class)
