@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -35,6 +35,9 @@ class _Section(BaseModel):
     """Base for every recipe section: unknown keys are errors, so typos do not pass silently."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 # ---------------------------------------------------------------- crawl
@@ -486,14 +489,19 @@ def format_validation_error(path: Path, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_recipe(data: Any, path: Path) -> Recipe:
-    """Validate already-parsed YAML; `path` is only used in messages."""
+def _validated(model: type[_Model], data: Any, path: Path, shape: str) -> _Model:
+    """`data` checked against `model`, or a RecipeError saying what is wrong and where."""
     if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a recipe must be a YAML mapping of keys (name:, sources:, ...), not {type(data).__name__}")
+        raise RecipeError(f"{path}: {shape}, not {type(data).__name__}")
     try:
-        return Recipe.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise RecipeError(format_validation_error(path, exc)) from None
+
+
+def parse_recipe(data: Any, path: Path) -> Recipe:
+    """Validate already-parsed YAML; `path` is only used in messages."""
+    return _validated(Recipe, data, path, "a recipe must be a YAML mapping of keys (name:, sources:, ...)")
 
 
 def _read_yaml(path: Path, missing: str) -> Any:
@@ -523,9 +531,5 @@ def load_finetune_settings(path: str | Path) -> FinetuneConfig:
     data = _read_yaml(path, "no such settings file")
     if isinstance(data, dict) and isinstance(data.get("finetune"), dict):
         data = data["finetune"]
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}: fine-tuning settings must be a YAML mapping of finetune keys (model:, weights:, ...)")
-    try:
-        return FinetuneConfig.model_validate(data)
-    except ValidationError as exc:
-        raise RecipeError(format_validation_error(path, exc)) from None
+    return _validated(FinetuneConfig, data, path, "fine-tuning settings must be a YAML mapping of finetune keys "
+                      "(model:, weights:, ...)")
