@@ -12,7 +12,7 @@ import torch
 from flows.cli import main
 from tasks.finetune.apply import predict_images
 from tasks.finetune.pipeline import finetune_tree
-from tasks.recipe import FacesConfig, FinetuneConfig
+from tasks.recipe import EnsembleMember, FacesConfig, FinetuneConfig
 from test_finetune_trees import utkface_tree
 
 
@@ -23,24 +23,30 @@ CONFIGS = {
     "middle stages": FinetuneConfig(model="tf_efficientnet_lite0", weights="lite0", freeze="head", epochs=2,
                                     image_size=64, features_from=["blocks.2", "blocks.3"], pool=2, eval_crop=1.0,
                                     tta=True, grid={"weight_decay": [0.0, 0.1]}),
-    # a main model and two members on other views (input size and pool, stages): apply averages all three
-    "ensemble": FinetuneConfig(model="tf_efficientnet_lite0", weights="lite0", freeze="head", epochs=2, image_size=64,
-                               features_from=["blocks.2", "blocks.3"], pool=2, eval_crop=1.0, tta=True,
-                               ensemble=[{"image_size": 48, "pool": 1}, {"features_from": "blocks.4"}]),
 }
+# a main model and two members on other views (input size and pool, stages): apply averages all three
+ENSEMBLE = CONFIGS["middle stages"].model_copy(update={"grid": {}, "ensemble": [
+    EnsembleMember(image_size=48, pool=1), EnsembleMember(features_from="blocks.4")]})
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def model(request, utkface_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("apply")
     tree = utkface_tree(utkface_dir, root / "tree", {"train": 5, "val": 3, "test": 4}, seed=3)
-    summary = finetune_tree(tree, root / "model", CONFIGS[request.param], log=None)
-    return tree, root / "model", summary
+    finetune_tree(tree, root / "model", CONFIGS[request.param], log=None)
+    return tree, root / "model"
+
+
+@pytest.fixture(scope="module")
+def ensemble_model(utkface_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ensemble")
+    tree = utkface_tree(utkface_dir, root / "tree", {"train": 5, "val": 3, "test": 4}, seed=3)
+    return tree, root / "model", finetune_tree(tree, root / "model", ENSEMBLE, log=None)
 
 
 @pytest.mark.slow
 def test_apply_writes_probabilities_that_match_the_evaluation(model, tmp_path, capsys):
-    tree, model_dir, _ = model
+    tree, model_dir = model
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg at all")
     out = tmp_path / "pred.csv"
@@ -67,7 +73,7 @@ def test_apply_writes_probabilities_that_match_the_evaluation(model, tmp_path, c
 
 @pytest.mark.slow
 def test_apply_crops_faces_first_when_the_model_was_trained_on_crops(model, photos_dir, tmp_path):
-    _, model_dir, _ = model
+    _, model_dir = model
     shutil.copytree(model_dir, tmp_path / "m")
     checkpoint = torch.load(model_dir / "model.pt", weights_only=True)
     checkpoint["crop_faces"] = FacesConfig(size=128, blur_threshold=0).model_dump(mode="json")
@@ -80,10 +86,8 @@ def test_apply_crops_faces_first_when_the_model_was_trained_on_crops(model, phot
 
 
 @pytest.mark.slow
-def test_an_ensemble_averages_its_members_and_each_member_works_alone(model):
-    tree, model_dir, summary = model
-    if summary["ensemble"] is None:
-        pytest.skip("this model has no ensemble members")
+def test_an_ensemble_averages_its_members_and_each_member_works_alone(ensemble_model):
+    tree, model_dir, summary = ensemble_model
     from tasks.finetune import data
     from tasks.finetune.apply import load_model, trained_config
     from tasks.finetune.backbones import Normalization
@@ -113,5 +117,8 @@ def test_an_ensemble_averages_its_members_and_each_member_works_alone(model):
     assert trained.image_size == 64 and len(trained.ensemble) == 2
     expected = (main + alone[0].loc[main.index] + alone[1].loc[main.index]) / 3
     assert np.allclose(together.loc[main.index].to_numpy(), expected.to_numpy(), atol=1e-5)
+    # the evaluation scored the same averaged probabilities
+    evaluation = pd.read_csv(model_dir / "predictions.csv").set_index("path")
+    assert np.allclose(evaluation.loc[main.index, "confidence"].to_numpy(), expected.max(axis=1).to_numpy(), atol=1e-4)
     # and the members really differ from the main model (else the test above proves little)
     assert not np.allclose(alone[0].loc[main.index].to_numpy(), main.to_numpy(), atol=1e-3)
