@@ -469,9 +469,9 @@ def _model_in(annotation: Any) -> Any:
     return None
 
 
-def format_validation_error(path: Path, error: ValidationError) -> str:
+def format_validation_error(path: Path, error: ValidationError, what: str = "the recipe is not valid") -> str:
     """Turn pydantic's error list into lines a recipe author can act on."""
-    lines = [f"{path}: the recipe is not valid:"]
+    lines = [f"{path}: {what}:"]
     for item in error.errors():
         loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         where = _describe_location(loc)
@@ -489,14 +489,14 @@ def format_validation_error(path: Path, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def _validated(model: type[_Model], data: Any, path: Path, shape: str) -> _Model:
+def _validated(model: type[_Model], data: Any, path: Path, shape: str, what: str = "the recipe is not valid") -> _Model:
     """`data` checked against `model`, or a RecipeError saying what is wrong and where."""
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: {shape}, not {type(data).__name__}")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise RecipeError(format_validation_error(path, exc)) from None
+        raise RecipeError(format_validation_error(path, exc, what)) from None
 
 
 def parse_recipe(data: Any, path: Path) -> Recipe:
@@ -531,5 +531,10 @@ def load_finetune_settings(path: str | Path) -> FinetuneConfig:
     data = _read_yaml(path, "no such settings file")
     if isinstance(data, dict) and isinstance(data.get("finetune"), dict):
         data = data["finetune"]
-    return _validated(FinetuneConfig, data, path, "fine-tuning settings must be a YAML mapping of finetune keys "
-                      "(model:, weights:, ...)")
+    return finetune_settings(data, path)
+
+
+def finetune_settings(data: Any, origin: str | Path) -> FinetuneConfig:
+    """Validated fine-tuning settings; `origin` (a file, the command line) says where they came from in messages."""
+    return _validated(FinetuneConfig, data, Path(origin), "fine-tuning settings must be a mapping of finetune keys "
+                      "(model:, weights:, ...)", "the fine-tuning settings are not valid")

@@ -134,6 +134,11 @@ def test_command_line_settings_file_errors_are_sentences(tmp_path, capsys):
     assert main(["finetune", str(tmp_path), "--config", str(settings)]) == 2
     err = capsys.readouterr().err
     assert "needs image_size, pool or features_from" in err and "learning_rate" in err and "Traceback" not in err
+    # a bad option value is a sentence too, not pydantic's report
+    assert main(["finetune", str(tmp_path), "--pool", "20"]) == 2
+    err = capsys.readouterr().err
+    assert "faceset finetune options: the fine-tuning settings are not valid" in err
+    assert "key 'pool'" in err and "less than or equal to 8" in err and "pydantic" not in err
 
 
 def test_one_class_is_skipped_with_a_reason(utkface_dir, tmp_path):

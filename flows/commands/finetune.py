@@ -56,7 +56,7 @@ def _dataset_info(directory: Path) -> dict:
 def main(args: argparse.Namespace) -> int:
     from tasks.finetune import finetune_tree
     from tasks.finetune.data import locate_splits
-    from tasks.recipe import FinetuneConfig, load_finetune_settings
+    from tasks.recipe import finetune_settings, load_finetune_settings
 
     settings = {"model": args.model, "weights": args.weights, "freeze": args.freeze, "epochs": args.epochs,
                 "image_size": args.image_size, "pool": args.pool, "tta": args.tta, "eval_crop": args.eval_crop,
@@ -64,8 +64,9 @@ def main(args: argparse.Namespace) -> int:
                 else args.features_from}
     grid = {"lr": args.lr, "momentum": args.momentum, "batch_size": args.batch_size, "weight_decay": args.weight_decay}
     base = load_finetune_settings(args.config).model_dump() if args.config else {}
-    config = FinetuneConfig(**{**base, **{k: v for k, v in settings.items() if v is not None},
-                               "grid": {**base.get("grid", {}), **{k: v for k, v in grid.items() if v}}})
+    config = finetune_settings({**base, **{k: v for k, v in settings.items() if v is not None},
+                                "grid": {**base.get("grid", {}), **{k: v for k, v in grid.items() if v}}},
+                               "faceset finetune options" + (f" and {args.config}" if args.config else ""))
     directory = Path(args.directory)
     splits = locate_splits(directory)
     built = splits != directory
