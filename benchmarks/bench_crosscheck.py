@@ -13,7 +13,7 @@
    learned with Lite0 image embeddings as well (`face_embedding`).
 
 Tagger outputs are cached in benchmarks/results/crosscheck_tags.csv, face descriptors
-in crosscheck_descriptors.npz and Lite0 embeddings in crosscheck_lite0.npz (by file name), so a second run only re-times a small
+in crosscheck_descriptors.npz and Lite0 embeddings in crosscheck_lite0_<width>.npz (by file name), so a second run only re-times a small
 sample; the first run computes descriptors at a few faces/s (minutes). Usage:
 
     .venv/bin/python benchmarks/bench_crosscheck.py [--quick] [--faces N] [--seeds K]
@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from tasks import crosscheck  # noqa: E402
 from tasks.autotag import LocalTagger  # noqa: E402
 from tasks.dedupe import encode_descriptor  # noqa: E402
-from tasks.face_embedding import encode  # noqa: E402
+from tasks.face_embedding import DIM, encode  # noqa: E402
 from tasks.recipe import parse_recipe  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "corpus" / "utkface"
@@ -103,7 +103,7 @@ def descriptors(files: list[str], cache: Path) -> np.ndarray:
 
 def embeddings(files: list[str], cache: Path) -> np.ndarray:
     """Lite0 embeddings (tasks.face_embedding) of `files`, cached like the descriptors
-    (about 6 faces/s on one shared core: minutes the first time)."""
+    (about 19 faces/s with its mirror image on 2 cores: minutes the first time)."""
     from tasks.face_embedding import embed
 
     known: dict[str, np.ndarray] = {}
@@ -251,7 +251,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="600 faces tagged, 2 seeds")
     parser.add_argument("--faces", type=int, default=1200, help="adult faces per corruption run")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=12, help="corruption runs (one seed's precision varies by +-0.06)")
     args = parser.parse_args()
     if not CORPUS.exists():
         print(f"UTKFace corpus not found at {CORPUS}")
@@ -270,7 +270,7 @@ def main() -> int:
     vectors = descriptors(list(data.loc[adults, "file"]), RESULTS / "crosscheck_descriptors.npz")
     data["descriptor"] = None
     data.loc[adults, "descriptor"] = [encode_descriptor(None if np.isnan(v).any() else v) for v in vectors]
-    lite0 = embeddings(list(data.loc[adults, "file"]), RESULTS / "crosscheck_lite0.npz")
+    lite0 = embeddings(list(data.loc[adults, "file"]), RESULTS / f"crosscheck_lite0_{DIM}.npz")
     data["embedding"] = None
     data.loc[adults, "embedding"] = [encode(None if np.isnan(v).any() else v) for v in lite0]
     runs = [corrupt_and_check(data, args.faces, seed) for seed in range(args.seeds)]

@@ -5,13 +5,16 @@ means here (`crosscheck.calibrate: true`, the default; it needs MIN_ROWS labelle
 
 - with the face descriptors the dedupe stage wrote (`face_descriptor`, dlib ResNet), a
   model trained on the dataset itself gives an independent opinion (confident learning):
-  support-vector regression of the crawled age on the descriptor, the tagger's age and,
-  where the manifest has them, Lite0 image embeddings (`face_embedding`, which alone
-  also suffice for age), fitted without the training rows it fits worst; and logistic
-  regression of the crawled gender on the descriptor and the tagger's logit. On UTKFace adults with planted errors this ranks them better than the tagger
-  alone (benchmarks/bench_crosscheck.py, 1,200 faces, 5 seeds: age precision at 80%
-  recall 0.18 plain, 0.27 with descriptors, 0.30 with Lite0 embeddings too; the issue's
-  0.40 is not reached: correct UTKFace labels still lie ~6 years from any expectation);
+  support-vector regression of the crawled age on the descriptor, the tagger's age, the
+  recipe's other attributes (gender, race: one-hot) and, where the manifest has them,
+  Lite0 image features (`face_embedding`, which alone also suffice for age), fitted
+  without the training rows it fits worst; and logistic regression of the crawled gender
+  on the descriptor and the tagger's logit. On UTKFace adults with planted errors this
+  ranks them better than the tagger alone (benchmarks/bench_crosscheck.py, 1,200 faces,
+  12 seeds: age precision at 80% recall 0.17 plain, 0.27 with descriptors, 0.35 with
+  Lite0 features too; the issue's 0.40 is not reached: correct UTKFace labels still lie
+  ~6 years from any expectation, and with all 1,847 adults instead of 1,200 the same
+  model reaches 0.40, so the number of labelled faces is what limits it);
 - without descriptors (or embeddings, for age), ages are calibrated by an isotonic map from the tagger's age to
   the crawled one plus a shift per group of the recipe's other attributes; gender keeps
   the tagger's own probability (logistic calibration ranked planted errors worse).
@@ -50,6 +53,7 @@ PRIOR_ERROR = 0.05  # share of crawled ages assumed wrong, for the age score onl
 ERROR_RANGE = 40.0  # years over which a wrong age may fall
 MAX_SVR_ROWS = 5000  # training rows per fold for the age model, at most
 DESCRIPTOR_SCALE = 3.0  # descriptor entries are ~0.1: scaled to weigh like the tagger's age
+AGE_DESCRIPTOR_WEIGHT = 1.5  # the descriptor weighs more than the embedding in the age model's kernel
 EMBEDDING_DIMS = 128  # main directions of the Lite0 embedding given to the age model
 REFIT_DROP = 0.05  # share of training rows furthest from an inner fit left out of the final one
 INNER_FOLDS = 3
@@ -236,8 +240,10 @@ def calibrate_age(frame: pd.DataFrame, recipe: Recipe) -> dict[str, Any] | None:
     groups = _groups(rows, recipe, spec.field)
     y = crawled[usable].to_numpy(float)
     raw = tagger[usable].to_numpy(float)
-    found = [f for f in (descriptors_of(rows), embeddings_of(rows)) if f is not None]
-    features = np.column_stack(found) if found else None
+    descriptors = descriptors_of(rows)
+    found = [f for f in (None if descriptors is None else AGE_DESCRIPTOR_WEIGHT * descriptors, embeddings_of(rows))
+             if f is not None]
+    features = np.column_stack([*found, groups]) if found else None
     expected = isotonic_age(raw, y, groups) if features is None else learned_age(raw, y, features)
     spread = spread_of(expected, y)
     margin = 5.0 if spec.margin is None else float(spec.margin)

