@@ -13,8 +13,8 @@ means here (`crosscheck.calibrate: true`, the default; it needs MIN_ROWS labelle
   ranks them better than the tagger alone (benchmarks/bench_crosscheck.py, 1,200 faces,
   12 seeds: age precision at 80% recall 0.17 plain, 0.27 with descriptors, 0.35 with
   Lite0 features too; the issue's 0.40 is not reached: correct UTKFace labels still lie
-  ~6 years from any expectation, and with all 1,847 adults instead of 1,200 the same
-  model reaches 0.40, so the number of labelled faces is what limits it);
+  ~6 years from any expectation; with all 1,847 adults instead of 1,200 the same model
+  reaches 0.396 (clean-label error 5.79 years), so the number of labelled faces limits it);
 - without descriptors (or embeddings, for age), ages are calibrated by an isotonic map from the tagger's age to
   the crawled one plus a shift per group of the recipe's other attributes; gender keeps
   the tagger's own probability (logistic calibration ranked planted errors worse).
