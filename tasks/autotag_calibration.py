@@ -44,7 +44,7 @@ from tasks.autotag import GENDERS
 from tasks.recipe import Recipe
 
 MIN_ROWS = 100  # fewer labelled faces than this: the plain rules decide
-FOLDS = 5
+FOLDS = 10  # against 5: clean-label age error 5.99 -> 5.91 y, gender precision at 90% recall 0.908 -> 0.915
 SEED = 13
 Z_FLAG = 1.5  # spreads between the crawled and the expected age that flag a label
 TRIM = 3.0  # residuals beyond this many spreads are left out of the age fit
