@@ -240,9 +240,8 @@ def calibrate_age(frame: pd.DataFrame, recipe: Recipe) -> dict[str, Any] | None:
     groups = _groups(rows, recipe, spec.field)
     y = crawled[usable].to_numpy(float)
     raw = tagger[usable].to_numpy(float)
-    descriptors = descriptors_of(rows)
-    found = [f for f in (None if descriptors is None else AGE_DESCRIPTOR_WEIGHT * descriptors, embeddings_of(rows))
-             if f is not None]
+    descriptors, embeddings = descriptors_of(rows), embeddings_of(rows)
+    found = ([] if descriptors is None else [AGE_DESCRIPTOR_WEIGHT * descriptors]) + ([] if embeddings is None else [embeddings])
     features = np.column_stack([*found, groups]) if found else None
     expected = isotonic_age(raw, y, groups) if features is None else learned_age(raw, y, features)
     spread = spread_of(expected, y)
