@@ -7,14 +7,16 @@
    build runs) flags them. Printed: precision and recall of its flags, precision at 90%
    (gender) / 80% (age) recall of its ranking score, against the plain-threshold
    baseline of the issue computed in the same run (gender: tagger disagrees with
-   confidence >= 90; age: tagger further than 10 years). Three variants of the stage:
-   plain rules (`calibrate: false`), calibrated (no face descriptors in the manifest),
-   learned (with the dedupe stage's face descriptors, as a real build has them), and
-   learned with Lite0 image embeddings as well (`face_embedding`).
+   confidence >= 90; age: tagger further than 10 years). Variants of the stage: plain
+   rules (`calibrate: false`), calibrated (no face descriptors in the manifest), learned
+   (with the dedupe stage's face descriptors, as a real build has them), learned with
+   Lite0 image embeddings as well (`face_embedding`), and with the second age model's age
+   too (`autotag_second_age`): the last is what `crosscheck.embeddings: true` builds.
 
-Tagger outputs are cached in benchmarks/results/crosscheck_tags.csv, face descriptors
-in crosscheck_descriptors.npz and Lite0 embeddings in crosscheck_lite0_<width>.npz (by file name), so a second run only re-times a small
-sample; the first run computes descriptors at a few faces/s (minutes). Usage:
+Tagger outputs are cached in benchmarks/results/crosscheck_tags.csv; face descriptors,
+Lite0 embeddings and second ages in crosscheck_descriptors.npz, crosscheck_lite0_<width>.npz
+and crosscheck_second_age.npz (by file name), so a second run only re-times a small
+sample; the first run computes them at a few faces/s (minutes). Usage:
 
     .venv/bin/python benchmarks/bench_crosscheck.py [--quick] [--faces N] [--seeds K]
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -79,33 +82,10 @@ def tag_all(files: list[str], cache: Path, timing_sample: int) -> tuple[pd.DataF
     return known.set_index("file").loc[files].reset_index(), rate
 
 
-def descriptors(files: list[str], cache: Path) -> np.ndarray:
-    """The dedupe stage's face descriptors (tasks.identity, dlib ResNet) for `files`, cached.
-
-    In a build they are already in the manifest (`face_descriptor`, written by dedupe);
-    here they are computed once (slow: about 5 faces/s on a shared CPU) and kept."""
-    from tasks.identity import default_describer
-
-    known: dict[str, np.ndarray] = {}
-    if cache.exists():
-        with np.load(cache) as data:
-            known = dict(zip(data["files"], data["vectors"]))
-    missing = [f for f in files if f not in known]
-    describe = default_describer()
-    for name in missing:
-        look = describe(np.asarray(Image.open(CORPUS / name).convert("RGB")))
-        known[name] = look.descriptor if look.descriptor is not None else np.full(128, np.nan, np.float32)
-    if missing:
-        names = sorted(known)
-        np.savez(cache, files=np.array(names), vectors=np.stack([known[n] for n in names]))
-    return np.stack([known[f] for f in files])
-
-
-def embeddings(files: list[str], cache: Path) -> np.ndarray:
-    """Lite0 embeddings (tasks.face_embedding) of `files`, cached like the descriptors
-    (about 19 faces/s with its mirror image on 2 cores: minutes the first time)."""
-    from tasks.face_embedding import embed
-
+def cached(files: list[str], cache: Path, compute: Callable[[list[str]], list], width: int) -> np.ndarray:
+    """Per-face values of `files` (`compute` turns a chunk of file names into one vector,
+    number or None each), kept in `cache` by file name, so that a later run computes only
+    faces it has not seen; None becomes a row of NaN."""
     known: dict[str, np.ndarray] = {}
     if cache.exists():
         with np.load(cache) as data:
@@ -113,12 +93,38 @@ def embeddings(files: list[str], cache: Path) -> np.ndarray:
     missing = [f for f in files if f not in known]
     for start in range(0, len(missing), 256):
         chunk = missing[start:start + 256]
-        for name, vector in zip(chunk, embed([CORPUS / f for f in chunk])):
-            known[name] = vector if vector is not None else np.full(1280, np.nan, np.float32)
+        for name, value in zip(chunk, compute(chunk)):
+            known[name] = np.full(width, np.nan, np.float32) if value is None else np.asarray(value, np.float32).reshape(width)
     if missing:
         names = sorted(known)
         np.savez(cache, files=np.array(names), vectors=np.stack([known[n] for n in names]))
     return np.stack([known[f] for f in files])
+
+
+def descriptors(files: list[str]) -> np.ndarray:
+    """The dedupe stage's face descriptors (tasks.identity, dlib ResNet) of `files`. In a
+    build they are already in the manifest (`face_descriptor`, written by dedupe); here
+    they are computed once (slow: about 5 faces/s on a shared CPU) and cached."""
+    from tasks.identity import default_describer
+
+    describe = default_describer()
+    return cached(files, RESULTS / "crosscheck_descriptors.npz", lambda chunk: [
+        describe(np.asarray(Image.open(CORPUS / f).convert("RGB"))).descriptor for f in chunk], 128)
+
+
+def embeddings(files: list[str]) -> np.ndarray:
+    """Lite0 embeddings (tasks.face_embedding) of `files`, cached (about 19 faces/s with
+    its mirror image on 2 cores: minutes the first time)."""
+    from tasks.face_embedding import embed
+
+    return cached(files, RESULTS / f"crosscheck_lite0_{DIM}.npz", lambda chunk: embed([CORPUS / f for f in chunk]), DIM)
+
+
+def second_ages(files: list[str]) -> np.ndarray:
+    """The second age model's ages (tasks.second_age) of `files`, cached (about 7 faces/s on 2 cores)."""
+    from tasks.second_age import estimate
+
+    return cached(files, RESULTS / "crosscheck_second_age.npz", lambda chunk: estimate([CORPUS / f for f in chunk]), 1)[:, 0]
 
 
 def tagger_metrics(frame: pd.DataFrame) -> dict:
@@ -206,15 +212,18 @@ def corrupt_and_check(data: pd.DataFrame, faces: int, seed: int) -> dict:
                      "age_precision_at_recall_0.8": precision_at_recall(gap, moved, 0.8)},
     }
     variants = {"crosscheck": (False, 0), "crosscheck_calibrated": (True, 0), "crosscheck_learned": (True, 1),
-                "crosscheck_learned_lite0": (True, 2)}
+                "crosscheck_learned_lite0": (True, 2), "crosscheck_learned_lite0_second_age": (True, 3)}
     for name, (calibrate, learn) in variants.items():
         given = manifest.assign(face_descriptor=sample["descriptor"].to_numpy()) if learn else manifest
-        given = given.assign(face_embedding=sample["embedding"].to_numpy()) if learn == 2 else given
+        given = given.assign(face_embedding=sample["embedding"].to_numpy()) if learn >= 2 else given
+        given = given.assign(autotag_second_age=pd.array(sample["second_age"], dtype="Float64")) if learn == 3 else given
         out = crosscheck.flag(crosscheck._typed(given), recipe(calibrate))
         if name == "crosscheck_calibrated":
             calibrated = out["crosscheck_age_expected"].astype(float).to_numpy()
         if name == "crosscheck_learned":
             learned = out["crosscheck_age_expected"].astype(float).to_numpy()
+        if name == "crosscheck_learned_lite0":
+            learned_lite0 = out["crosscheck_age_expected"].astype(float).to_numpy()
         planted = flipped | moved
         top = np.argsort(-out["crosscheck_score"].astype(float).fillna(0).to_numpy(), kind="stable")[: int(planted.sum())]
         result[name] = {
@@ -224,7 +233,7 @@ def corrupt_and_check(data: pd.DataFrame, faces: int, seed: int) -> dict:
             "age_precision_at_recall_0.8": precision_at_recall(out["crosscheck_age_score"].astype(float).to_numpy(), moved, 0.8),
             "review_top_k_precision": round(float(planted[top].mean()), 3),
         }
-    learned_lite0 = out["crosscheck_age_expected"].astype(float).to_numpy()
+    learned_second = out["crosscheck_age_expected"].astype(float).to_numpy()
     if seed == 0:
         page = review_unplanted(out, out["crosscheck_age_score"].astype(float).to_numpy(), moved, 0.8,
                                 RESULTS / "crosscheck_unplanted_age_flags")
@@ -233,7 +242,8 @@ def corrupt_and_check(data: pd.DataFrame, faces: int, seed: int) -> dict:
     result["age_mae_clean_labels"] = {"raw": round(float(np.abs(manifest["autotag_age"].astype(float).to_numpy() - age)[clean].mean()), 2),
                                       "calibrated": round(float(np.abs(calibrated - age)[clean].mean()), 2),
                                       "learned": round(float(np.abs(learned - age)[clean].mean()), 2),
-                                      "learned_lite0": round(float(np.abs(learned_lite0 - age)[clean].mean()), 2)}
+                                      "learned_lite0": round(float(np.abs(learned_lite0 - age)[clean].mean()), 2),
+                                      "learned_lite0_second_age": round(float(np.abs(learned_second - age)[clean].mean()), 2)}
     return result
 
 
@@ -267,12 +277,13 @@ def main() -> int:
         gender_pred=tags["gender"].to_numpy(), confidence=tags["confidence"].to_numpy(float), age_pred=tags["age"].to_numpy(float))
     tagger = {"faces_per_second": round(rate, 1), "all_ages": grouped(data), "adults": grouped(data[data["age"] >= 18])}
     adults = data["age"] >= 18
-    vectors = descriptors(list(data.loc[adults, "file"]), RESULTS / "crosscheck_descriptors.npz")
+    files = list(data.loc[adults, "file"])
     data["descriptor"] = None
-    data.loc[adults, "descriptor"] = [encode_descriptor(None if np.isnan(v).any() else v) for v in vectors]
-    lite0 = embeddings(list(data.loc[adults, "file"]), RESULTS / f"crosscheck_lite0_{DIM}.npz")
+    data.loc[adults, "descriptor"] = [encode_descriptor(None if np.isnan(v).any() else v) for v in descriptors(files)]
     data["embedding"] = None
-    data.loc[adults, "embedding"] = [encode(None if np.isnan(v).any() else v) for v in lite0]
+    data.loc[adults, "embedding"] = [encode(None if np.isnan(v).any() else v) for v in embeddings(files)]
+    data["second_age"] = np.nan
+    data.loc[adults, "second_age"] = second_ages(files)
     runs = [corrupt_and_check(data, args.faces, seed) for seed in range(args.seeds)]
     summary = {
         "baseline": {k: mean_of(runs, "baseline", *k.split("/")) for k in
@@ -281,8 +292,10 @@ def main() -> int:
         **{name: {k: mean_of(runs, name, *k.split("/")) for k in
                   ["gender/precision", "gender/recall", "age/precision", "age/recall",
                    "gender_precision_at_recall_0.9", "age_precision_at_recall_0.8", "review_top_k_precision"]}
-           for name in ("crosscheck", "crosscheck_calibrated", "crosscheck_learned", "crosscheck_learned_lite0")},
-        "age_mae_clean_labels": {k: mean_of(runs, "age_mae_clean_labels", k) for k in ("raw", "calibrated", "learned", "learned_lite0")},
+           for name in ("crosscheck", "crosscheck_calibrated", "crosscheck_learned", "crosscheck_learned_lite0",
+                        "crosscheck_learned_lite0_second_age")},
+        "age_mae_clean_labels": {k: mean_of(runs, "age_mae_clean_labels", k)
+                                 for k in ("raw", "calibrated", "learned", "learned_lite0", "learned_lite0_second_age")},
     }
     result = {"machine": "2 shared CPU cores (timings noisy: other engineers run at the same time)",
               "tagger": tagger, "label_errors": {"seeds": args.seeds, "faces": args.faces, "mean": summary, "runs": runs},

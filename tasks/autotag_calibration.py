@@ -6,15 +6,16 @@ means here (`crosscheck.calibrate: true`, the default; it needs MIN_ROWS labelle
 - with the face descriptors the dedupe stage wrote (`face_descriptor`, dlib ResNet), a
   model trained on the dataset itself gives an independent opinion (confident learning):
   support-vector regression of the crawled age on the descriptor, the tagger's age, the
-  recipe's other attributes (gender, race: one-hot) and, where the manifest has them,
-  Lite0 image features (`face_embedding`, which alone also suffice for age), fitted
+  recipe's other attributes (gender, race: one-hot) and, where the manifest has them
+  (`crosscheck.embeddings: true`), Lite0 image features (`face_embedding`, which alone
+  also suffice for age) and a second age model's age (`autotag_second_age`), fitted
   without the training rows it fits worst; and logistic regression of the crawled gender
   on the descriptor and the tagger's logit. On UTKFace adults with planted errors this
   ranks them better than the tagger alone (benchmarks/bench_crosscheck.py, 1,200 faces,
   12 seeds: age precision at 80% recall 0.17 plain, 0.27 with descriptors, 0.35 with
-  Lite0 features too; the issue's 0.40 is not reached: correct UTKFace labels still lie
-  ~6 years from any expectation; with all 1,847 adults instead of 1,200 the same model
-  reaches 0.396 (clean-label error 5.79 years), so the number of labelled faces limits it);
+  Lite0 features too, 0.395 with the second age as well; correct UTKFace labels still
+  lie 5.7 years on average from the expected age, and more labelled faces help: with
+  1,847 adults instead of 1,200 the model without the second age reached 0.396);
 - without descriptors (or embeddings, for age), ages are calibrated by an isotonic map from the tagger's age to
   the crawled one plus a shift per group of the recipe's other attributes; gender keeps
   the tagger's own probability (logistic calibration ranked planted errors worse).
@@ -146,6 +147,15 @@ def embeddings_of(frame: pd.DataFrame) -> np.ndarray | None:
     return main / (main[:, 0].std() + 1e-9) / np.sqrt(main.shape[1]) * DESCRIPTOR_SCALE
 
 
+def second_ages_of(frame: pd.DataFrame) -> np.ndarray | None:
+    """The second age model's ages (`autotag_second_age`, tasks/second_age.py) as one input
+    column scaled like the tagger's age (missing ones filled with the mean), or None if absent."""
+    if "autotag_second_age" not in frame or frame["autotag_second_age"].notna().sum() < MIN_ROWS:
+        return None
+    ages = frame["autotag_second_age"].astype("Float64").to_numpy(float, na_value=np.nan)
+    return ((np.where(np.isnan(ages), np.nanmean(ages), ages) - 40.0) / TAGGER_SCALE)[:, None]
+
+
 def _svr(inputs: np.ndarray, crawled: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> SVR:
     if len(rows) > MAX_SVR_ROWS:  # its fit grows with the square of the rows
         rows = rng.choice(rows, MAX_SVR_ROWS, replace=False)
@@ -240,8 +250,9 @@ def calibrate_age(frame: pd.DataFrame, recipe: Recipe) -> dict[str, Any] | None:
     groups = _groups(rows, recipe, spec.field)
     y = crawled[usable].to_numpy(float)
     raw = tagger[usable].to_numpy(float)
-    descriptors, embeddings = descriptors_of(rows), embeddings_of(rows)
+    descriptors, embeddings, second = descriptors_of(rows), embeddings_of(rows), second_ages_of(rows)
     found = ([] if descriptors is None else [AGE_DESCRIPTOR_WEIGHT * descriptors]) + ([] if embeddings is None else [embeddings])
+    found += [] if second is None else [second]
     features = np.column_stack([*found, groups]) if found else None
     expected = isotonic_age(raw, y, groups) if features is None else learned_age(raw, y, features)
     spread = spread_of(expected, y)

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from tasks import autotag_calibration as calibration
-from tasks import face_embedding
+from tasks import face_embedding, second_age
 from tasks.autotag import GENDERS, RekognitionTagger, Tagger, Tags, local_tagger, price_usd
 from tasks.manifest import KEPT, QUARANTINED, kept, set_status, with_columns
 from tasks.parallel import Mapper, default_workers, map_frame, serial_mapper
@@ -57,6 +57,7 @@ COLUMNS: dict[str, str] = {
     "crosscheck_score": "Float64",
     "crosscheck_age_expected": "Float64",
     "face_embedding": "string",  # Lite0 embedding, with `crosscheck.embeddings: true`
+    "autotag_second_age": "Float64",  # a second model's age (tasks/second_age.py), likewise
 }
 CHECKS = ("gender", "age", "celebrity", "label")  # one outcome, reason and score column each
 for _name in CHECKS:
@@ -257,6 +258,8 @@ def process_batch(rows: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, ta
     if recipe.crosscheck.embeddings:
         vectors = face_embedding.embed([paths.root / str(p) for p in out["face_path"]])
         out["face_embedding"] = pd.Series([face_embedding.encode(v) for v in vectors], index=out.index, dtype="string")
+        out["autotag_second_age"] = pd.Series(second_age.estimate([paths.root / str(p) for p in out["face_path"]]),
+                                              index=out.index, dtype="Float64")
     return _typed(out)
 
 
@@ -301,7 +304,8 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *,
     retry = note.eq("API budget reached").fillna(False) | note.str.startswith("Rekognition ").fillna(False)
     stale = out["autotag_source"].ne(config.autotagger).fillna(True) | retry
     if config.embeddings:
-        stale |= ~face_embedding.is_current(out["face_embedding"])
+        second_age.weights_path()  # installed? Say so before any work, not in every worker
+        stale |= ~face_embedding.is_current(out["face_embedding"]) | out["autotag_second_age"].isna()
     todo = out[checked & has_face & stale]
     if config.autotagger == "rekognition" and tagger is None:
         tagger = make_tagger(config, paths)

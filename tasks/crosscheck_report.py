@@ -99,16 +99,17 @@ def checked_fields(recipe: Recipe) -> list[str]:
 
 def calibration_mode(tagged: pd.DataFrame, recipe: Recipe) -> str:
     """How the decisions were made, in words for the report."""
-    from tasks.autotag_calibration import MIN_ROWS, descriptors_of
+    from tasks.autotag_calibration import MIN_ROWS, descriptors_of, second_ages_of
 
     if not recipe.crosscheck.calibrate or len(tagged) < MIN_ROWS:
         return "plain rules"
     embedded = "face_embedding" in tagged and tagged["face_embedding"].notna().sum() >= MIN_ROWS
+    images = "Lite0 image embeddings" + (" and a second age model" if second_ages_of(tagged) is not None else "")
     if descriptors_of(tagged) is not None:
-        extra = " and Lite0 image embeddings" if embedded else ""
+        extra = f" and {images}" if embedded else ""
         return f"learned from this dataset's labels, face descriptors{extra} (cross-fitted)"
     if embedded and tagged["crosscheck_age_expected"].notna().any():
-        return "ages learned from this dataset's labels and Lite0 image embeddings (cross-fitted)"
+        return f"ages learned from this dataset's labels and {images} (cross-fitted)"
     if tagged["crosscheck_age_expected"].notna().any():
         return "ages calibrated on this dataset's labels (cross-fitted)"
     return "plain rules"

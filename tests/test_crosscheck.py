@@ -287,8 +287,9 @@ def test_age_spread_grows_with_the_expected_age():
 
 
 def test_embeddings_opt_in_fills_lite0_vectors_for_new_and_earlier_faces(paths):
-    """`crosscheck.embeddings: true` embeds every checked face once, earlier-tagged ones too,
-    and again where a stored embedding has another width (an earlier version's)."""
+    """`crosscheck.embeddings: true` embeds every checked face once (Lite0 vector and the
+    second age model's age), earlier-tagged ones too, and again where a stored embedding
+    has another width (an earlier version's) or the second age is missing."""
     from tasks.face_embedding import DIM, decode, encode
 
     frame = manifest_of(paths, [{"gender": "female", "age": "34"}, {"gender": "male", "age": "50"}])
@@ -300,9 +301,30 @@ def test_embeddings_opt_in_fills_lite0_vectors_for_new_and_earlier_faces(paths):
     vectors = decode(out["face_embedding"])
     assert vectors is not None and vectors.shape == (2, DIM) and np.isfinite(vectors).all()
     assert not np.allclose(vectors[0], vectors[1])  # two different crops, two embeddings
+    assert plain["autotag_second_age"].isna().all()
+    ages = out["autotag_second_age"].astype(float)
+    assert ages.between(0, 100).all() and ages.nunique() == 2
     again = crosscheck.run(out, make_recipe(embeddings=True), paths, tagger=tagger, mapper=serial_mapper)
     assert len(tagger.seen) == 2 and again["face_embedding"].tolist() == out["face_embedding"].tolist()
     older = out.copy()
     older.loc[older.index[0], "face_embedding"] = encode(np.zeros(1280, np.float32))  # the last-layer kind
     renewed = crosscheck.run(older, make_recipe(embeddings=True), paths, tagger=tagger, mapper=serial_mapper)
     assert len(tagger.seen) == 3 and renewed["face_embedding"].tolist() == out["face_embedding"].tolist()
+    older = out.copy()
+    older.loc[older.index[1], "autotag_second_age"] = pd.NA  # tagged before the second model existed
+    renewed = crosscheck.run(older, make_recipe(embeddings=True), paths, tagger=tagger, mapper=serial_mapper)
+    assert len(tagger.seen) == 4 and renewed["autotag_second_age"].astype(float).tolist() == pytest.approx(ages.tolist())
+
+
+def test_report_names_what_the_ages_were_learned_from():
+    from tasks.crosscheck_report import calibration_mode
+    from tasks.face_embedding import DIM, encode
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"face_embedding": [encode(rng.normal(size=DIM).astype(np.float32)) for _ in range(120)],
+                          "crosscheck_age_expected": pd.array(rng.uniform(20, 60, 120), dtype="Float64")})
+    recipe = make_recipe(embeddings=True)
+    assert calibration_mode(frame, recipe) == "ages learned from this dataset's labels and Lite0 image embeddings (cross-fitted)"
+    frame["autotag_second_age"] = pd.array(rng.uniform(20, 60, 120), dtype="Float64")
+    assert calibration_mode(frame, recipe) == ("ages learned from this dataset's labels and Lite0 image embeddings "
+                                               "and a second age model (cross-fitted)")

