@@ -261,9 +261,11 @@ def calibrate_age(frame: pd.DataFrame, recipe: Recipe) -> dict[str, Any] | None:
     gap = np.abs(y - expected)
     score = age_error_probability(gap, spread)
     outcome = np.where(gap > tolerance, "disagree", "agree")
-    reasons = [f"age: crawled {c:.0f}, tagger {r:.0f}, calibrated {e:.0f} (margin {t:.0f})" if o == "disagree"
-               else f"age: crawled {c:.0f}, tagger {r:.0f}, calibrated {e:.0f}"
-               for o, c, r, e, t in zip(outcome, y, raw, expected, tolerance)]
+    other = (rows["autotag_second_age"].astype("Float64").to_numpy(float, na_value=np.nan) if second is not None
+             else np.full(len(rows), np.nan))
+    said = [f"tagger {r:.0f}" + ("" if np.isnan(a) else f", second model {a:.0f}") for r, a in zip(raw, other)]
+    reasons = [f"age: crawled {c:.0f}, {t}, calibrated {e:.0f}" + (f" (margin {m:.0f})" if o == "disagree" else "")
+               for o, c, t, e, m in zip(outcome, y, said, expected, tolerance)]
     return {"index": rows.index, "outcome": outcome, "reason": reasons, "score": score, "expected": expected}
 
 

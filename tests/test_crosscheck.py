@@ -253,6 +253,30 @@ def test_learned_opinion_from_face_descriptors_finds_planted_errors(paths):
     assert set(out["crosscheck_score"].astype(float).nlargest(2).index) == {11, 23}
 
 
+def test_a_second_age_model_sharpens_the_learned_age(paths):
+    """`autotag_second_age` (crosscheck.embeddings: true) is one more input of the learned
+    age: with a second model that ages faces better than the tagger, the expected ages get
+    closer to the truth, and the reason a reviewer reads shows both models' ages."""
+    from tasks.dedupe import encode_descriptor
+
+    rng = np.random.default_rng(8)
+    n = 200
+    true_age = rng.integers(20, 70, n).astype(float)
+    frame = manifest_of(paths, [{"gender": "female", "age": str(int(a))} for a in true_age])
+    frame["face_descriptor"] = [encode_descriptor(v) for v in rng.normal(size=(n, 128)) / 10]  # no age in them
+    opinions = {f"f{i}.jpg": Tags(gender="female", gender_confidence=99.0, age=float(a + rng.normal(0, 9)))
+                for i, a in enumerate(true_age)}
+    out = crosscheck.run(frame, make_recipe(), paths, tagger=FakeTagger(opinions), mapper=serial_mapper)
+    with_second = out.assign(autotag_second_age=pd.array(true_age + rng.normal(0, 3, n), dtype="Float64"))
+    again = crosscheck.flag(with_second, make_recipe())
+
+    def error(result: pd.DataFrame) -> float:
+        return float(np.abs(result["crosscheck_age_expected"].astype(float).to_numpy() - true_age).mean())
+
+    assert error(again) < 0.7 * error(out)
+    assert "second model" in again.loc[0, "crosscheck_age_reason"] and "second model" not in out.loc[0, "crosscheck_age_reason"]
+
+
 def test_learned_age_is_out_of_fold():
     """A face's expected age never depends on its own label, even through the refit that
     leaves the worst-fit training rows out: a grossly changed label leaves its own
