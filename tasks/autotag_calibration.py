@@ -12,10 +12,10 @@ means here (`crosscheck.calibrate: true`, the default; it needs MIN_ROWS labelle
   without the training rows it fits worst; and logistic regression of the crawled gender
   on the descriptor and the tagger's logit. On UTKFace adults with planted errors this
   ranks them better than the tagger alone (benchmarks/bench_crosscheck.py, 1,200 faces,
-  12 seeds: age precision at 80% recall 0.17 plain, 0.27 with descriptors, 0.35 with
-  Lite0 features too, 0.395 with the second age as well; correct UTKFace labels still
-  lie 5.7 years on average from the expected age, and more labelled faces help: with
-  1,847 adults instead of 1,200 the model without the second age reached 0.396);
+  36 seeds: age precision at 80% recall 0.18 plain, 0.28 with descriptors, 0.36 with
+  Lite0 features too, 0.41 with the second age as well; correct UTKFace labels still lie
+  5.7 years on average from the expected age, and more labelled faces help: with 1,847
+  adults instead of 1,200 the model without the second age reached 0.396 over 12 seeds);
 - without descriptors (or embeddings, for age), ages are calibrated by an isotonic map from the tagger's age to
   the crawled one plus a shift per group of the recipe's other attributes; gender keeps
   the tagger's own probability (logistic calibration ranked planted errors worse).
