@@ -209,7 +209,7 @@ class CrosscheckConfig(_Section):
     label_confidence: float = Field(50.0, ge=0, le=100, description="least confidence of a scene label that counts")
     calibrate: bool = Field(True, description="learn how the tagger errs from this dataset's own labels (cross-fitted)")
     embeddings: bool = Field(False, description="add Lite0 image features and a second age model's age to the learned "
-                             "age (better age flags; about 5 faces/s on 2 cores)")
+                             "age (better age flags; about 6 faces/s on 2 cores)")
 
     @field_validator("fields")
     @classmethod
