@@ -32,10 +32,11 @@ sys.path.insert(0, str(REPO / "tests"))  # the fixture site lives with the tests
 from sites.server import FixtureServer  # noqa: E402
 from sites.staff import build, recipe_dict  # noqa: E402
 
-from tasks import crawl, fetch  # noqa: E402
-from tasks import manifest as mf  # noqa: E402
-from tasks.paths import DatasetPaths  # noqa: E402
-from tasks.recipe import parse_recipe  # noqa: E402
+from tasks.crawl import stage as crawl  # noqa: E402
+from tasks.fetch import stage as fetch  # noqa: E402
+from tasks.core import manifest as mf  # noqa: E402
+from tasks.core.paths import DatasetPaths  # noqa: E402
+from tasks.core.recipe import parse_recipe  # noqa: E402
 from results_file import write_results  # noqa: E402
 
 SETTINGS = {"delay": 0, "concurrency": 16, "autothrottle": False, "obey_robots": True, "timeout": 30,

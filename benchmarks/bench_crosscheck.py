@@ -38,11 +38,11 @@ import sys  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 
-from tasks import crosscheck  # noqa: E402
-from tasks.autotag import LocalTagger  # noqa: E402
-from tasks.dedupe import encode_descriptor  # noqa: E402
-from tasks.face_embedding import DIM, encode  # noqa: E402
-from tasks.recipe import parse_recipe  # noqa: E402
+from tasks.crosscheck import stage as crosscheck  # noqa: E402
+from tasks.crosscheck.autotag import LocalTagger  # noqa: E402
+from tasks.core.vectors import encode_vector  # noqa: E402
+from tasks.crosscheck.embeddings import DIM  # noqa: E402
+from tasks.core.recipe import parse_recipe  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "corpus" / "utkface"
 RESULTS = REPO / "benchmarks" / "results"
@@ -105,7 +105,7 @@ def descriptors(files: list[str]) -> np.ndarray:
     """The dedupe stage's face descriptors (tasks.identity, dlib ResNet) of `files`. In a
     build they are already in the manifest (`face_descriptor`, written by dedupe); here
     they are computed once (slow: about 5 faces/s on a shared CPU) and cached."""
-    from tasks.identity import default_describer
+    from tasks.dedupe.identity import default_describer
 
     describe = default_describer()
     return cached(files, RESULTS / "crosscheck_descriptors.npz", lambda chunk: [
@@ -115,14 +115,14 @@ def descriptors(files: list[str]) -> np.ndarray:
 def embeddings(files: list[str]) -> np.ndarray:
     """Lite0 embeddings (tasks.face_embedding) of `files`, cached (about 19 faces/s with
     its mirror image on 2 cores: minutes the first time)."""
-    from tasks.face_embedding import embed
+    from tasks.crosscheck.embeddings import embed
 
     return cached(files, RESULTS / f"crosscheck_lite0_{DIM}.npz", lambda chunk: embed([CORPUS / f for f in chunk]), DIM)
 
 
 def second_ages(files: list[str]) -> np.ndarray:
     """The second age model's ages (tasks.second_age) of `files`, cached (about 8 faces/s on 2 cores)."""
-    from tasks.second_age import estimate
+    from tasks.crosscheck.second_age import estimate
 
     return cached(files, RESULTS / "crosscheck_second_age.npz", lambda chunk: estimate([CORPUS / f for f in chunk]), 1)[:, 0]
 
@@ -131,8 +131,8 @@ def embedding_speed(files: list[str]) -> dict[str, float]:
     """Faces per second of what `crosscheck.embeddings: true` adds per face (Lite0 features
     with the mirror image; the second age model with its face search), one process, after
     a warm-up, on files no cache holds for them."""
-    from tasks.face_embedding import embed
-    from tasks.second_age import estimate
+    from tasks.crosscheck.embeddings import embed
+    from tasks.crosscheck.second_age import estimate
 
     paths = [CORPUS / f for f in files]
     rates = {}
@@ -180,8 +180,8 @@ def review_unplanted(out: pd.DataFrame, score: np.ndarray, planted: np.ndarray, 
     changed but that rank above the cut reaching `recall` of the planted errors: the flags
     the benchmark counts as false. Looking at them shows how many are errors already in
     UTKFace's own labels (a face of about 40 labelled 80), which no score can tell apart."""
-    from tasks import review
-    from tasks.paths import DatasetPaths
+    from tasks.crosscheck import review
+    from tasks.core.paths import DatasetPaths
 
     order = np.argsort(-np.nan_to_num(score, nan=-1.0), kind="stable")
     k = int(np.searchsorted(np.cumsum(planted[order]), int(np.ceil(recall * planted.sum()))) + 1)
@@ -298,9 +298,9 @@ def main() -> int:
     adults = data["age"] >= 18
     files = list(data.loc[adults, "file"])
     data["descriptor"] = None
-    data.loc[adults, "descriptor"] = [encode_descriptor(None if np.isnan(v).any() else v) for v in descriptors(files)]
+    data.loc[adults, "descriptor"] = [encode_vector(None if np.isnan(v).any() else v) for v in descriptors(files)]
     data["embedding"] = None
-    data.loc[adults, "embedding"] = [encode(None if np.isnan(v).any() else v) for v in embeddings(files)]
+    data.loc[adults, "embedding"] = [encode_vector(None if np.isnan(v).any() else v) for v in embeddings(files)]
     data["second_age"] = np.nan
     data.loc[adults, "second_age"] = second_ages(files)
     runs = [corrupt_and_check(data, args.faces, seed) for seed in range(args.seeds)]

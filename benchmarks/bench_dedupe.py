@@ -34,13 +34,13 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tasks import dedupe  # noqa: E402
-from tasks.dupeval import TRANSFORMS, score_pairs  # noqa: E402
-from tasks.hashindex import HashIndex, brute_force  # noqa: E402
-from tasks.manifest import conform  # noqa: E402
-from tasks.parallel import serial_mapper  # noqa: E402
-from tasks.paths import DatasetPaths  # noqa: E402
-from tasks.recipe import parse_recipe  # noqa: E402
+from tasks.dedupe import stage as dedupe  # noqa: E402
+from tasks.dedupe.evaluation import TRANSFORMS, score_pairs  # noqa: E402
+from tasks.dedupe.hashindex import HashIndex, brute_force  # noqa: E402
+from tasks.core.manifest import conform  # noqa: E402
+from tasks.core.parallel import serial_mapper  # noqa: E402
+from tasks.core.paths import DatasetPaths  # noqa: E402
+from tasks.core.recipe import parse_recipe  # noqa: E402
 from results_file import write_results  # noqa: E402
 
 CORPUS = Path(os.environ.get("FACESET_CORPUS", REPO.parent / "shared" / "corpus"))

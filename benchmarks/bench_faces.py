@@ -34,11 +34,11 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tasks import faces  # noqa: E402
-from tasks.manifest import conform  # noqa: E402
-from tasks.parallel import process_mapper, serial_mapper  # noqa: E402
-from tasks.paths import DatasetPaths  # noqa: E402
-from tasks.recipe import parse_recipe  # noqa: E402
+from tasks.faces import stage as faces  # noqa: E402
+from tasks.core.manifest import conform  # noqa: E402
+from tasks.core.parallel import process_mapper, serial_mapper  # noqa: E402
+from tasks.core.paths import DatasetPaths  # noqa: E402
+from tasks.core.recipe import parse_recipe  # noqa: E402
 from results_file import write_results  # noqa: E402
 
 CORPUS = Path(os.environ.get("FACESET_CORPUS", REPO.parent / "shared" / "corpus"))

@@ -35,11 +35,11 @@ import torch  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 from tasks.finetune import data  # noqa: E402
-from tasks.finetune.backbones import apply_freeze, build_net  # noqa: E402
+from tasks.vision.backbones import apply_freeze, build_net  # noqa: E402
 from tasks.finetune.grid import run_grid  # noqa: E402
 from tasks.finetune.pipeline import finetune_tree  # noqa: E402
 from tasks.finetune.training import Hyper, class_weights, embed, fit, pick_device  # noqa: E402
-from tasks.recipe import EnsembleMember, FinetuneConfig  # noqa: E402
+from tasks.core.recipe import EnsembleMember, FinetuneConfig  # noqa: E402
 
 CORPUS = Path(os.environ.get("FACESET_CORPUS", REPO.parent / "shared" / "corpus"))
 RACES = {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "Others"}

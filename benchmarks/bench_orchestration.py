@@ -100,12 +100,12 @@ def rebuild_vs_cached(folder: Path, count: int) -> dict:
     from flows.build import build
 
     recipe = _setup(folder, count)
-    build(recipe, data_root=folder / "data", stages=fakes.stages())  # warm: caches exist
+    build(recipe, data_root=folder / "data", stages="test_flow_fakes:stages")  # warm: caches exist
     started = time.perf_counter()
-    build(recipe, data_root=folder / "data", stages=fakes.stages(), rebuild=True)
+    build(recipe, data_root=folder / "data", stages="test_flow_fakes:stages", rebuild=True)
     full = time.perf_counter() - started
     started = time.perf_counter()
-    build(recipe, data_root=folder / "data", stages=fakes.stages())
+    build(recipe, data_root=folder / "data", stages="test_flow_fakes:stages")
     cached = time.perf_counter() - started
     print(f"{count} images: full rebuild {full:.2f} s, cached no-op re-run {cached:.2f} s", flush=True)
     return {"images": count, "full_rebuild_s": round(full, 3), "cached_rerun_s": round(cached, 3)}
@@ -116,7 +116,7 @@ import sys, time
 import flows.build, test_flow_fakes as fakes
 flows.build.ROW_FLUSH_SECONDS = 1.0
 started = time.perf_counter()
-flows.build.build(sys.argv[1], data_root=sys.argv[2], stages=fakes.stages())
+flows.build.build(sys.argv[1], data_root=sys.argv[2], stages="test_flow_fakes:stages")
 print("BUILD", time.perf_counter() - started, flush=True)
 """
 

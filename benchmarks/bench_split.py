@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO / "tests"))  # the synthetic manifest lives with the
 
 from test_split import make_recipe, synthetic  # noqa: E402
 
-from tasks import split  # noqa: E402
-from tasks.paths import DatasetPaths  # noqa: E402
+from tasks.split import stage as split  # noqa: E402
+from tasks.core.paths import DatasetPaths  # noqa: E402
 
 RATIOS = {"train": 0.7, "val": 0.2, "test": 0.1}
 

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tasks.paths import DatasetPaths
+from tasks.core.paths import DatasetPaths
 
 MAX_ROWS = 50  # longer tables are cut (the full figures stay in the JSON and report.html)
 

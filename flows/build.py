@@ -1,16 +1,17 @@
 """The build flow: every stage of a recipe, in order, as one Prefect flow `build-<name>`.
 
-One Prefect task per stage (task runs named `<dataset>/<stage>`). Stages are plain
-functions from `tasks/` (`run(manifest, recipe, paths, **deps)`); this module adds what
-Prefect is for: caching and resume (flows/caching.py), retries with backoff on the stages
-that talk to the network, failures that name the stage and the item, artifacts for the UI
-(flows/artifacts.py), progress bars, S3 data roots (tasks/storage.py) and scale-out of
-per-image batches on Dask.
+The data path is what you read here: the flow takes its parameters (shown in the Prefect
+UI) and hands each stage task the path of its input manifest; the task returns the path
+of the manifest it wrote, which is the next stage's input. A stage is a plain package of
+`tasks/` (`run(manifest, recipe, paths, **deps)`); this module adds what Prefect is for:
+caching and resume (flows/caching.py), retries with backoff on the stages that talk to
+the network, failures that name the stage and the item, artifacts for the UI, progress
+bars, S3 data roots (tasks/core/storage.py) and scale-out of per-image batches on Dask.
 
-After every stage the manifest is checked (no row lost), written atomically to the
-stage's own file and to `manifest.parquet`, and only then is the stage recorded as done;
-a build killed at any moment and started again therefore continues from the last
-finished stage, and inside a per-image stage from the last finished chunk of batches.
+A stage's output is checked (no row lost) and written atomically to its own file and to
+`manifest.parquet` before the stage is recorded as done, so a build killed at any moment
+continues from the last finished stage, and inside a per-image stage from the last
+finished chunk of batches.
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +40,13 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
 
 from flows import artifacts, progress, runners  # noqa: E402
-from flows.caching import CachingMapper, RowCache, StageCache, code_version, module_files, source_files, stage_key  # noqa: E402
-from tasks import manifest as mf  # noqa: E402
-from tasks.errors import FacesetError  # noqa: E402
-from tasks.paths import DatasetPaths  # noqa: E402
-from tasks.recipe import STAGES, Recipe, load_recipe  # noqa: E402
-from tasks.storage import DataRoot, open_root  # noqa: E402
+from flows.caching import CachingMapper, RowCache, StageCache, code_version, declared_inputs, module_files, source_files, stage_key  # noqa: E402
+from tasks.core import manifest as mf  # noqa: E402
+from tasks.core import takedown  # noqa: E402
+from tasks.core.errors import FacesetError  # noqa: E402
+from tasks.core.paths import DatasetPaths  # noqa: E402
+from tasks.core.recipe import STAGES, Recipe, load_recipe  # noqa: E402
+from tasks.core.storage import DataRoot, open_root  # noqa: E402
 
 RUNNERS = ("default", "dask")
 RETRIES = 3  # network stages: attempts after the first
@@ -69,10 +70,26 @@ def _network_stage(stage: str, recipe: Recipe) -> bool:
     return stage in ("crawl", "fetch") or (stage == "crosscheck" and recipe.crosscheck.autotagger == "rekognition")
 
 
+def load_stages(spec: str | None) -> dict[str, Any]:
+    """Stage implementations named by `spec` ("module:function" returning {stage: object}), or none.
+
+    This is how tests and experiments swap stages: a name, so it travels to Dask workers
+    and deployments as text, and no module global is patched.
+    """
+    if not spec:
+        return {}
+    module, _, function = spec.partition(":")
+    try:
+        return dict(getattr(importlib.import_module(module), function)())
+    except (ImportError, AttributeError) as exc:
+        raise FacesetError(f"stages {spec!r} could not be loaded ({exc})",
+                           "give them as 'module:function', where the function returns {stage: implementation}") from None
+
+
 class StageRegistry(Mapping):
     """Stage name -> the object with its `run` (and `process_batch`/`summarize`).
 
-    Stages given in `overrides` (tests, experiments) win; the others are the modules
+    Stages given in `overrides` (tests, experiments) win; the others are the packages
     `tasks.<stage>`, imported only when the build reaches them.
     """
 
@@ -84,13 +101,7 @@ class StageRegistry(Mapping):
             return self.overrides[stage]
         if stage not in STAGES:
             raise KeyError(stage)
-        try:
-            return importlib.import_module(f"tasks.{stage}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"tasks.{stage}":
-                raise
-            raise FacesetError(f"the {stage} stage is not installed (no module tasks/{stage}.py)",
-                               "update faceset (git pull, then scripts/setup.sh) and run the build again") from None
+        return importlib.import_module(f"tasks.{stage}")
 
     def __iter__(self):
         return iter(STAGES)
@@ -105,19 +116,56 @@ class StageRegistry(Mapping):
         return module_files(f"tasks.{stage}")
 
 
+@dataclass(frozen=True)
+class Options:
+    """The flow's parameters: everything a build is decided by, as plain values."""
+
+    recipe_path: str
+    data_root: str = "data"
+    rebuild: bool = False
+    from_stage: str | None = None
+    runner: str = "default"
+    recrawl: bool = False
+    dry_run: bool = False
+    stages: str | None = None  # "module:function" returning {stage: implementation}
+
+    def check(self) -> None:
+        if self.from_stage is not None and self.from_stage not in STAGES:
+            raise FacesetError(f"--from {self.from_stage!r} is not a stage", f"use one of: {', '.join(STAGES)}")
+        if self.runner not in RUNNERS:
+            raise FacesetError(f"--runner {self.runner!r} is not known", f"use one of: {', '.join(RUNNERS)}")
+
+    @property
+    def order(self) -> list[str]:
+        return list(STAGES[: STAGES.index(DRY_RUN_LAST) + 1] if self.dry_run else STAGES)
+
+    @property
+    def fresh(self) -> set[str]:
+        """Stages that ignore their cache, stage and row cache alike."""
+        if self.rebuild:
+            return set(STAGES)
+        return set(STAGES[STAGES.index(self.from_stage):]) if self.from_stage else set()
+
+    @property
+    def forced(self) -> set[str]:
+        """Stages that run even with a valid stage cache (a scheduled build re-crawls)."""
+        return self.fresh | ({"crawl"} if self.recrawl else set())
+
+
 @dataclass
 class Plan:
-    """Everything one build needs, decided before the flow starts."""
+    """What one build works with, made from its Options (in the flow, and again in each stage task)."""
 
+    options: Options
     recipe: Recipe
     root: DataRoot
-    stages: StageRegistry  # stage name -> module (or object) with run / process_batch / summarize
-    order: list[str]
-    forced: set[str]  # stages that run even with a valid cache
-    fresh_rows: set[str]  # per-image stages that ignore their row cache
-    runner: str
-    deps: Mapping[str, dict[str, Any]] = field(default_factory=dict)
-    inputs: dict[str, pd.DataFrame] = field(default_factory=dict)  # the manifest handed to the next stage
+    stages: StageRegistry
+
+    @classmethod
+    def of(cls, options: Options) -> "Plan":
+        options.check()
+        recipe = load_recipe(options.recipe_path)
+        return cls(options, recipe, open_root(options.data_root, recipe.name), StageRegistry(load_stages(options.stages)))
 
     @functools.cached_property
     def paths(self) -> DatasetPaths:
@@ -126,12 +174,6 @@ class Plan:
     @functools.cached_property
     def cache(self) -> StageCache:
         return StageCache(self.paths)
-
-
-# The plan reaches the flow and its stage tasks through a context variable, not a parameter or a closure:
-# Prefect ships the flow to Dask workers by pickling, and the plan (stage modules, an S3
-# client) should not travel, nor show up as a parameter in the UI.
-_plan: ContextVar[Plan] = ContextVar("faceset_build_plan")
 
 
 # ---------------------------------------------------------------- per-image batches
@@ -179,7 +221,7 @@ class NamedFailure:
 
 
 def _executor(plan: Plan, stage: str) -> runners.Executor:
-    if plan.runner == "dask":
+    if plan.options.runner == "dask":
         return runners.PrefectExecutor(f"{plan.recipe.name}/{stage}")
     if _network_stage(stage, plan.recipe):
         return runners.SerialExecutor()  # one API client keeps rate limits and budgets exact
@@ -194,16 +236,15 @@ def _is_per_image(impl: Any) -> bool:
 def _run(stage: str, impl: Any, frame: pd.DataFrame, salt: str, plan: Plan) -> pd.DataFrame:
     """Call the stage's `run`; per-image stages get a mapper that skips rows done before."""
     run = getattr(impl, "run", impl)
-    kwargs = dict(plan.deps.get(stage, {}))
     per_image = _is_per_image(impl)
-    if "mapper" not in inspect.signature(run).parameters or "mapper" in kwargs or not (per_image or plan.runner == "dask"):
-        return run(frame, plan.recipe, plan.paths, **kwargs)
+    if "mapper" not in inspect.signature(run).parameters or not (per_image or plan.options.runner == "dask"):
+        return run(frame, plan.recipe, plan.paths)
     executor = _Blaming(_executor(plan, stage), stage)
     try:
         if not per_image:
-            return run(frame, plan.recipe, plan.paths, mapper=runners.mapper_of(executor), **kwargs)
+            return run(frame, plan.recipe, plan.paths, mapper=runners.mapper_of(executor))
         rows = RowCache(plan.paths, stage)
-        if stage in plan.fresh_rows:
+        if stage in plan.options.fresh:
             rows.clear()
         bar, artifact = progress.current(), artifacts.ProgressArtifact(plan.recipe.name, stage)
 
@@ -212,7 +253,7 @@ def _run(stage: str, impl: Any, frame: pd.DataFrame, salt: str, plan: Plan) -> p
             artifact.update(done, total)
 
         mapper = CachingMapper(executor, rows, salt, plan.paths.root, report, flush_seconds=ROW_FLUSH_SECONDS)
-        out = run(frame, plan.recipe, plan.paths, mapper=mapper, **kwargs)
+        out = run(frame, plan.recipe, plan.paths, mapper=mapper)
         mapper.compact()
         return out
     finally:
@@ -233,64 +274,44 @@ class _Blaming:
         self.executor.close()
 
 
-def _takedown():
-    """tasks/takedown.py, or None while it is not installed."""
-    try:
-        return importlib.import_module("tasks.takedown")
-    except ModuleNotFoundError:
-        return None
-
-
-def _apply_takedown(frame: pd.DataFrame, plan: Plan) -> pd.DataFrame:
-    """Exclude items on the takedown list (`<data_root>/takedowns.json`) and delete their files."""
-    takedown = _takedown()
-    return frame if takedown is None else takedown.apply(frame, plan.paths)
-
-
-def _takedown_fingerprint(plan: Plan) -> str:
-    """Part of the cache key of the stages that apply the list: a new entry re-runs them."""
-    takedown = _takedown()
-    return "" if takedown is None else takedown.fingerprint(plan.paths.root.parent)
-
-
 # ---------------------------------------------------------------- one stage
 
 
-def execute_stage(stage: str, upstream_key: str) -> tuple[pd.DataFrame, str]:
-    """Run one stage (or take it from the cache); returns its output manifest and cache key.
-
-    Its parameters are two short strings on purpose: Prefect copies a task's parameters
-    into every batch it submits from inside it (to Dask), so the manifest and the plan
-    come from the build's context (`_plan`) instead.
-    """
+def _logger() -> logging.Logger | logging.LoggerAdapter:
     from prefect.logging import get_run_logger
 
-    plan = _plan.get()
-    frame = plan.inputs[stage]  # not popped: a retried network stage reads it again
-
     try:
-        log = get_run_logger()
+        return get_run_logger()
     except Exception:  # noqa: BLE001 - outside a Prefect run (direct calls in tests)
-        log = logging.getLogger("faceset.build")
-    recipe, paths = plan.recipe, plan.paths
+        return logging.getLogger("faceset.build")
+
+
+def run_stage(stage: str, manifest_in: str | None, options: Options) -> str:
+    """Run one stage on the manifest at `manifest_in` (or take it from the cache); returns the path it wrote.
+
+    Its parameters are short and plain on purpose: Prefect shows them in the UI and copies
+    them into every batch the stage submits (to Dask), so no manifest or model travels.
+    """
+    plan = Plan.of(options)
+    recipe, paths, log = plan.recipe, plan.paths, _logger()
+    frame = mf.read(manifest_in) if manifest_in else mf.empty(recipe.field_names)
     code = code_version(stage, plan.stages.sources(stage))
     section = recipe.section(stage)
-    extra = _takedown_fingerprint(plan) if stage in TAKEDOWN_STAGES else ""
-    key = stage_key(stage, code, section, upstream_key, None if stage == "crawl" else frame, paths, extra)
+    extra = takedown.fingerprint(paths.root.parent) if stage in TAKEDOWN_STAGES else ""
+    key = stage_key(stage, code, section, None if stage == "crawl" else frame, paths, declared_inputs(stage, paths), extra)
+    output = paths.stage_manifest(stage)
     bar = progress.current()
-    if stage not in plan.forced:
-        cached = plan.cache.lookup(stage, key)
-        if cached is not None:
-            log.info("%s: unchanged since the last build, reusing its output (%d rows)", stage, len(cached))
-            bar.finish(stage, "cached")
-            return cached, key
+    if stage not in options.forced and plan.cache.holds(stage, key):
+        log.info("%s: unchanged since the last build, reusing its output", stage)
+        bar.finish(stage, "cached")
+        return str(output)
     impl = plan.stages[stage]
     bar.start(stage, int(mf.kept(frame).sum()) if len(frame) else None)
     log.info("%s: running on %d rows", stage, len(frame))
     try:
         out = _run(stage, impl, frame, code + json.dumps(section, sort_keys=True), plan)
         if stage in TAKEDOWN_STAGES:
-            out = _apply_takedown(out, plan)
+            out = takedown.apply(out, paths)
     except StageFailed:
         raise
     except FacesetError as exc:
@@ -301,34 +322,27 @@ def execute_stage(stage: str, upstream_key: str) -> tuple[pd.DataFrame, str]:
             "fix the cause above and run the same command again: finished stages are not redone",
         ) from exc
     mf.check_invariants(frame, out, stage)
-    mf.write(out, paths.stage_manifest(stage), csv=False)
-    out = mf.read(paths.stage_manifest(stage))  # continue from exactly what a resumed build would read
+    mf.write(out, output, csv=False)
     mf.write(out, paths.manifest)
-    plan.cache.store(stage, key, out)
+    plan.cache.store(stage, key, output)
     plan.root.push()
     counts = {str(k): int(v) for k, v in out["status"].value_counts().items()}
     artifacts.publish_stage(recipe.name, stage, paths, counts, cached=False)
     bar.finish(stage, "done")
-    return out, key
+    return str(output)
 
 
-def _stage_task(stage: str, plan: Plan):
-    network = _network_stage(stage, plan.recipe)
+def _stage_task(stage: str, recipe: Recipe):
+    network = _network_stage(stage, recipe)
     return task(
-        execute_stage,
+        run_stage,
         name=stage,
-        task_run_name=f"{plan.recipe.name}/{stage}",
+        task_run_name=f"{recipe.name}/{stage}",
         cache_policy=NO_CACHE,
         persist_result=False,
         retries=RETRIES if network else 0,
         retry_delay_seconds=exponential_backoff(RETRY_BACKOFF) if network else 0,
     )
-
-
-def _previous_crawl(plan: Plan) -> pd.DataFrame:
-    """What the crawl found last time (it crawls incrementally), or an empty manifest."""
-    saved = plan.paths.stage_manifest("crawl")
-    return mf.read(saved) if saved.is_file() else mf.empty(plan.recipe.field_names)
 
 
 def remove_partial_files(root: Path) -> int:
@@ -354,87 +368,62 @@ def exclusive(paths: DatasetPaths) -> Iterator[None]:
         yield
 
 
-def run_stages(plan: Plan) -> pd.DataFrame:
-    """The body of the flow: the stages in order, each fed the previous one's output."""
-    plan.root.pull()
-    with exclusive(plan.paths):
-        remove_partial_files(plan.paths.root)
-        frame, key = None, ""
-        for stage in plan.order:
-            stage_input = _previous_crawl(plan) if stage == "crawl" else frame
-            plan.inputs[stage] = stage_input
-            frame, key = _stage_task(stage, plan)(stage, key)
-    if "report" in plan.order:
-        artifacts.publish_report_link(plan.recipe.name, artifacts.report_url(plan.paths, plan.root.url))
-    return frame
-
-
 # ---------------------------------------------------------------- the flow
 
 
-def make_plan(recipe: Recipe, data_root: str | Path, rebuild: bool, from_stage: str | None, runner: str,
-              recrawl: bool, dry_run: bool, stages: Mapping[str, Any] | None,
-              deps: Mapping[str, dict[str, Any]] | None) -> Plan:
-    if from_stage is not None and from_stage not in STAGES:
-        raise FacesetError(f"--from {from_stage!r} is not a stage", f"use one of: {', '.join(STAGES)}")
-    if runner not in RUNNERS:
-        raise FacesetError(f"--runner {runner!r} is not known", f"use one of: {', '.join(RUNNERS)}")
-    order = list(STAGES[: STAGES.index(DRY_RUN_LAST) + 1] if dry_run else STAGES)
-    if rebuild:
-        forced, fresh = set(STAGES), set(STAGES)
-    elif from_stage:
-        forced = fresh = set(STAGES[STAGES.index(from_stage):])
-    else:
-        forced, fresh = set(), set()
-    if recrawl:
-        forced = forced | {"crawl"}
-    return Plan(recipe=recipe, root=open_root(data_root, recipe.name), stages=StageRegistry(stages), order=order,
-                forced=forced, fresh_rows=fresh, runner=runner, deps=deps or {})
+def _build_flow(recipe_path: str, data_root: str = "data", rebuild: bool = False, from_stage: str | None = None,
+                runner: str = "default", recrawl: bool = False, dry_run: bool = False, stages: str | None = None) -> str:
+    """The flow `build-<name>` (renamed per recipe by `build`): the stages in order, each fed the last one's output.
+
+    Returns the local dataset folder. The crawl's input is what it found last time (it
+    crawls incrementally); every later stage's input is the manifest the stage before wrote.
+    """
+    options = Options(recipe_path, data_root, rebuild, from_stage, runner, recrawl, dry_run, stages)
+    plan = Plan.of(options)
+    plan.root.pull()
+    with exclusive(plan.paths):
+        remove_partial_files(plan.paths.root)
+        previous_crawl = plan.paths.stage_manifest("crawl")
+        manifest = str(previous_crawl) if previous_crawl.is_file() else None
+        for stage in options.order:
+            manifest = _stage_task(stage, plan.recipe)(stage, manifest, options)
+    if "report" in options.order:
+        artifacts.publish_report_link(plan.recipe.name, artifacts.report_url(plan.paths, plan.root.url))
+    return str(plan.paths.root)
+
+
+# Decorated under another name, so that pickling (to Dask) finds `_build_flow` by reference.
+build_flow = flow(name="build", persist_result=False, log_prints=True)(_build_flow)
 
 
 def build(recipe_path: str | Path, data_root: str | Path = "data", rebuild: bool = False,
           from_stage: str | None = None, runner: str = "default", dask_address: str | None = None, *,
-          recrawl: bool = False, dry_run: bool = False, stages: Mapping[str, Any] | None = None,
-          deps: Mapping[str, dict[str, Any]] | None = None) -> Path:
+          recrawl: bool = False, dry_run: bool = False, stages: str | None = None) -> Path:
     """Build the dataset of a recipe; returns the local dataset folder (`<data_root>/<name>`).
 
     For an `s3://` data root the returned folder is the local mirror the build worked in;
     everything in it has been uploaded to `s3://.../<name>/`.
 
     `recrawl` crawls the sites again even if the crawl is cached (scheduled runs do this);
-    later stages then redo only what changed. `stages` replaces stage modules (tests),
-    `deps` passes keyword arguments (e.g. small models) to a stage's functions.
+    later stages then redo only what changed. `stages` ("module:function") swaps stage
+    implementations (tests, experiments).
     """
+    options = Options(str(recipe_path), str(data_root), rebuild, from_stage, runner, recrawl, dry_run, stages)
+    options.check()
     recipe = load_recipe(recipe_path)
-    plan = make_plan(recipe, data_root, rebuild, from_stage, runner, recrawl, dry_run, stages, deps)
     named = build_flow.with_options(name=f"build-{recipe.name}", task_runner=runners.task_runner(runner, dask_address))
-    token = _plan.set(plan)
-    try:
-        named(str(recipe_path), str(data_root), rebuild, from_stage, runner, recrawl, dry_run)
-    finally:
-        _plan.reset(token)
+    root = Path(named(**asdict(options)))
     if dry_run:
-        print(estimate(plan))
-    return plan.paths.root
+        print(estimate(recipe, DatasetPaths(root)))
+    return root
 
 
-def _build_flow(recipe_path: str, data_root: str, rebuild: bool, from_stage: str | None, runner: str,
-                recrawl: bool, dry_run: bool) -> str:
-    """The flow `build-<name>` (renamed per recipe by `build`); its parameters are shown in the UI."""
-    plan = _plan.get()
-    run_stages(plan)
-    return str(plan.paths.root)
-
-
-# Decorated under another name, so that pickling (to Dask) finds `_build_flow` by reference.
-build_flow = flow(name="build", persist_result=False, validate_parameters=False, log_prints=True)(_build_flow)
-
-
-def estimate(plan: Plan) -> str:
+def estimate(recipe: Recipe, paths: DatasetPaths) -> str:
     """What the cross-check would cost, from the manifest after dedupe (no paid call is made)."""
-    crosscheck = importlib.import_module("tasks.crosscheck")
-    frame = mf.read(plan.paths.stage_manifest(DRY_RUN_LAST))
-    cost = crosscheck.estimate_cost(frame, plan.recipe, plan.paths)
-    lines = [f"dry run of {plan.recipe.name}: stages up to {DRY_RUN_LAST} done; the cross-check would make:"]
+    from tasks.crosscheck.stage import estimate_cost
+
+    frame = mf.read(paths.stage_manifest(DRY_RUN_LAST))
+    cost = estimate_cost(frame, recipe, paths)
+    lines = [f"dry run of {recipe.name}: stages up to {DRY_RUN_LAST} done; the cross-check would make:"]
     lines += [f"  {key}: {value}" for key, value in cost.items()]
     return "\n".join(lines)

@@ -1,10 +1,12 @@
 """The build cache: what decides that a stage (or one image of a stage) need not run again.
 
-A stage's output is fully determined by its code, its recipe section and its input, so
-its cache key hashes exactly those: the source files of the stage's module (and of the
-project modules it uses), `recipe.section(stage)`, the content hash of the input manifest,
-a fingerprint of the files that manifest points to, and the key of the stage before it
-(so a change re-runs that stage and every stage after it, never one before).
+A stage's output is fully determined by its code, its recipe section and its inputs, so
+its cache key hashes exactly those: the files of the stage's package and of the `core/`
+and `vision/` modules it imports (never another stage's, never the report's templates),
+`recipe.section(stage)`, the content hash of the input manifest, a fingerprint of the
+files that manifest points to, and of the files the stage declares it reads
+(`DECLARED_INPUTS`). A stage whose input comes out the same as last time stays cached
+even when an earlier stage re-ran: editing the report re-runs the report alone.
 
 The cache is a few small files under the dataset's state folder (`.faceset/cache/`),
 not Prefect's result storage: it travels with the data root (local disk or S3), every
@@ -32,27 +34,32 @@ from typing import Any
 
 import pandas as pd
 
-from tasks import manifest as mf
-from tasks.paths import DatasetPaths
+from tasks.core import manifest as mf
+from tasks.core.atomic import atomic_write, write_bytes
+from tasks.core.paths import DatasetPaths
 
 REPO = Path(__file__).resolve().parents[1]
 # Packages whose modules count as "the stage's code" when a stage imports them.
 PROJECT_PACKAGES = ("tasks", "spiders", "flows")
+# Besides its Python files, a package's templates are its code too.
+PACKAGE_FILES = ("*.py", "*.j2")
 # Code a stage runs without importing it (Scrapy runs the spiders in a subprocess).
 EXTRA_SOURCES: dict[str, tuple[str, ...]] = {"crawl": ("spiders",), "fetch": ("spiders",)}
 # Manifest columns holding paths to files a later stage reads.
 FILE_COLUMNS = ("image_path", "face_path")
+# Files (under the dataset folder) a stage reads besides its manifest: another stage's declared outputs.
+# Folders are read whole; other entries are glob patterns.
+DECLARED_INPUTS: dict[str, tuple[str, ...]] = {
+    "export": ("reports/crosscheck.json", "reports/split.json"),  # the card quotes their figures
+    "finetune": ("splits",),
+    "report": ("reports/*.json", "models"),
+}
 ROW_KEY = "_faceset_row_key"
 VOLATILE_COLUMNS = ("last_seen",)  # changes on every re-crawl without changing the image
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a small file so that readers see the old or the new content, never half."""
-    mf.atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 # ---------------------------------------------------------------- code version
@@ -68,7 +75,7 @@ def module_files(name: str, whole_package: bool = True) -> list[Path]:
         return []
     base = REPO.joinpath(*name.split("."))
     if (base / "__init__.py").is_file():
-        return sorted(base.rglob("*.py")) if whole_package else [base / "__init__.py"]
+        return sorted({f for pattern in PACKAGE_FILES for f in base.rglob(pattern)}) if whole_package else [base / "__init__.py"]
     file = base.with_suffix(".py")
     return [file] if file.is_file() else []
 
@@ -157,26 +164,41 @@ def files_fingerprint(frame: pd.DataFrame, paths: DatasetPaths) -> str:
     return digest.hexdigest()
 
 
-def stage_key(stage: str, code: str, section: dict[str, Any], upstream_key: str, manifest_in: pd.DataFrame | None,
-              paths: DatasetPaths, extra: str = "") -> str:
+def declared_inputs(stage: str, paths: DatasetPaths) -> str:
+    """A fingerprint of the files a stage declares it reads: a folder's files by size (images: sizes, as for
+    FILE_COLUMNS), the files of a pattern (small figures) by content."""
+    digest = hashlib.sha256()
+    for pattern in DECLARED_INPUTS.get(stage, ()):
+        base = paths.root / pattern
+        for path in sorted(base.rglob("*") if base.is_dir() else paths.root.glob(pattern)):
+            if not path.is_file() or path.name.endswith(".tmp"):
+                continue
+            state = str(path.stat().st_size) if base.is_dir() else _file_sha256(path)
+            digest.update(f"{path.relative_to(paths.root).as_posix()}\0{state}\n".encode())
+    return digest.hexdigest()
+
+
+def stage_key(stage: str, code: str, section: dict[str, Any], manifest_in: pd.DataFrame | None,
+              paths: DatasetPaths, declared: str = "", extra: str = "") -> str:
     """The cache key of one stage run. `manifest_in=None` leaves the input out (crawl: its input is its own past).
 
-    `extra` is anything else the output depends on (the takedown list, for the stages that apply it).
+    `declared` fingerprints the files the stage reads besides its manifest; `extra` is
+    anything else the output depends on (the takedown list, for the stages that apply it).
     """
     parts = {
         "extra": extra,
         "stage": stage,
         "code": code,
         "section": section,
-        "upstream": upstream_key,
         "input": None if manifest_in is None else mf.content_hash(manifest_in),
         "files": None if manifest_in is None else files_fingerprint(manifest_in, paths),
+        "declared": declared,
     }
     return _sha256(json.dumps(parts, sort_keys=True, default=str).encode())
 
 
 class StageCache:
-    """One JSON record per stage: the key it ran with and the hash of the manifest it produced."""
+    """One JSON record per stage: the key it ran with and the hash of the manifest file it wrote."""
 
     def __init__(self, paths: DatasetPaths) -> None:
         self.paths = paths
@@ -185,32 +207,22 @@ class StageCache:
     def _record(self, stage: str) -> Path:
         return self.folder / f"{stage}.json"
 
-    def lookup(self, stage: str, key: str) -> pd.DataFrame | None:
-        """The stage's saved output if it ran with this key and the saved manifest is intact."""
-        record = self._record(stage)
-        saved = self.paths.stage_manifest(stage)
-        if not record.is_file() or not saved.is_file():
-            return None
+    def holds(self, stage: str, key: str) -> bool:
+        """True if the stage last ran with this key and the manifest it wrote is intact."""
         try:
-            entry = json.loads(record.read_text())
-            if entry.get("key") != key:
-                return None
-            frame = mf.read(saved)
-        except (ValueError, OSError):
-            return None
-        return frame if mf.content_hash(frame) == entry.get("output") else None
+            entry = json.loads(self._record(stage).read_text())
+            return entry.get("key") == key and _file_sha256(self.paths.stage_manifest(stage)) == entry.get("output")
+        except (OSError, ValueError, AttributeError):
+            return False  # absent, unreadable or corrupt: the stage runs again
 
-    def store(self, stage: str, key: str, output: pd.DataFrame) -> None:
+    def store(self, stage: str, key: str, output: Path) -> None:
         """Record a finished stage; call only after its output manifest is written."""
-        entry = {"stage": stage, "key": key, "output": mf.content_hash(output)}
-        atomic_write_bytes(self._record(stage), json.dumps(entry, indent=1).encode())
+        entry = {"stage": stage, "key": key, "output": _file_sha256(output)}
+        write_bytes(self._record(stage), json.dumps(entry, indent=1).encode())
 
-    def key_of(self, stage: str) -> str | None:
-        """The key a stage last completed with (None if it never did)."""
-        try:
-            return json.loads(self._record(stage).read_text()).get("key")
-        except (OSError, ValueError):
-            return None
+
+def _file_sha256(path: Path) -> str:
+    return _sha256(path.read_bytes())
 
 
 # ---------------------------------------------------------------- row cache
@@ -259,12 +271,12 @@ class RowCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         number = len(self._parts())
         target = self.folder / f"part-{number:06d}-{os.getpid()}.parquet"
-        mf.atomic_write(target, lambda tmp: rows.to_parquet(tmp, index=False))
+        atomic_write(target, lambda tmp: rows.to_parquet(tmp, index=False))
 
     def compact(self, keep: pd.DataFrame) -> None:
         """Replace all parts by one holding `keep` (the rows of the finished stage)."""
         old = self._parts()
-        mf.atomic_write(self.folder / "all.parquet", lambda tmp: keep.to_parquet(tmp, index=False))
+        atomic_write(self.folder / "all.parquet", lambda tmp: keep.to_parquet(tmp, index=False))
         for part in old:
             if part.name != "all.parquet":
                 part.unlink(missing_ok=True)

@@ -16,8 +16,8 @@ import sys
 from types import ModuleType
 
 from flows import commands
-from tasks.errors import FacesetError
-from tasks.recipe import RecipeError
+from tasks.core.errors import FacesetError
+from tasks.core.recipe import RecipeError
 
 # In order of the help text; any other command module found is listed after these.
 ORDER = ("build", "demo", "finetune", "apply", "takedown", "hydrate")

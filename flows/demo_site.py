@@ -25,7 +25,7 @@ from pathlib import Path
 
 from PIL import Image, ImageFilter
 
-from tasks.errors import FacesetError
+from tasks.core.errors import FacesetError
 
 PER_PAGE = 24
 UTK_RACES = {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "Others"}

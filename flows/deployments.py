@@ -13,7 +13,6 @@ cache, only the new images go through the per-image stages.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import yaml
 from prefect import flow
 
-from tasks.recipe import load_recipe
+from tasks.core.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 WORK_POOL = "faceset"
@@ -37,12 +36,8 @@ def _scheduled_build(recipe: str, data_root: str = "data", recrawl: bool = True,
     """
     from flows.build import build
 
-    overrides = None
-    if stages:
-        module, _, function = stages.partition(":")
-        overrides = getattr(importlib.import_module(module), function)()
     return str(build(recipe, data_root=data_root, recrawl=recrawl, runner=runner, dask_address=dask_address,
-                     stages=overrides))
+                     stages=stages))
 
 
 # Decorated under another name, so that pickling finds `_scheduled_build` by reference.

@@ -18,7 +18,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
-from tasks import parallel
+from tasks.core import parallel
 
 
 class Executor(Protocol):

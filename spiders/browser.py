@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.errors import FacesetError
+from tasks.core.errors import FacesetError
 
 CHROMIUM = os.environ.get("FACESET_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("FACESET_CHROMEDRIVER", "/usr/bin/chromedriver")

@@ -16,7 +16,7 @@ from urllib.parse import urljoin, urlsplit
 from parsel import Selector, SelectorList
 
 from spiders.parsers import parse_field
-from tasks.recipe import FieldSpec, ItemSpec
+from tasks.core.recipe import FieldSpec, ItemSpec
 
 # Lazy-loading libraries put the real image in one of these; `src` is often a placeholder.
 LAZY_ATTRIBUTES = ("data-src", "data-lazy-src", "data-original", "data-lazy", "data-url")

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import FacesetError
+from tasks.core.errors import FacesetError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
-from tasks.recipe import FieldSpec
+from tasks.core.recipe import FieldSpec
 
 _SPACE = re.compile(r"\s+")
 

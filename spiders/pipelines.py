@@ -28,7 +28,7 @@ from scrapy.pipelines.media import FileException
 
 from spiders.failures import TOO_LARGE, describe
 from spiders.sniff import image_type
-from tasks.paths import DatasetPaths
+from tasks.core.paths import DatasetPaths
 
 
 class JsonLinesWriter:

@@ -23,7 +23,7 @@ from w3lib.url import canonicalize_url
 
 from spiders.extract import read_items, select
 from spiders.failures import ROBOTS, describe
-from tasks.recipe import Recipe, Source
+from tasks.core.recipe import Recipe, Source
 
 MAX_LISTED = 500  # URLs kept per list in the stats (errors, robots-blocked, pages without image)
 

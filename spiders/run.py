@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from tasks.recipe import Recipe
+from tasks.core.recipe import Recipe
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
-from tasks.recipe import CrawlSettings, Recipe
+from tasks.core.recipe import CrawlSettings, Recipe
 
 # Statuses that are retried with backoff and therefore never cached for resume.
 RETRY_HTTP_CODES = [408, 429, 500, 502, 503, 504, 522, 524]

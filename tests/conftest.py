@@ -87,7 +87,7 @@ def s3(moto_endpoint, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("FACESET_MIRROR", str(tmp_path / "mirror"))
-    from tasks.storage import s3_client
+    from tasks.core.storage import s3_client
 
     client = s3_client()
     bucket = f"faceset-{tmp_path.name.lower().replace('_', '-')[-40:]}"

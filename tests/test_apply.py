@@ -12,7 +12,7 @@ import torch
 from flows.cli import main
 from tasks.finetune.apply import predict_images
 from tasks.finetune.pipeline import finetune_tree
-from tasks.recipe import EnsembleMember, FacesConfig, FinetuneConfig
+from tasks.core.recipe import EnsembleMember, FacesConfig, FinetuneConfig
 from test_finetune_trees import utkface_tree
 
 
@@ -90,15 +90,15 @@ def test_an_ensemble_averages_its_members_and_each_member_works_alone(ensemble_m
     tree, model_dir, summary = ensemble_model
     from tasks.finetune import data
     from tasks.finetune.apply import load_model, trained_config
-    from tasks.finetune.backbones import Normalization
+    from tasks.vision.backbones import Normalization
     from tasks.finetune.training import predict
 
     members = summary["ensemble"]["members"]
     assert [m["model"] for m in members] == [str(model_dir / "ensemble" / f"member_{n}" / "model.pt") for n in (1, 2)]
     assert (members[0]["image_size"], members[0]["pool"]) == (48, 1) and members[1]["features_from"] == "blocks.4"
     assert 0 <= summary["ensemble"]["val_accuracy"] <= 1
-    from tasks.finetune import report_section
-    from tasks.paths import DatasetPaths
+    from tasks.report.finetune_section import report_section
+    from tasks.core.paths import DatasetPaths
 
     html = report_section(summary, DatasetPaths(model_dir.parent / "dataset"))
     assert "Ensemble (probabilities averaged)" in html and "member 2" in html and "blocks.4" in html

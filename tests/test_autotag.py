@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tasks import crosscheck
-from tasks.autotag import local_tagger
-from tasks.parallel import serial_mapper
-from tasks.paths import DatasetPaths
-from tasks.recipe import parse_recipe
+from tasks.crosscheck import stage as crosscheck
+from tasks.crosscheck.autotag import local_tagger
+from tasks.core.parallel import serial_mapper
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import parse_recipe
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +93,9 @@ def test_learned_age_beats_the_plain_margin_on_planted_errors(utkface_dir):
     correct faces better than the tagger and ranks the planted errors at least as well as
     the plain gap. On random 400-face samples its ranking is not reliably better (the
     benchmark, on 1,200 faces with descriptors too, is where it clearly is)."""
-    from tasks.autotag_calibration import age_error_probability, embeddings_of, learned_age, spread_of
-    from tasks.face_embedding import DIM, embed, encode
+    from tasks.crosscheck.calibration import age_error_probability, embeddings_of, learned_age, spread_of
+    from tasks.core.vectors import encode_vector as encode
+    from tasks.crosscheck.embeddings import DIM, embed
 
     labels = pd.read_csv(utkface_dir / "labels.csv")
     adults = labels[(labels["age"] >= 18) & (labels["age"] <= 75)].sort_values("file")

@@ -8,7 +8,9 @@ import json
 import pandas as pd
 from test_export import build_dataset, make_recipe
 
-from tasks import card, export, split
+from tasks.export import card
+from tasks.export import stage as export
+from tasks.split import stage as split
 
 
 def planted_funnel(frame: pd.DataFrame) -> pd.DataFrame:

@@ -15,7 +15,7 @@ PROBE = """
 import json, resource, sys
 sys.path.insert(0, {repo!r})
 import timm, torch
-from tasks.cpu_memory import keep_freed_memory
+from tasks.vision.cpu_memory import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "on" else False
 torch.manual_seed(0)
 net = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()

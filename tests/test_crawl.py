@@ -11,11 +11,12 @@ import sites.staff
 from sites.server import FixtureServer
 from sites.staff import DEPARTMENTS, build, recipe_dict
 
-from tasks import crawl
-from tasks import manifest as mf
-from tasks.errors import FacesetError
-from tasks.paths import DatasetPaths
-from tasks.recipe import parse_recipe
+from tasks.crawl import stage as crawl
+from tasks.core import manifest as mf
+from tasks.core.errors import FacesetError
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import parse_recipe
+from tasks.report import sections
 
 MAP = {"Computer Science": "cs", "Economics": "econ", "History": "hist"}
 
@@ -147,7 +148,7 @@ def test_crawl_that_finds_nothing_says_what_to_check(site, tmp_path) -> None:
 
 def test_report_section_shows_unmapped_and_blocked(crawled) -> None:
     _, report, _, paths, _ = crawled
-    fragment = crawl.report_section(report, paths)
+    fragment = sections.crawl(report, paths)
     assert "Astrology" in fragment and "/private/dept/1.html" in fragment and "<table>" in fragment
 
 

@@ -10,11 +10,11 @@ from sites.server import FixtureServer, Route
 from sites.staff import build, recipe_dict
 
 from spiders import browser
-from tasks import crawl
-from tasks import manifest as mf
-from tasks.errors import FacesetError
-from tasks.paths import DatasetPaths
-from tasks.recipe import parse_recipe
+from tasks.crawl import stage as crawl
+from tasks.core import manifest as mf
+from tasks.core.errors import FacesetError
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import parse_recipe
 
 
 def _browsers_running() -> list[str]:

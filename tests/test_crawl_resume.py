@@ -13,10 +13,10 @@ from sites.server import FixtureServer
 from sites.staff import build, recipe_dict
 
 from spiders.launch import start_job
-from tasks import crawl
-from tasks import manifest as mf
-from tasks.paths import DatasetPaths
-from tasks.recipe import parse_recipe
+from tasks.crawl import stage as crawl
+from tasks.core import manifest as mf
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import parse_recipe
 
 PEOPLE = 40
 

@@ -14,11 +14,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tasks import crosscheck, manifest as mf
-from tasks.autotag import Tags
-from tasks.parallel import serial_mapper
-from tasks.paths import DatasetPaths
-from tasks.recipe import parse_recipe
+from tasks.crosscheck import stage as crosscheck
+from tasks.core import manifest as mf
+from tasks.crosscheck.autotag import Tags
+from tasks.core.parallel import serial_mapper
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import parse_recipe
+from tasks.report import sections
 
 
 class FakeTagger:
@@ -182,7 +184,7 @@ def test_report_and_review_page_order_most_likely_errors_first(paths):
     page = (paths.reports / "review.html").read_text()
     assert page.index("f5.jpg") < page.index("f3.jpg")
     assert "http://127.0.0.1/p5.html" in page and "../faces/f5.jpg" in page
-    html = crosscheck.report_section(summary, paths)
+    html = sections.crosscheck(summary, paths)
     assert "Confusion" in html and "review.html" in html
     assert out["crosscheck_score"].notna().all()
 
@@ -226,7 +228,7 @@ def test_batches_can_go_to_worker_processes(paths):
 def test_learned_opinion_from_face_descriptors_finds_planted_errors(paths):
     """With the dedupe stage's descriptors, a model trained out-of-fold on the dataset's
     own labels catches errors the (here useless) tagger cannot."""
-    from tasks.dedupe import encode_descriptor
+    from tasks.core.vectors import encode_vector as encode_descriptor
 
     rng = np.random.default_rng(5)
     n = 200
@@ -257,7 +259,7 @@ def test_a_second_age_model_sharpens_the_learned_age(paths):
     """`autotag_second_age` (crosscheck.embeddings: true) is one more input of the learned
     age: with a second model that ages faces better than the tagger, the expected ages get
     closer to the truth, and the reason a reviewer reads shows both models' ages."""
-    from tasks.dedupe import encode_descriptor
+    from tasks.core.vectors import encode_vector as encode_descriptor
 
     rng = np.random.default_rng(8)
     n = 200
@@ -281,7 +283,7 @@ def test_learned_age_is_out_of_fold():
     """A face's expected age never depends on its own label, even through the refit that
     leaves the worst-fit training rows out: a grossly changed label leaves its own
     expectation exactly as it was, while it does reach other rows (it trains their models)."""
-    from tasks.autotag_calibration import learned_age
+    from tasks.crosscheck.calibration import learned_age
 
     rng = np.random.default_rng(8)
     n = 150
@@ -300,7 +302,7 @@ def test_learned_age_is_out_of_fold():
 
 def test_age_spread_grows_with_the_expected_age():
     """Older faces are harder to age: the same gap counts for less at 70 than at 25."""
-    from tasks.autotag_calibration import spread_of
+    from tasks.crosscheck.calibration import spread_of
 
     rng = np.random.default_rng(2)
     expected = rng.uniform(20, 75, 2000)
@@ -314,7 +316,8 @@ def test_embeddings_opt_in_fills_lite0_vectors_for_new_and_earlier_faces(paths):
     """`crosscheck.embeddings: true` embeds every checked face once (Lite0 vector and the
     second age model's age), earlier-tagged ones too, and again where a stored embedding
     has another width (an earlier version's) or the second age is missing."""
-    from tasks.face_embedding import DIM, decode, encode
+    from tasks.core.vectors import decode_vectors as decode, encode_vector as encode
+    from tasks.crosscheck.embeddings import DIM
 
     frame = manifest_of(paths, [{"gender": "female", "age": "34"}, {"gender": "male", "age": "50"}])
     opinions = {f"f{i}.jpg": Tags(gender="female", gender_confidence=99.0, age=34.0) for i in range(2)}
@@ -341,8 +344,9 @@ def test_embeddings_opt_in_fills_lite0_vectors_for_new_and_earlier_faces(paths):
 
 
 def test_report_names_what_the_ages_were_learned_from():
-    from tasks.crosscheck_report import calibration_mode
-    from tasks.face_embedding import DIM, encode
+    from tasks.crosscheck.metrics import calibration_mode
+    from tasks.core.vectors import encode_vector as encode
+    from tasks.crosscheck.embeddings import DIM
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"face_embedding": [encode(rng.normal(size=DIM).astype(np.float32)) for _ in range(120)],

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 import test_flow_fakes as fakes
-from tasks import manifest as mf
+
+FAKES = "test_flow_fakes:stages"
+from tasks.core import manifest as mf
 
 
 def _comparable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -29,12 +31,12 @@ def test_dask_runner_gives_the_same_manifest(tmp_path: Path, monkeypatch, prefec
     recipe = fakes.write_recipe(tmp_path, "daskset")
 
     monkeypatch.setenv("FACESET_TEST_LOG", str(tmp_path / "default.log"))
-    default = build(recipe, data_root=tmp_path / "default", stages=fakes.stages())
+    default = build(recipe, data_root=tmp_path / "default", stages=FAKES)
 
     # an existing cluster with worker processes, reached by its address (as on a real cluster)
     monkeypatch.setenv("FACESET_TEST_LOG", str(tmp_path / "dask.log"))  # before the workers start
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        on_dask = build(recipe, data_root=tmp_path / "dask", stages=fakes.stages(), runner="dask",
+        on_dask = build(recipe, data_root=tmp_path / "dask", stages=FAKES, runner="dask",
                         dask_address=cluster.scheduler_address)
 
     pd.testing.assert_frame_equal(_comparable(mf.read(default / "manifest.parquet")),

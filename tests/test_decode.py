@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.decode import decode_bytes, decode_file, pixel_sha256, reason_kind
-from tasks.recipe import FacesConfig
+from tasks.core.reasons import reason_kind
+from tasks.vision.decode import decode_bytes, decode_file, pixel_sha256
+from tasks.core.recipe import FacesConfig
 
 CONFIG = FacesConfig()
 

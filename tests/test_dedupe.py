@@ -18,12 +18,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tasks import dedupe
-from tasks.dupeval import TRANSFORMS, score_pairs
-from tasks.manifest import check_invariants, conform
-from tasks.parallel import serial_mapper
-from tasks.paths import DatasetPaths
-from tasks.recipe import parse_recipe
+from tasks.dedupe import stage as dedupe
+from tasks.dedupe.evaluation import TRANSFORMS, score_pairs
+from tasks.core.manifest import check_invariants, conform
+from tasks.core.parallel import serial_mapper
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import parse_recipe
+from tasks.report import sections
 
 
 def make_recipe(faces: bool = True, **dedupe_settings):
@@ -251,7 +252,7 @@ def test_reference_test_split_is_dropped(utkface_dir: Path, tmp_path: Path) -> N
 
 
 def test_missing_reference_is_a_user_error(tmp_path: Path) -> None:
-    from tasks.errors import FacesetError
+    from tasks.core.errors import FacesetError
 
     paths = DatasetPaths.create(tmp_path / "d")
     row = add_image(paths, "x", Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)))
@@ -269,6 +270,6 @@ def test_report_section_shows_clusters(dedup_dir: Path, tmp_path: Path) -> None:
         rows.append(row_for_file(paths, target.stem, target))
     dedupe.run(manifest(rows), make_recipe(faces=False), paths, mapper=serial_mapper)
     summary = json.loads(paths.report_json("dedupe").read_text())
-    section = dedupe.report_section(summary, paths)
+    section = sections.dedupe(summary, paths)
     assert "../faces/ukbench00120_resize.jpg" in section and "duplicate" in section
     assert summary["keeper_rule"].startswith("largest face")

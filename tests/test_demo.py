@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.recipe import STAGES
+from tasks.core.recipe import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT = 40

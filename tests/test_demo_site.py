@@ -14,8 +14,8 @@ from PIL import Image
 
 from flows.commands.demo import find_demo_images
 from flows.demo_site import DemoServer, build_site, recipe_text
-from tasks.errors import FacesetError
-from tasks.recipe import parse_recipe
+from tasks.core.errors import FacesetError
+from tasks.core.recipe import parse_recipe
 
 
 def fetch(url: str) -> tuple[int, bytes]:

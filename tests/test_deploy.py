@@ -14,7 +14,7 @@ import yaml
 
 import test_flow_fakes as fakes
 from flows import deployments
-from tasks import manifest as mf
+from tasks.core import manifest as mf
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = str(REPO / ".venv" / "bin" / "prefect")

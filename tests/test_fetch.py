@@ -10,10 +10,12 @@ from sites.server import FixtureServer
 from sites.staff import build, jpeg, recipe_dict
 
 from spiders.pipelines import store_bytes
-from tasks import crawl, fetch
-from tasks import manifest as mf
-from tasks.paths import DatasetPaths
-from tasks.recipe import parse_recipe
+from tasks.crawl import stage as crawl
+from tasks.fetch import stage as fetch
+from tasks.core import manifest as mf
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import parse_recipe
+from tasks.report import sections
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +111,7 @@ def test_second_fetch_downloads_only_changed_images(fetched) -> None:
 
 def test_report_section_lists_failure_reasons(fetched) -> None:
     _, _, _, paths, _, _, report = fetched
-    fragment = fetch.report_section(report, paths)
+    fragment = sections.fetch(report, paths)
     assert "not an image" in fragment and "blocked by robots.txt" in fragment
 
 

@@ -8,10 +8,11 @@ import shutil
 import pandas as pd
 import pytest
 
-from tasks.finetune import data, grid, report_section, run
+from tasks.finetune import data, grid, run
+from tasks.report.finetune_section import report_section
 from tasks.finetune.pipeline import finetune_tree
-from tasks.paths import DatasetPaths
-from tasks.recipe import FinetuneConfig, parse_recipe
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import FinetuneConfig, parse_recipe
 from test_finetune_trees import utkface_tree
 
 SMALL = {"train": 12, "val": 6, "test": 6}
@@ -81,7 +82,7 @@ def test_cached_grid_reads_the_images_once_for_all_points(utkface_dir, tmp_path,
     calls = []
     original = data.loader
     monkeypatch.setattr(data, "loader", lambda *a, **k: calls.append(len(a[0])) or original(*a, **k))
-    from tasks.finetune.backbones import apply_freeze, build_net
+    from tasks.vision.backbones import apply_freeze, build_net
     from tasks.finetune.training import pick_device
 
     config = CONFIG.model_copy(update={"epochs": 1, "grid": {"lr": [0.01, 0.001], "momentum": [0.9],

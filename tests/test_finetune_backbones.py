@@ -8,8 +8,8 @@ import timm
 import torch
 from PIL import Image
 
-from tasks.errors import FacesetError
-from tasks.finetune import backbones
+from tasks.core.errors import FacesetError
+from tasks.vision import backbones
 from tasks.finetune.data import eval_transform
 
 

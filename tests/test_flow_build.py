@@ -17,10 +17,13 @@ import pandas as pd
 import pytest
 
 import test_flow_fakes as fakes
+
+FAKES = "test_flow_fakes:stages"
+REPO = Path(__file__).resolve().parents[1]
 from flows.build import StageFailed, build
-from tasks import manifest as mf
-from tasks.errors import FacesetError
-from tasks.recipe import STAGES
+from tasks.core import manifest as mf
+from tasks.core.errors import FacesetError
+from tasks.core.recipe import STAGES
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -43,7 +46,7 @@ class Site:
     def build(self, **kwargs) -> Path:
         if self.log.exists():
             self.log.unlink()
-        return build(self.recipe, data_root=self.data, stages=fakes.stages(), **kwargs)
+        return build(self.recipe, data_root=self.data, stages=FAKES, **kwargs)
 
     def calls(self) -> collections.Counter:
         """How often each stage ran, and (for per-image stages) how many rows it processed."""
@@ -87,8 +90,8 @@ def test_changed_section_reruns_that_stage_and_later_only(tmp_path, monkeypatch)
 def test_recrawl_adding_ten_images_processes_those_ten(tmp_path, monkeypatch):
     site = Site(tmp_path, monkeypatch)
     root = site.build()
-    site.build(recrawl=True)  # the site did not change: crawl runs, nothing after it has new work
-    assert site.calls() == collections.Counter({"crawl": 1})
+    site.build(recrawl=True)  # the site did not change: crawl runs, nothing after it has new work,
+    assert site.calls() == collections.Counter({"crawl": 1, "report": 1})  # but the report shows the new crawl's figures
 
     fakes.write_site(site.site, 30)  # ten more images appeared
     site.build(recrawl=True)
@@ -198,20 +201,23 @@ def test_stage_registry_imports_real_stage_modules():
     registry = StageRegistry({"crawl": "fake"})
     assert registry["crawl"] == "fake"
     assert list(registry) == list(STAGES)
-    assert os.path.basename(registry["faces"].__file__) == "faces.py"
+    assert registry["faces"].__name__ == "tasks.faces"
 
 
 def test_code_version_follows_imports_without_importing(tmp_path):
     from flows.caching import code_files, code_version, module_files
 
-    faces = code_files(module_files("tasks.faces"), "faces")
-    assert {p.name for p in faces} >= {"faces.py", "decode.py", "manifest.py"}
-    assert "crawl.py" not in {p.name for p in faces}
-    crawl = {p.relative_to(p.parents[1]).as_posix() for p in code_files(module_files("tasks.crawl"), "crawl")}
+    tasks = REPO / "tasks"
+    faces = {p.relative_to(tasks).as_posix() for p in code_files(module_files("tasks.faces"), "faces")}
+    assert {"faces/stage.py", "vision/decode.py", "vision/detector.py", "core/manifest.py"} <= faces
+    assert not any(p.startswith(("crawl/", "report/", "dedupe/")) for p in faces)
+    crawl = {p.relative_to(REPO).as_posix() for p in code_files(module_files("tasks.crawl"), "crawl")}
     assert "spiders/settings.py" in crawl  # Scrapy runs the spiders in a subprocess: still the crawl's code
+    report = {p.relative_to(tasks).as_posix() for p in code_files(module_files("tasks.report"), "report")}
+    assert "report/sections.py" in report and not any(p.startswith("faces/") for p in report)
 
     stage = tmp_path / "my_stage.py"
-    stage.write_text("from tasks import manifest\n\ndef run(manifest, recipe, paths):\n    return manifest\n")
+    stage.write_text("from tasks.core import manifest\n\ndef run(manifest, recipe, paths):\n    return manifest\n")
     before = code_version("faces", [stage])
     assert code_version("faces", [stage]) == before
     stage.write_text(stage.read_text() + "# a change\n")

@@ -20,8 +20,8 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from tasks import manifest as mf
-from tasks.parallel import map_frame
+from tasks.core import manifest as mf
+from tasks.core.parallel import map_frame
 
 RECIPE = """\
 name: {name}
@@ -162,20 +162,33 @@ def crosscheck_summary(manifest, recipe, paths) -> dict:
     return summary
 
 
-def simple(stage: str, column: str):
-    def run(manifest: pd.DataFrame, recipe, paths) -> pd.DataFrame:
-        _log(stage)
-        if os.environ.get("FACESET_TEST_PAUSE") == stage:
-            time.sleep(3)
-        out = manifest.copy()
-        out[column] = pd.Series([f"{stage}:{v}" for v in out["item_id"]], index=out.index, dtype="string")
-        _report(paths, stage, {"rows": len(out), "kept": int(mf.kept(out).sum())})
-        return out
-    run.__name__ = f"{stage}_run"
-    run.__module__ = __name__
-    run.__qualname__ = f"{stage}_run"
-    globals()[run.__name__] = run
-    return run
+def _pause(stage: str) -> None:
+    if os.environ.get("FACESET_TEST_PAUSE") == stage:
+        time.sleep(3)
+
+
+def export_run(manifest: pd.DataFrame, recipe, paths) -> pd.DataFrame:
+    """Like tasks.export: one file per kept face under splits/<split>/<label>/, the tree finetune reads."""
+    _log("export")
+    _pause("export")
+    out = manifest.copy()
+    out["exported"] = pd.Series([f"export:{v}" for v in out["item_id"]], index=out.index, dtype="string")
+    for row in out[mf.kept(out) & out["split"].notna()].itertuples():
+        target = paths.splits / row.split / row.label / f"{row.item_id}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((paths.root / row.face_path).read_bytes())
+    _report(paths, "export", {"rows": len(out), "kept": int(mf.kept(out).sum())})
+    return out
+
+
+def finetune_run(manifest: pd.DataFrame, recipe, paths) -> pd.DataFrame:
+    """Like tasks.finetune: reads the exported tree (not the manifest), writes models/."""
+    _log("finetune")
+    _pause("finetune")
+    counts = {split.name: sum(1 for _ in split.rglob("*.jpg")) for split in sorted(paths.splits.iterdir())}
+    (paths.models / "fake-model.json").write_text(json.dumps({"epochs": recipe.finetune.epochs, "images": counts}))
+    _report(paths, "finetune", {"epochs": recipe.finetune.epochs, "images": counts})
+    return manifest
 
 
 def dedupe_run(manifest, recipe, paths):
@@ -189,7 +202,8 @@ def dedupe_run(manifest, recipe, paths):
 def split_run(manifest, recipe, paths):
     _log("split")
     out = manifest.copy()
-    rank = out["item_id"].map(lambda s: int(s[:4], 16) % 10)
+    seed = recipe.split.seed
+    rank = out["item_id"].map(lambda s: int(hashlib.sha256(f"{seed}:{s}".encode()).hexdigest()[:4], 16) % 10)
     out["split"] = pd.Series(["train" if r < 7 else "val" if r < 9 else "test" for r in rank], index=out.index,
                              dtype="string").where(mf.kept(out), pd.NA)
     _report(paths, "split", {"counts": {k: int(v) for k, v in out["split"].value_counts().items()}})
@@ -211,7 +225,7 @@ def stages() -> dict[str, SimpleNamespace]:
         "dedupe": SimpleNamespace(run=dedupe_run),
         "crosscheck": SimpleNamespace(run=crosscheck_run, process_batch=crosscheck_batch, summarize=crosscheck_summary),
         "split": SimpleNamespace(run=split_run),
-        "export": SimpleNamespace(run=simple("export", "exported")),
-        "finetune": SimpleNamespace(run=simple("finetune", "trained")),
+        "export": SimpleNamespace(run=export_run),
+        "finetune": SimpleNamespace(run=finetune_run),
         "report": SimpleNamespace(run=report_run),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.hashindex import HashIndex, brute_force, choose_chunks, to_uint64
+from tasks.dedupe.hashindex import HashIndex, brute_force, choose_chunks, to_uint64
 
 
 def random_hashes(n: int, seed: int, near_share: float = 0.2) -> np.ndarray:

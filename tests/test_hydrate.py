@@ -17,11 +17,13 @@ from test_takedown import picture
 from torchvision.datasets import ImageFolder
 
 from flows.cli import main as faceset
-from tasks import export, split
-from tasks import manifest as mf
-from tasks.faces import crop_face, save_jpeg
-from tasks.paths import DatasetPaths
-from tasks.recipe import Recipe
+from tasks.export import stage as export
+from tasks.split import stage as split
+from tasks.core import manifest as mf
+from tasks.faces.stage import save_jpeg
+from tasks.vision.detector import crop_face
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import Recipe
 
 PEOPLE = 14
 

@@ -12,8 +12,10 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from tasks import dedupe, identity
-from tasks.manifest import conform
+from tasks.dedupe import stage as dedupe
+from tasks.dedupe import identity
+from tasks.core.manifest import conform
+from tasks.core.vectors import encode_vector
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_dedupe import make_recipe, utk_sample  # noqa: E402 - shared row builders
@@ -51,7 +53,7 @@ def test_cluster_sets_person_groups_and_duplicates_inherit_them() -> None:
         "item_id": ["a", "b", "c", "d"], "status": "kept", "source": "s",
         "sha256": ["1", "2", "3", "1"],  # d is a byte copy of a
         "phash": ["0f0f0f0f0f0f0f0f", "f0f0f0f0f0f0f0f0", "00ff00ff00ff00ff", "0f0f0f0f0f0f0f0f"],
-        "hash_kind": "face", "face_descriptor": [dedupe.encode_descriptor(v) for v in desc],
+        "hash_kind": "face", "face_descriptor": [encode_vector(v) for v in desc],
         "face_box": ["[0,0,100,100]", "[0,0,90,90]", "[0,0,90,90]", "[0,0,50,50]"],
     }), ["label", "name"])
     out = dedupe.cluster(frame, make_recipe()).set_index("item_id")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks import manifest as mf
+from tasks.core import manifest as mf
 
 FIELDS = ["name", "label", "gender", "age"]
 
@@ -78,7 +78,7 @@ def test_killed_writer_never_leaves_a_half_written_manifest(tmp_path: Path) -> N
     path = tmp_path / "manifest.parquet"
     script = textwrap.dedent(f"""
         import pandas as pd, sys
-        from tasks import manifest as mf
+        from tasks.core import manifest as mf
         frame = mf.conform(pd.DataFrame({{"item_id": [str(i) for i in range(200_000)], "status": "kept",
                                           "reason": "x" * 40}}))
         mf.write(frame, {str(path)!r}, csv=False)

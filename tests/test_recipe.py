@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.recipe import STAGES, Recipe, RecipeError, load_recipe, parse_recipe
+from tasks.core.recipe import STAGES, Recipe, RecipeError, load_recipe, parse_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 DESIGN = REPO.parent / "shared" / "DESIGN.md"
@@ -174,9 +174,9 @@ def test_recipes_in_datasets_folder_load() -> None:
 
 
 def test_committed_schema_matches_the_model() -> None:
-    from tasks.schema import SCHEMA_PATH, schema_text
+    from tasks.core.schema import SCHEMA_PATH, schema_text
 
-    assert SCHEMA_PATH.read_text(encoding="utf-8") == schema_text(), "run: .venv/bin/python -m tasks.schema"
+    assert SCHEMA_PATH.read_text(encoding="utf-8") == schema_text(), "run: .venv/bin/python -m tasks.core.schema"
 
 
 @pytest.mark.parametrize(

@@ -27,10 +27,11 @@ from botocore.stub import ANY, Stubber
 from PIL import Image
 
 
-from tasks import crosscheck, manifest as mf
-from tasks.autotag import MAX_IMAGE_BYTES, RekognitionTagger, image_payload, price_usd
-from tasks.paths import DatasetPaths
-from tasks.recipe import parse_recipe
+from tasks.crosscheck import stage as crosscheck
+from tasks.core import manifest as mf
+from tasks.crosscheck.autotag import MAX_IMAGE_BYTES, RekognitionTagger, image_payload, price_usd
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import parse_recipe
 
 # Shaped as in the Rekognition developer guide's DetectFaces and RecognizeCelebrities examples.
 DETECT_FACES = {

@@ -21,15 +21,15 @@ import pandas as pd
 import pytest
 
 import test_flow_fakes as fakes
-from tasks import manifest as mf
+from tasks.core import manifest as mf
 
+FAKES = "test_flow_fakes:stages"
 REPO = Path(__file__).resolve().parents[1]
 DRIVER = """
 import sys
 import flows.build
-import test_flow_fakes as fakes
 flows.build.ROW_FLUSH_SECONDS = 0  # save every finished batch, so the kill points below are exact
-flows.build.build(sys.argv[1], data_root=sys.argv[2], stages=fakes.stages())
+flows.build.build(sys.argv[1], data_root=sys.argv[2], stages="test_flow_fakes:stages")
 print("BUILD DONE")
 """
 
@@ -105,7 +105,7 @@ def test_build_killed_at_several_points_resumes_identically(tmp_path, prefect_se
     monkeypatch.setenv("FACESET_WORKERS", "1")
     from flows.build import build
 
-    reference = mf.read(build(recipe, data_root=tmp_path / "reference", stages=fakes.stages()) / "manifest.parquet")
+    reference = mf.read(build(recipe, data_root=tmp_path / "reference", stages=FAKES) / "manifest.parquet")
 
     def comparable(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.sort_values("item_id").reset_index(drop=True).astype("string")

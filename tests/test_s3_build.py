@@ -15,9 +15,11 @@ import pandas as pd
 import pytest
 
 import test_flow_fakes as fakes
-from tasks import manifest as mf
-from tasks.errors import FacesetError
-from tasks.storage import S3Root, open_root, parse_s3_url
+
+FAKES = "test_flow_fakes:stages"
+from tasks.core import manifest as mf
+from tasks.core.errors import FacesetError
+from tasks.core.storage import S3Root, open_root, parse_s3_url
 
 
 
@@ -42,7 +44,7 @@ def test_build_on_s3_and_resume_from_another_mirror(s3, tmp_path, monkeypatch, p
     monkeypatch.setenv("FACESET_WORKERS", "1")
     fakes.write_site(tmp_path / "site.json", 12)
     recipe = fakes.write_recipe(tmp_path)
-    root = build(recipe, data_root=f"s3://{bucket}/team/datasets", stages=fakes.stages())
+    root = build(recipe, data_root=f"s3://{bucket}/team/datasets", stages=FAKES)
     assert root == (tmp_path / "mirror" / bucket / "team" / "datasets" / "fakeset")
 
     listed = client.list_objects_v2(Bucket=bucket, Prefix="team/datasets/fakeset/")
@@ -60,13 +62,13 @@ def test_build_on_s3_and_resume_from_another_mirror(s3, tmp_path, monkeypatch, p
     # another machine: an empty mirror pulls the dataset, and finds every stage done
     monkeypatch.setenv("FACESET_MIRROR", str(tmp_path / "other-machine"))
     (tmp_path / "calls.log").unlink()
-    again = build(recipe, data_root=f"s3://{bucket}/team/datasets", stages=fakes.stages())
+    again = build(recipe, data_root=f"s3://{bucket}/team/datasets", stages=FAKES)
     assert _calls(tmp_path / "calls.log") == collections.Counter()
     pd.testing.assert_frame_equal(mf.read(again / "manifest.parquet"), mf.read(root / "manifest.parquet"))
 
     # a re-crawl with 3 new images there uploads the new crops only and deletes nothing
     fakes.write_site(tmp_path / "site.json", 15)
-    build(recipe, data_root=f"s3://{bucket}/team/datasets", stages=fakes.stages(), recrawl=True)
+    build(recipe, data_root=f"s3://{bucket}/team/datasets", stages=FAKES, recrawl=True)
     assert _calls(tmp_path / "calls.log")["faces-row"] == 3
     listed = client.list_objects_v2(Bucket=bucket, Prefix="team/datasets/fakeset/faces/")
     assert len(listed["Contents"]) == len(list((again / "faces").iterdir())) == 13

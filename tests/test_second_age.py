@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tasks import second_age
-from tasks.errors import FacesetError
+from tasks.crosscheck import second_age
+from tasks.core.errors import FacesetError
 
 
 @pytest.mark.slow
@@ -45,7 +45,7 @@ def test_missing_weights_say_how_to_get_them(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setattr(second_age, "WEIGHTS_FILE", tmp_path / "absent.hdf5")
     with pytest.raises(FacesetError) as caught:
         second_age.weights_path()
-    assert "python -m tasks.second_age" in caught.value.hint
+    assert "bash scripts/setup.sh" in caught.value.hint
     assert "crosscheck.embeddings: false" in caught.value.hint
 
 

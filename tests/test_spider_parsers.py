@@ -19,7 +19,7 @@ from spiders.parsers import (
 )
 from spiders.politeness import retry_after_seconds
 from spiders.sniff import image_type
-from tasks.recipe import FieldSpec, ItemSpec
+from tasks.core.recipe import FieldSpec, ItemSpec
 
 TODAY = date(2026, 6, 15)
 

@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import manifest as mf
-from tasks.paths import DatasetPaths
-from tasks.recipe import Recipe
-from tasks import split as split_stage
-from tasks.split import group_ids, run
+from tasks.core import manifest as mf
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import Recipe
+from tasks.split import stage as split_stage
+from tasks.split.stage import group_ids, run
+from tasks.report import sections
 
 LABELS = {"cs": 0.5, "econ": 0.3, "law": 0.2}
 
@@ -139,7 +140,7 @@ def test_strata_within_two_points_where_size_allows(ratios, paths):
     for split, share in report["share"].items():
         assert abs(share - target[split]) <= 0.005
     assert report["largest_deviation_where_size_allows"]["deviation"] <= 0.02
-    html = split_stage.report_section(json.loads(paths.report_json("split").read_text()), paths)
+    html = sections.split(json.loads(paths.report_json("split").read_text()), paths)
     assert "Groups found in more than one split: 0" in html
     assert f"<td class=n>{report['share']['train']:.1%}</td>" in html
 
@@ -150,7 +151,7 @@ def test_small_strata_are_spread_and_named(paths, caplog):
     manifest.loc[rare, "label"] = [f"rare{i}" for i in range(12)]  # twelve one-image classes
     manifest.loc[rare, ["person_group", "dup_group", "name"]] = pd.NA
     recipe = make_recipe(stratify=["label"])
-    with caplog.at_level(logging.WARNING, logger="tasks.split"):
+    with caplog.at_level(logging.WARNING, logger="tasks.split.stage"):
         out = run(manifest, recipe, paths)
     report = json.loads(paths.report_json("split").read_text())
     warning = " ".join(report["warnings"])

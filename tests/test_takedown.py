@@ -13,10 +13,12 @@ import pytest
 from PIL import Image, ImageDraw, ImageOps
 
 from flows.cli import main as faceset
-from tasks import export, split, takedown
-from tasks import manifest as mf
-from tasks.paths import DatasetPaths
-from tasks.recipe import Recipe
+from tasks.export import stage as export
+from tasks.split import stage as split
+from tasks.core import takedown
+from tasks.core import manifest as mf
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import Recipe
 
 RECIPE = Recipe.model_validate({
     "name": "tiny", "contact": "data@example.org",
@@ -162,7 +164,7 @@ def test_dataset_scope_and_untouched_other_datasets(tmp_path):
 
 
 def test_unreadable_image_and_bad_url_are_explained(tmp_path):
-    from tasks.errors import FacesetError
+    from tasks.core.errors import FacesetError
 
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image")

@@ -17,10 +17,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from tasks.finetune import data
-from tasks.finetune.backbones import apply_freeze, build_net
+from tasks.vision.backbones import apply_freeze, build_net
 from tasks.finetune.training import Hyper, pick_device
 from tasks.finetune.unlearn import confusion_loss, run_unlearning
-from tasks.recipe import FinetuneConfig, UnlearnConfig
+from tasks.core.recipe import FinetuneConfig, UnlearnConfig
 
 TINTS = {"warm": (200, 120, 60), "cool": (60, 120, 200)}
 

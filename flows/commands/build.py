@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from tasks.recipe import STAGES
+from tasks.core.recipe import STAGES
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -43,7 +43,7 @@ def main(args: argparse.Namespace) -> int:
 
     from flows import progress
     from flows.build import build
-    from tasks.recipe import STAGES as order
+    from tasks.core.recipe import STAGES as order
 
     bars = progress.TerminalProgress(list(order)) if sys.stderr.isatty() else progress.Progress()
     with progress.showing(bars):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from flows.demo_site import DemoServer, build_site, recipe_text
-from tasks.errors import FacesetError
+from tasks.core.errors import FacesetError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -56,7 +56,7 @@ def _dataset_info(directory: Path) -> dict:
 def main(args: argparse.Namespace) -> int:
     from tasks.finetune import finetune_tree
     from tasks.finetune.data import locate_splits
-    from tasks.recipe import finetune_settings, load_finetune_settings
+    from tasks.core.recipe import finetune_settings, load_finetune_settings
 
     settings = {"model": args.model, "weights": args.weights, "freeze": args.freeze, "epochs": args.epochs,
                 "image_size": args.image_size, "pool": args.pool, "tta": args.tta, "eval_crop": args.eval_crop,

@@ -26,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from tasks.hydrate import REPORT, hydrate
+    from tasks.export.hydrate import REPORT, hydrate
 
     report = hydrate(args.manifest, args.out_dir, crop=args.crop, delay=args.delay, timeout=args.timeout,
                      contact=args.contact)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tasks.errors import FacesetError
+from tasks.core.errors import FacesetError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -39,7 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _s3_list(data_root: str) -> tuple[Path, object, str, str]:
     """Fetch the S3 data root's list into the local mirror of that data root (where builds
     on this machine read it): (mirror folder, client, bucket, key)."""
-    from tasks.storage import default_mirror_base, parse_s3_url, s3_client
+    from tasks.core.storage import default_mirror_base, parse_s3_url, s3_client
 
     bucket, prefix = parse_s3_url(data_root)
     client = s3_client()
@@ -56,9 +56,9 @@ def _s3_list(data_root: str) -> tuple[Path, object, str, str]:
 
 def apply_to_built(data_root: Path, dataset: str | None) -> list[tuple[str, int]]:
     """Apply the list to every dataset already built under `data_root`: (name, images removed)."""
-    from tasks import manifest as mf
-    from tasks import takedown
-    from tasks.paths import DatasetPaths
+    from tasks.core import manifest as mf
+    from tasks.core import takedown
+    from tasks.core.paths import DatasetPaths
 
     done = []
     for manifest_file in sorted(data_root.glob("*/manifest.parquet")):
@@ -76,7 +76,7 @@ def apply_to_built(data_root: Path, dataset: str | None) -> list[tuple[str, int]
 
 
 def main(args: argparse.Namespace) -> int:
-    from tasks import takedown
+    from tasks.core import takedown
 
     remote = str(args.data_root).startswith("s3://")
     if remote:

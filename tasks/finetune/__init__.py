@@ -3,7 +3,7 @@
 Modules: `backbones` (models, weights, freeze policy), `data` (image tree, transforms),
 `training` (the SGD loop), `grid` (every grid point, cached frozen layers), `evaluate`
 (metrics, subgroups, figures), `unlearn` (joint learning and unlearning), `pipeline`
-(the whole run), `apply` (new images), `report` (HTML section).
+(the whole run), `apply` (new images); its report section is in tasks/report/.
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ import logging
 import pandas as pd
 
 from tasks.finetune.pipeline import finetune_tree
-from tasks.finetune.report import report_section
-from tasks.paths import DatasetPaths
-from tasks.recipe import Recipe
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
-__all__ = ["finetune_tree", "report_section", "run"]
+__all__ = ["finetune_tree", "run"]
 
 
 def _write(summary: dict, paths: DatasetPaths) -> None:

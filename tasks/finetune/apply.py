@@ -15,13 +15,13 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from tasks.errors import FacesetError
+from tasks.core.errors import FacesetError
 from tasks.finetune import ensemble
-from tasks.finetune.backbones import Net, Normalization, build_net
+from tasks.vision.backbones import Net, Normalization, build_net
 from tasks.finetune.data import IMAGE_SUFFIXES
 from tasks.finetune.pipeline import MODEL_FILE
 from tasks.finetune.training import pick_device
-from tasks.recipe import FinetuneConfig
+from tasks.core.recipe import FinetuneConfig
 
 
 def trained_config(checkpoint: dict) -> FinetuneConfig:
@@ -74,21 +74,17 @@ def image_files(items: Iterable[str | Path]) -> list[Path]:
 
 
 def face_cropper(settings: dict | None, log: Callable[[str], None] | None = print) -> Callable | None:
-    """A function RGB array -> (crop or None, reason) using tasks.faces, or None to use whole images."""
+    """A function RGB array -> (crop or None, reason) using the face detector, or None to use whole images."""
     if settings is None:
         return None
-    try:
-        from tasks import faces
-        from tasks.recipe import FacesConfig
-    except ImportError:
-        if log:
-            log("note: the model was trained on face crops, but tasks.faces is not available; whole images are used")
-        return None
+    from tasks.core.recipe import FacesConfig
+    from tasks.vision.detector import default_detector, verify_and_crop
+
     config = FacesConfig(**settings)
-    detector = faces.default_detector(config.min_score)
+    detector = default_detector(config.min_score)
 
     def crop(rgb: np.ndarray) -> tuple[np.ndarray | None, str | None]:
-        outcome = faces.verify_and_crop(rgb, config, detector)
+        outcome = verify_and_crop(rgb, config, detector)
         return outcome["crop"], outcome["reason"]
 
     return crop

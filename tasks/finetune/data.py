@@ -16,15 +16,15 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from tasks.errors import FacesetError
-from tasks.finetune.backbones import Normalization
+from tasks.core.errors import FacesetError
+from tasks.core.paths import SPLITS
+from tasks.vision.backbones import Normalization
 
 # Images per batch when nothing trains (validation, test, feature caches): on the CPU a
 # batch of 16 at 224 px ran 1.3x faster than 64, whose activations outgrow malloc's
 # reusable blocks (tasks/cpu_memory.py).
 INFERENCE_BATCH = 16
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
-SPLITS = ("train", "val", "test")
 # metadata.jsonl keys that are bookkeeping, not attributes of the person
 NOT_ATTRIBUTES = {"file_name", "label", "item_id", "split", "path", "class", "class_index", "sha256",
                   "image_url", "page_url", "source", "face_path", "image_path", "name"}

@@ -22,9 +22,9 @@ import torch
 from torchvision import transforms
 
 from tasks.finetune import data
-from tasks.finetune.backbones import Net, Normalization
+from tasks.vision.backbones import Net, Normalization
 from tasks.finetune.training import predict
-from tasks.recipe import FinetuneConfig
+from tasks.core.recipe import FinetuneConfig
 
 Model = tuple[Net, Normalization, FinetuneConfig]
 

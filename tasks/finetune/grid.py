@@ -26,9 +26,9 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision.transforms import functional as TF
 
 from tasks.finetune import data
-from tasks.finetune.backbones import Net, Normalization, split_frozen
+from tasks.vision.backbones import Net, Normalization, split_frozen
 from tasks.finetune.training import FitResult, Hyper, class_weights, embed, fit, seed_everything
-from tasks.recipe import FinetuneConfig
+from tasks.core.recipe import FinetuneConfig
 
 
 @dataclass

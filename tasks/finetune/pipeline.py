@@ -17,11 +17,11 @@ import pandas as pd
 import torch
 
 from tasks.finetune import data, ensemble, evaluate
-from tasks.finetune.backbones import Net, Normalization, apply_freeze, build_net, resolve_arch
+from tasks.vision.backbones import Net, Normalization, apply_freeze, build_net, resolve_arch
 from tasks.finetune.grid import GridResult, run_grid
 from tasks.finetune.training import pick_device
 from tasks.finetune.unlearn import run_unlearning
-from tasks.recipe import FinetuneConfig
+from tasks.core.recipe import FinetuneConfig
 
 MODEL_FILE = "model.pt"
 

@@ -29,13 +29,13 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from tasks.errors import FacesetError  # noqa: E402
+from tasks.core.errors import FacesetError  # noqa: E402
 from tasks.finetune import data  # noqa: E402
-from tasks.finetune.backbones import Net, Normalization, train_mode  # noqa: E402
+from tasks.vision.backbones import Net, Normalization, channels_last, train_mode  # noqa: E402
 from tasks.finetune.evaluate import group_values  # noqa: E402
 from tasks.finetune.training import (  # noqa: E402
-    Hyper, autocast, channels_last, class_weights, embed, seed_everything, to_device)
-from tasks.recipe import FinetuneConfig, UnlearnConfig  # noqa: E402
+    Hyper, autocast, class_weights, embed, seed_everything, to_device)
+from tasks.core.recipe import FinetuneConfig, UnlearnConfig  # noqa: E402
 
 
 class UnlearnNet(nn.Module):

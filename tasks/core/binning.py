@@ -1,0 +1,87 @@
+"""One binning of labels for every consumer: the split's strata, the report, the card, the cross-check.
+
+Numbers are binned (the recipe's `split.bins`, else quartiles of the kept rows), other
+values kept as categories; missing values become 'unknown'. One grouping, so a build
+never shows the same field grouped three ways.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tasks.core.errors import FacesetError
+from tasks.core.manifest import kept
+from tasks.core.recipe import Recipe
+
+UNKNOWN = "unknown"
+DEFAULT_QUANTILES = (0.25, 0.5, 0.75)
+MIN_DISTINCT_FOR_NUMERIC = 10  # fewer distinct numbers (0/1 codes, a few ages) are treated as categories
+NUMERIC_SHARE = 0.95  # share of values that must parse as numbers for a field to be binned
+
+
+def _as_number(values: pd.Series) -> pd.Series:
+    return pd.to_numeric(values.astype("string").str.strip(), errors="coerce")
+
+
+def is_numeric(values: pd.Series, binned: bool = False) -> bool:
+    """A field is binned when nearly every value given parses as a number (a stray 'n/a' does
+    not turn ages into 60 categories) and there are many distinct ones, or `binned` (the
+    recipe gives bins); few distinct numbers (0/1 codes) are kept as categories."""
+    present = values.dropna().astype("string").str.strip()
+    present = present[present != ""]
+    if present.empty:
+        return False
+    numbers = _as_number(present)
+    if numbers.notna().mean() < NUMERIC_SHARE:
+        return False
+    return binned or numbers.nunique() >= MIN_DISTINCT_FOR_NUMERIC
+
+
+def default_edges(values: pd.Series) -> list[float]:
+    """Quartile edges of the values: four bins of about equal size, rounded when the data are whole numbers."""
+    numbers = _as_number(values).dropna().to_numpy(dtype=float)
+    edges = np.quantile(numbers, DEFAULT_QUANTILES)
+    if np.all(numbers == np.round(numbers)):
+        edges = np.round(edges)
+    return sorted({float(e) for e in edges})
+
+
+def _edge(value: float) -> str:
+    return f"{value:g}"
+
+
+def bin_labels(values: pd.Series, edges: list[float]) -> pd.Series:
+    """'<e0', 'e0-e1', ..., '>=en' (lower edge included); missing values become 'unknown'."""
+    numbers = _as_number(values)
+    edges = sorted(float(e) for e in edges)
+    names = [f"<{_edge(edges[0])}"]
+    names += [f"{_edge(lo)}-{_edge(hi)}" for lo, hi in zip(edges, edges[1:])]
+    names.append(f">={_edge(edges[-1])}")
+    index = np.searchsorted(np.asarray(edges), numbers.fillna(0).to_numpy(dtype=float), side="right")
+    labels = pd.Series(np.asarray(names, dtype=object)[index], index=values.index, dtype="string")
+    return labels.mask(numbers.isna(), UNKNOWN)
+
+
+def category_labels(values: pd.Series) -> pd.Series:
+    """Values as clean strings; missing or blank values become 'unknown'."""
+    text = values.astype("string").str.strip()
+    return text.mask(text.isna() | (text == ""), UNKNOWN).astype("string")
+
+
+def field_labels(frame: pd.DataFrame, field: str, recipe: Recipe, reference: pd.DataFrame | None = None) -> pd.Series:
+    """The values of one field as stratum labels: numbers binned (recipe bins, else quartiles
+    of `reference`, by default the kept rows), everything else as categories."""
+    if field not in frame.columns:
+        raise FacesetError(
+            f"the split needs the field {field!r}, but the manifest has no such column",
+            "check split.stratify, split.group_by and split.variants in the recipe against the source fields",
+        )
+    bins = recipe.split.bins.get(field)
+    values = frame[field]
+    if bins:
+        return bin_labels(values, bins)  # values that are not numbers become 'unknown'
+    if is_numeric(values):
+        basis = (reference if reference is not None else frame[kept(frame)])[field]
+        return bin_labels(values, default_edges(basis if basis.notna().any() else values))
+    return category_labels(values)

@@ -1,0 +1,337 @@
+"""The takedown list: images people asked to have removed, excluded from every build.
+
+The list lives with the data, not with the code or a dataset: `<data_root>/takedowns.json`
+is shared by every dataset under that data root (a person removed from one dataset is
+removed from all of them; an entry may be limited to one dataset with `dataset`). Builds
+never remove entries, so the list survives rebuilds and `--rebuild`; they only add to an
+image entry the URLs it was found at, so the next crawl excludes those before download.
+
+An entry is one of
+
+- `url`: an image URL or the URL of the page it was on (matches `image_url` or `page_url`,
+  compared without fragment, default port or case of scheme and host);
+- `name`: a person's name as published (matches the `name` field, ignoring case and spaces);
+- `image`: an image file, matched by perceptual hash (imagehash pHash, Hamming distance
+  at most 6, mirrored copies too) against the downloaded images and face crops, and by
+  its exact sha256.
+
+With an `s3://bucket/prefix` data root the list is `s3://bucket/prefix/takedowns.json`;
+`faceset takedown add` updates it there and in this machine's mirror of the data root
+(`$FACESET_MIRROR/<bucket>/<prefix>/`), where builds read it.
+
+`apply` marks every match `excluded` with reason `takedown`, together with every row that
+shares its bytes (`sha256`) or is a near-copy of it (`dup_group`), and deletes their files
+from images/, faces/, quarantine/, splits/, variants/ and the metadata and shared
+manifest that list them. The build calls it after crawl (URL and name entries: excluded
+before anything is downloaded), after fetch and after faces (image entries).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import imagehash
+import pandas as pd
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tasks.core.errors import FacesetError
+from tasks.core.manifest import EXCLUDED, set_status
+from tasks.core.paths import DatasetPaths
+
+LIST_NAME = "takedowns.json"
+REASON = "takedown"
+MAX_DISTANCE = 6
+Kind = Literal["url", "name", "image"]
+# folders whose files derive from an image and are named by its item_id or sha256
+DERIVED = ("images", "faces", "quarantine", "splits", "variants", ".faceset/faces")
+PHASH_CACHE = "takedown-phash.json"
+DRAFT_SIDE = 256  # smallest side JPEGs are decoded at for hashing
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: Kind
+    value: str  # normalized URL, normalized name, or the image's pHash (hex)
+    given: str  # what the person gave, for the record
+    added_at: str
+    dataset: str | None = None  # None: every dataset under the data root
+    mirror: str | None = None  # pHash of the mirrored image
+    sha256: str | None = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def normalize_url(url: str) -> str:
+    """'HTTPS://Example.org:443/a.jpg#x' and 'example.org/a.jpg' -> '//example.org/a.jpg': the
+    same picture over http and https, with or without the default port, is one entry."""
+    text = url.strip()
+    parts = urlsplit(text if re.match(r"^[a-z][a-z0-9+.-]*://", text, flags=re.I) else f"//{text}")
+    host = (parts.hostname or "").lower()
+    port = parts.port if parts.port not in (None, 80, 443) else None
+    return urlunsplit(("", host if port is None else f"{host}:{port}", parts.path or "/", parts.query, ""))
+
+
+def normalize_name(name: str) -> str:
+    return re.sub(r"\s+", " ", str(name)).strip().casefold()
+
+
+def list_path(data_root: str | Path) -> Path:
+    return Path(data_root) / LIST_NAME
+
+
+def load(data_root: str | Path) -> list[Entry]:
+    """The entries of the list (none when there is no list yet)."""
+    path = list_path(data_root)
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [Entry(**item) for item in data.get("entries", [])]
+    except (ValueError, TypeError) as exc:
+        raise FacesetError(f"the takedown list {path} cannot be read: {exc}",
+                           "restore it from a backup or fix the JSON by hand; it is never rewritten by builds") from exc
+
+
+def save(data_root: str | Path, entries: list[Entry]) -> Path:
+    path = list_path(data_root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    body = {"about": "images excluded from every faceset build under this data root (faceset takedown add)",
+            "version": 1, "entries": [asdict(e) for e in entries]}
+    tmp.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def fingerprint(data_root: str | Path) -> str:
+    """A hash of the list, for build cache keys: a new entry must re-run the stages that apply it."""
+    path = list_path(data_root)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+
+
+def image_hashes(path: Path) -> tuple[imagehash.ImageHash, imagehash.ImageHash]:
+    """pHash of an image and of its mirror image. JPEGs are decoded at reduced scale (the
+    hash looks at 32x32 pixels), which makes hashing a large photo about ten times faster."""
+    with Image.open(path) as image:
+        image.draft("RGB", (DRAFT_SIDE, DRAFT_SIDE))
+        image = ImageOps.exif_transpose(image).convert("RGB")
+        return imagehash.phash(image), imagehash.phash(ImageOps.mirror(image))
+
+
+def looks_like_url(key: str) -> bool:
+    """'https://...', or a bare 'host.tld/path' as copied from a browser's address bar."""
+    key = key.strip()
+    return bool(re.match(r"^https?://", key, flags=re.I) or re.match(r"^[\w-]+(\.[\w-]+)+(:\d+)?/\S*$", key))
+
+
+def guess_kind(key: str) -> Kind:
+    if Path(key).is_file():
+        return "image"
+    if looks_like_url(key):
+        return "url"
+    return "name"
+
+
+def make_entry(key: str, kind: Kind | Literal["auto"] = "auto", dataset: str | None = None, note: str = "") -> Entry:
+    """An entry from what a person gave: a URL, a name or an image file."""
+    kind = guess_kind(key) if kind == "auto" else kind
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if kind == "url":
+        if not looks_like_url(key):
+            raise FacesetError(f"{key!r} is not a web address", "give the URL of the image or of its page")
+        return Entry("url", normalize_url(key), key, now, dataset, note=note)
+    if kind == "name":
+        if not normalize_name(key):
+            raise FacesetError("the name is empty", "give the name as the pages publish it")
+        return Entry("name", normalize_name(key), key, now, dataset, note=note)
+    path = Path(key)
+    if not path.is_file():
+        raise FacesetError(f"no image file at {path}", "give the path of the image to remove, a URL or a name")
+    try:
+        phash, mirror = image_hashes(path)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise FacesetError(f"{path} is not an image that can be read ({exc})", "give a JPEG, PNG or WebP file") from exc
+    return Entry("image", str(phash), path.name, now, dataset, mirror=str(mirror),
+                 sha256=hashlib.sha256(path.read_bytes()).hexdigest(), note=note)
+
+
+def add(data_root: str | Path, entry: Entry) -> tuple[Entry, bool]:
+    """Put an entry on the list; (the entry, False) when the same one is there already."""
+    entries = load(data_root)
+    for existing in entries:
+        if (existing.kind, existing.value, existing.dataset) == (entry.kind, entry.value, entry.dataset):
+            return existing, False
+    save(data_root, [*entries, entry])
+    return entry, True
+
+
+# ---------------------------------------------------------------- matching
+
+
+def _hash_of(path: Path, cache: dict[str, str]) -> imagehash.ImageHash | None:
+    """pHash of a stored file, cached by path, size and modification time."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    if key not in cache:
+        try:
+            cache[key] = str(image_hashes(path)[0])
+        except (UnidentifiedImageError, OSError, ValueError):
+            cache[key] = ""
+    return imagehash.hex_to_hash(cache[key]) if cache[key] else None
+
+
+def _stored_hashes(row: Any, paths: DatasetPaths, cache: dict[str, str]) -> list[imagehash.ImageHash]:
+    found = []
+    value = getattr(row, "phash", None)
+    if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{16}", value):
+        found.append(imagehash.hex_to_hash(value))
+    for column in ("image_path", "face_path"):
+        rel = getattr(row, column, None)
+        if isinstance(rel, str) and rel:
+            digest = _hash_of(paths.root / rel, cache)
+            if digest is not None:
+                found.append(digest)
+    return found
+
+
+def image_matches(frame: pd.DataFrame, entries: list[Entry], paths: DatasetPaths) -> list[pd.Series]:
+    """Per image entry, the rows whose image or crop is within MAX_DISTANCE of it (or of its
+    mirror image), or whose bytes are the entry's file."""
+    masks = [pd.Series(False, index=frame.index) for _ in entries]
+    if not entries or frame.empty:
+        return masks
+    wanted = [[imagehash.hex_to_hash(h) for h in (e.value, e.mirror) if h] for e in entries]
+    cache_file = paths.state / PHASH_CACHE
+    try:
+        cache = json.loads(cache_file.read_text(encoding="utf-8")) if cache_file.is_file() else {}
+    except ValueError:
+        cache = {}
+    for index, row in zip(frame.index, frame.itertuples(index=False)):
+        stored = _stored_hashes(row, paths, cache)
+        sha = getattr(row, "sha256", None)
+        for entry, hashes, mask in zip(entries, wanted, masks):
+            if (isinstance(sha, str) and sha == entry.sha256) or any(
+                    s - w <= MAX_DISTANCE for s in stored for w in hashes):
+                mask[index] = True
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    cache_file.write_text(json.dumps(cache), encoding="utf-8")
+    return masks
+
+
+def matches(frame: pd.DataFrame, entries: list[Entry], paths: DatasetPaths) -> tuple[pd.Series, dict[int, set[str]]]:
+    """Rows any entry names, plus rows sharing their bytes or duplicate group; and, per image
+    entry (by position), the image URLs it matched, so later crawls exclude them before download."""
+    mask = pd.Series(False, index=frame.index)
+    urls = {e.value for e in entries if e.kind == "url"} | {u for e in entries for u in e.extra.get("urls", [])}
+    names = {e.value for e in entries if e.kind == "name"}
+    for column in ("image_url", "page_url"):
+        if urls and column in frame.columns:
+            mask |= frame[column].map(lambda u: isinstance(u, str) and normalize_url(u) in urls).astype(bool)
+    if names and "name" in frame.columns:
+        mask |= frame["name"].map(lambda n: isinstance(n, str) and normalize_name(n) in names).astype(bool)
+    positions = [i for i, e in enumerate(entries) if e.kind == "image"]
+    learned: dict[int, set[str]] = {}
+    for position, found in zip(positions, image_matches(frame, [entries[i] for i in positions], paths)):
+        mask |= found
+        if found.any() and "image_url" in frame.columns:
+            learned[position] = {normalize_url(u) for u in frame.loc[found, "image_url"].dropna()}
+    for column in ("sha256", "dup_group"):
+        if column in frame.columns and mask.any():
+            taken = set(frame.loc[mask, column].dropna())
+            mask |= frame[column].isin(taken).fillna(False).astype(bool)
+    return mask, learned
+
+
+def remember_urls(data_root: Path, entries: list[Entry], learned: dict[int, set[str]]) -> None:
+    """Store the image URLs an image entry matched in the list itself, so that the next
+    build excludes them right after the crawl, before they are downloaded again."""
+    updates = {}
+    for position, urls in learned.items():
+        entry = entries[position]
+        known = set(entry.extra.get("urls", []))
+        if not urls <= known:
+            updates[(entry.kind, entry.value, entry.dataset)] = sorted(known | urls)
+    if not updates:
+        return
+    current = load(data_root)
+    for i, entry in enumerate(current):
+        key = (entry.kind, entry.value, entry.dataset)
+        if key in updates:
+            current[i] = replace(entry, extra={**entry.extra, "urls": updates[key]})
+    save(data_root, current)
+
+
+# ---------------------------------------------------------------- removal
+
+
+def remove_files(rows: pd.DataFrame, paths: DatasetPaths) -> int:
+    """Delete every file derived from these rows; returns how many were deleted."""
+    ids = set(rows["item_id"].astype(str))
+    shas = {s for s in rows.get("sha256", pd.Series(dtype=object)).dropna().astype(str) if s}
+    removed = 0
+    for column in [c for c in rows.columns if c.endswith("_path")]:
+        for rel in rows[column].dropna():
+            path = paths.root / str(rel)
+            if path.is_file() and path.resolve().is_relative_to(paths.root.resolve()):
+                path.unlink()
+                removed += 1
+    for folder in DERIVED:
+        base = paths.root / folder
+        if not base.is_dir():
+            continue
+        for path in base.rglob("*"):
+            if path.is_file() and (path.stem in ids or any(path.name.startswith(s) for s in shas)):
+                path.unlink()
+                removed += 1
+    for listing in [*paths.splits.rglob("metadata.jsonl"), *(paths.root / "variants").rglob("metadata.jsonl")]:
+        lines = listing.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if json.loads(line).get("item_id") not in ids]
+        if len(kept) != len(lines):
+            listing.write_text("".join(kept), encoding="utf-8")
+    share = paths.root / "manifest_share.csv"
+    if share.is_file():
+        table = pd.read_csv(share, dtype=str, keep_default_na=False)
+        if table["item_id"].isin(ids).any():
+            table[~table["item_id"].isin(ids)].to_csv(share, index=False)
+    return removed
+
+
+def _paths(target: DatasetPaths | str | Path) -> DatasetPaths:
+    return target if isinstance(target, DatasetPaths) else DatasetPaths(Path(target).resolve())
+
+
+def apply(manifest: pd.DataFrame, target: DatasetPaths | str | Path, entries: list[Entry] | None = None) -> pd.DataFrame:
+    """Mark rows on the takedown list `excluded` (reason `takedown`) and delete their files.
+
+    `target` is the dataset folder (its parent is the data root holding the list); pass
+    `entries` to use another list instead.
+    """
+    paths = _paths(target)
+    from_list = entries is None
+    entries = load(paths.root.parent) if entries is None else entries
+    entries = [e for e in entries if e.dataset in (None, paths.root.name)]
+    frame = manifest.copy()
+    if frame.empty or not entries:
+        return frame
+    mask, learned = matches(frame, entries, paths)
+    new = mask.fillna(False).astype(bool) & ~((frame["status"] == EXCLUDED) & (frame["reason"] == REASON)).fillna(False)
+    if from_list and learned:
+        remember_urls(paths.root.parent, entries, learned)
+    if not new.any():
+        return frame
+    set_status(frame, new, EXCLUDED, REASON)
+    for column in [c for c in frame.columns if c == "split" or c.startswith("split_") or c == "export_path"]:
+        frame.loc[new, column] = pd.NA
+    remove_files(frame[new], paths)
+    return frame

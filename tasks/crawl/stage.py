@@ -1,0 +1,218 @@
+"""Crawl stage: run the recipe's spider and turn what it found into manifest rows.
+
+Scrapy runs in a child process per crawl (spiders/launch.py); success is judged from
+the crawl's stats, not the exit code, and a crawl that finds no image at all is an
+error with hints, because an empty dataset is never what the user wanted.
+
+Rows are never dropped: rows found again get their labels refreshed and `last_seen`
+updated; rows no longer found keep their values and their old `last_seen`.
+
+Resume: the crawl keeps its state under `<data>/.faceset/crawl/` until it completes: a
+JOBDIR (Scrapy's resume after Ctrl-C), an HTTP cache of the pages fetched (so a crawl
+killed any other way replays them without the network) and the items found so far.
+Running the stage again finishes the crawl. The page cache outlives the crawl: the next
+build asks the server only whether each page changed (conditional requests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections import Counter, defaultdict
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from spiders.launch import read_jsonl, run_job
+from tasks.core import manifest as mf
+from tasks.core.errors import FacesetError
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import Recipe
+from tasks.core.reports import write_report
+
+LAST_SEEN = "last_seen"
+CLEAN_ENDS = ("finished",)
+
+
+def crawl_state(paths: DatasetPaths) -> Path:
+    return paths.state / "crawl"
+
+
+def _needs_browser(recipe: Recipe) -> bool:
+    return any(s.render or any(f.render for f in s.follow) for s in recipe.sources)
+
+
+def prepare_job(recipe: Recipe, paths: DatasetPaths, today: date) -> dict[str, Any]:
+    """The crawl job: a new crawl, or the unfinished one left in the state folder, resumed.
+
+    A new crawl revalidates the pages cached by earlier builds (RFC 2616 policy: a
+    conditional request, answered 304 when the page did not change). A resumed crawl
+    replays the pages it already fetched since it started, without asking the server.
+    """
+    state = crawl_state(paths)
+    state.mkdir(parents=True, exist_ok=True)
+    started_file, recipe_file = state / "started", state / "recipe.sha256"
+    fingerprint = hashlib.sha256(json.dumps(recipe.section("crawl"), sort_keys=True).encode()).hexdigest()
+    if recipe_file.is_file() and recipe_file.read_text(encoding="utf-8") != fingerprint:
+        _close_crawl(state)  # the sources changed: an unfinished crawl of the old ones is not resumed
+    recipe_file.write_text(fingerprint, encoding="utf-8")
+    resuming = started_file.is_file()
+    if (state / "job").exists() and not (state / "stats.json").is_file():
+        # The last crawl process was killed before it could close its JOBDIR cleanly, so
+        # its queue may be half written: walk again; the HTTP cache replays fetched pages.
+        shutil.rmtree(state / "job", ignore_errors=True)
+    if not resuming:
+        started_file.write_text(str(time.time()), encoding="utf-8")
+    since_start = time.time() - float(started_file.read_text(encoding="utf-8"))
+    return {
+        "kind": "crawl",
+        "recipe": recipe.model_dump(mode="json"),
+        "today": today.isoformat(),
+        "items_file": str(state / "items.jsonl"),
+        "stats_file": str(state / "stats.json"),
+        "log_file": str(state / "crawl.log"),
+        "jobdir": str(state / "job"),
+        "cache_dir": str(state / "httpcache"),
+        "cache_policy": "replay" if resuming else "revalidate",
+        "cache_expiration_secs": int(since_start) + 60 if resuming else 0,
+    }
+
+
+def _close_crawl(state: Path) -> None:
+    """Forget a crawl that ran to its end (its page cache stays for the next build)."""
+    for name in ("job", "items.jsonl", "started"):
+        target = state / name
+        shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+
+
+def _judge(stats: dict[str, Any], records: list[dict[str, Any]], state: Path) -> None:
+    """Raise a FacesetError when the crawl failed or found nothing; return when it is usable."""
+    reason = str(stats.get("finish_reason", "unknown"))
+    log = state / "crawl.log"
+    if reason.startswith("error"):
+        raise FacesetError(f"the crawl failed: {reason}", f"see {log} for details")
+    if reason == "shutdown":
+        raise FacesetError("the crawl was interrupted before it finished", "run the same command again to resume where it stopped")
+    if reason not in CLEAN_ENDS and not reason.startswith("closespider"):
+        raise FacesetError(f"the crawl stopped early ({reason})", f"see {log}; run again to resume")
+    if not records:
+        pages = stats.get("response_received_count", 0)
+        blocked = len(stats.get("faceset/robots_blocked", []))
+        errors = stats.get("faceset/page_errors", 0)
+        no_image = stats.get("faceset/pages_without_image", 0)
+        raise FacesetError(
+            f"the crawl found no images ({pages} pages fetched, {errors} page errors, "
+            f"{blocked} pages blocked by robots.txt, {no_image} item pages without an image)",
+            "check that the start URLs open in a browser, that the follow: links and item: image "
+            "selectors match the pages (see docs/recipe-reference.md), and that robots.txt allows them; "
+            f"the crawl log is {log}",
+        )
+
+
+def _new_rows(records: list[dict[str, Any]], fields: list[str], now: str) -> pd.DataFrame:
+    rows = []
+    for rec in records:
+        row = {
+            "item_id": mf.item_id(rec["page_url"], rec["image_url"]),
+            "source": rec["source"],
+            "page_url": rec["page_url"],
+            "image_url": rec["image_url"],
+            "crawled_at": rec["crawled_at"],
+            LAST_SEEN: now,
+        }
+        for name in fields:
+            row[name] = rec["fields"].get(name) or pd.NA
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=["item_id", "source", "page_url", "image_url", "crawled_at", LAST_SEEN, *fields])
+    return frame.drop_duplicates("item_id", keep="first").reset_index(drop=True)
+
+
+def merge(manifest: pd.DataFrame, found: pd.DataFrame, fields: list[str], now: str) -> pd.DataFrame:
+    """Previous rows (refreshed when found again, untouched otherwise) plus the new ones as `kept`."""
+    previous = mf.conform(manifest, fields)
+    if LAST_SEEN not in previous.columns:
+        previous[LAST_SEEN] = pd.Series(previous["crawled_at"], dtype="string")
+    previous = previous.set_index("item_id", drop=False)
+    found = found.set_index("item_id", drop=False)
+    again = found.index.intersection(previous.index)
+    for name in fields:
+        fresh = found.loc[again, name].astype("string")
+        has = fresh.notna()
+        previous.loc[fresh.index[has], name] = fresh[has]
+    previous.loc[again, LAST_SEEN] = now
+    new = found.loc[found.index.difference(previous.index, sort=False)].copy()
+    new["status"] = mf.KEPT
+    merged = pd.concat([previous, mf.conform(new, fields)], ignore_index=True) if len(new) else previous.reset_index(drop=True)
+    merged = mf.conform(merged, fields)
+    merged[LAST_SEEN] = merged[LAST_SEEN].astype("string")
+    return merged
+
+
+def summarize(stats: dict[str, Any], records: list[dict[str, Any]], merged: pd.DataFrame, before: int,
+              recipe: Recipe, paths: DatasetPaths) -> dict[str, Any]:
+    """reports/crawl.json: what was fetched and found, what went wrong, and the settings used."""
+    unmapped: dict[str, Counter[str]] = defaultdict(Counter)
+    per_source: dict[str, Counter[str]] = defaultdict(Counter)
+    for rec in records:
+        for name, value in rec.get("unmapped", {}).items():
+            unmapped[name][value] += 1
+        per_source[rec["source"]]["items"] += 1
+    for source in recipe.sources:
+        per_source[source.name]["pages"] = stats.get(f"faceset/pages/{source.name}", 0)
+        per_source[source.name]["budget_exhausted"] = stats.get(f"faceset/budget_exhausted/{source.name}", 0)
+    elapsed = float(stats.get("elapsed_time_seconds") or 0.0)  # the crawl itself, without process start
+    pages = int(stats.get("response_received_count", 0))
+    summary = {
+        "finish_reason": stats.get("finish_reason"),
+        "pages": pages,
+        "rendered_pages": stats.get("faceset/rendered_pages", 0),
+        "pages_from_resume_cache": stats.get("httpcache/hit", 0),
+        "pages_unchanged": stats.get("httpcache/revalidate", 0),
+        "items": len({mf.item_id(r["page_url"], r["image_url"]) for r in records}),
+        "rows_before": before,
+        "rows_total": len(merged),
+        "rows_new": len(merged) - before,
+        "errors": stats.get("faceset/errors", []),
+        "error_count": int(stats.get("faceset/page_errors", 0)) + int(stats.get("log_count/ERROR", 0)),
+        "unmapped": {name: dict(values.most_common()) for name, values in unmapped.items()},
+        "robots_blocked": stats.get("faceset/robots_blocked", []),
+        "pages_without_image": stats.get("faceset/pages_without_image_urls", []),
+        "depth_limited": stats.get("faceset/depth_limited", 0),
+        "offsite_skipped": stats.get("faceset/offsite_skipped", 0),
+        "retries": stats.get("retry/count", 0),
+        "per_source": {k: dict(v) for k, v in per_source.items()},
+        "elapsed_seconds": round(elapsed, 3),
+        "pages_per_second": round(pages / elapsed, 2) if elapsed else None,
+        "settings": recipe.crawl.model_dump(mode="json"),
+        "scrapy_settings": stats.get("faceset/settings", {}),
+    }
+    write_report(paths, "crawl", summary)
+    return summary
+
+
+
+
+
+def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, today: date | None = None,
+        timeout: float | None = None, **_: Any) -> pd.DataFrame:
+    """Crawl every source of the recipe; return the manifest with every row known so far."""
+    if _needs_browser(recipe):
+        from spiders.browser import require_browser
+
+        require_browser()
+    state = crawl_state(paths)
+    job = prepare_job(recipe, paths, today or datetime.now(timezone.utc).date())
+    stats = run_job(job, state, timeout=timeout)
+    records = read_jsonl(Path(job["items_file"]))
+    if stats.get("finish_reason") == "finished":
+        _close_crawl(state)  # even if it found nothing: the next run starts afresh
+    _judge(stats, records, state)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    fields = recipe.field_names
+    merged = merge(manifest, _new_rows(records, fields, now), fields, now)
+    summarize(stats, records, merged, len(manifest), recipe, paths)
+    return merged

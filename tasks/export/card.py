@@ -1,0 +1,333 @@
+"""DATASET_CARD.md: the document that lets a reviewer judge a dataset without the code.
+
+Written by the export stage from the manifest, the recipe and the stage reports, in
+plain Markdown: purpose, sources and crawl dates, the recipe, the funnel from found to
+kept with the reasons behind every drop, label and attribute distributions per split,
+the cross-check agreement, license and contact, known gaps, and how to request removal.
+Every number is computed from the manifest the card sits beside, so the two never
+disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from tasks.core.reasons import reason_kind
+from tasks.core.manifest import DUPLICATE, EXCLUDED, FAILED, KEPT, QUARANTINED
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import Recipe
+from tasks.core.binning import UNKNOWN, field_labels
+from tasks.core.paths import SPLITS
+from tasks.core.takedown import REASON as TAKEDOWN_REASON
+
+FEW = 20  # a class/attribute combination with fewer kept images is a known gap
+THIN_SHOWN = 12  # thin combinations named in the card, thinnest first
+FACE_WORDS = ("face", "blur", "crop")
+FUNNEL = ("found", "downloaded", "decoded", "one face", "unique", "agreed", "kept")
+
+
+def md_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """A Markdown table ('|' in values escaped); numbers right-aligned."""
+    if not rows:
+        return "_none_\n"
+    columns = columns or list(rows[0])
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.1%}" if 0 <= value <= 1 else f"{value:.3g}"
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    align = ["---:" if all(isinstance(r.get(c), (int, float)) for r in rows) else "---" for c in columns]
+    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- funnel
+
+
+def fold_reason(reason: Any) -> str:
+    """'duplicate of 3f2a...' and 'file too small (3 KB < 5 KB)' counted by their kind."""
+    if not isinstance(reason, str) or not reason.strip():
+        return "(no reason given)"
+    if reason.startswith("duplicate of"):
+        return "duplicate of another image"
+    return reason_kind(reason)
+
+
+def drop_step(row: pd.Series) -> str | None:
+    """The funnel step an image that was not kept fell out at (None: kept, or taken down)."""
+    status, reason = row["status"], row["reason"] if isinstance(row["reason"], str) else ""
+    if status == KEPT or (status == EXCLUDED and reason == TAKEDOWN_REASON):
+        return None
+    if pd.isna(row.get("sha256")) and status in (FAILED, QUARANTINED, EXCLUDED):
+        return "downloaded"
+    if status == DUPLICATE:
+        return "unique"
+    if status in (QUARANTINED, FAILED):
+        return "one face" if any(w in reason.lower() for w in FACE_WORDS) else "decoded"
+    return "agreed"  # excluded after the cross-check (on_disagreement: drop) or for another reason
+
+
+def funnel(manifest: pd.DataFrame) -> tuple[list[dict[str, Any]], int]:
+    """Images left after each step from found to kept, with how many fell out at that step
+    and why; images taken down on request get their own row right after 'found'."""
+    is_takedown = (manifest["status"] == EXCLUDED) & (manifest["reason"] == TAKEDOWN_REASON)
+    steps = manifest.apply(drop_step, axis=1) if len(manifest) else pd.Series(dtype=object)
+    steps = steps.where(~is_takedown, "removed on request")
+    remaining = len(manifest)
+    rows = [{"step": "found", "images": remaining, "dropped": 0, "why": ""}]
+    for step in ("removed on request", *FUNNEL[1:]):
+        dropped = manifest[steps == step]
+        remaining -= len(dropped)
+        reasons = dropped["reason"].map(fold_reason).value_counts()
+        rows.append({
+            "step": step,
+            "images": remaining,
+            "dropped": len(dropped),
+            "why": "; ".join(f"{r} ({n})" for r, n in reasons.head(6).items()) + ("; ..." if len(reasons) > 6 else ""),
+        })
+    return rows, int(is_takedown.sum())
+
+
+# ---------------------------------------------------------------- distributions
+
+
+def split_columns(manifest: pd.DataFrame, recipe: Recipe) -> dict[str, str]:
+    """Variant name -> its manifest column (the original first)."""
+    found = {"original": "split"} if "split" in manifest.columns else {}
+    for variant in recipe.split.variants:
+        if f"split_{variant.name}" in manifest.columns:
+            found[variant.name] = f"split_{variant.name}"
+    return found
+
+
+def value_order(label: str) -> tuple[int, float, str]:
+    """Bins in numeric order ('<34', '34-43', ..., '>=52'), other values alphabetically, 'unknown' last."""
+    if label == UNKNOWN:
+        return (2, 0.0, label)
+    match = re.match(r"^(<|>=)?(-?[\d.]+(?:e[+-]?\d+)?)", label)
+    if match:
+        number = float(match.group(2))
+        return (0, -math.inf if match.group(1) == "<" else number, label)
+    return (1, 0.0, label)
+
+
+def distribution(manifest: pd.DataFrame, field: str, column: str, recipe: Recipe) -> list[dict[str, Any]]:
+    """Kept images per value of `field` (numbers binned as the split bins them) and split."""
+    kept_rows = manifest[manifest["status"] == KEPT]
+    rows = kept_rows[kept_rows[column].notna()]
+    if rows.empty or field not in rows.columns:
+        return []
+    labels = field_labels(rows, field, recipe, reference=kept_rows)  # the same bins for every variant
+    table = pd.crosstab(labels, rows[column]).reindex(columns=[s for s in SPLITS if s in set(rows[column])], fill_value=0)
+    out = []
+    for value, counts in sorted(table.iterrows(), key=lambda item: value_order(str(item[0]))):
+        out.append({field: value, **{s: int(counts[s]) for s in table.columns}, "all": int(counts.sum())})
+    return out
+
+
+# ---------------------------------------------------------------- other sections
+
+
+def sources(manifest: pd.DataFrame, recipe: Recipe) -> list[dict[str, Any]]:
+    rows = []
+    for source in recipe.sources:
+        mine = manifest[manifest["source"] == source.name]
+        dates = mine["crawled_at"].dropna().astype(str)
+        rows.append({
+            "source": source.name,
+            "start pages": ", ".join(source.start_urls),
+            "candidates": len(mine),
+            "kept": int((mine["status"] == KEPT).sum()),
+            "crawled": f"{dates.min()[:10]} to {dates.max()[:10]}" if len(dates) else "not crawled",
+        })
+    return rows
+
+
+def _scalars(data: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, Any]]:
+    """Top-level numbers of a stage report, for showing without knowing its layout."""
+    found: list[tuple[str, Any]] = []
+    if isinstance(data, dict) and depth < 2:
+        for key, value in data.items():
+            if isinstance(value, (int, float, str)) and not isinstance(value, bool) and len(str(value)) < 80:
+                found.append((f"{prefix}{key}", value))
+            elif isinstance(value, dict):
+                found += _scalars(value, f"{prefix}{key}.", depth + 1)
+    return found
+
+
+def crosscheck(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> str:
+    """Agreement between the crawled labels and the autotagger, from the manifest and
+    reports/crosscheck.json when the cross-check ran."""
+    checked = manifest["crosscheck"].dropna() if "crosscheck" in manifest.columns else pd.Series(dtype=object)
+    if checked.empty:
+        return f"The cross-check did not run (autotagger: {recipe.crosscheck.autotagger}).\n"
+    counts = checked.value_counts()
+    agree, disagree = int(counts.get("agree", 0)), int(counts.get("disagree", 0))
+    text = (f"Of {len(checked)} images compared with the autotagger ({recipe.crosscheck.autotagger}), "
+            f"{agree} agree, {disagree} disagree and {int(counts.get('skipped', 0))} were skipped")
+    text += f": agreement {agree / (agree + disagree):.1%}.\n" if agree + disagree else ".\n"
+    if disagree:
+        text += (f"On disagreement the recipe says `{recipe.crosscheck.on_disagreement}`: disagreeing images were "
+                 + ("dropped.\n" if recipe.crosscheck.on_disagreement == "drop" else "kept and flagged in the manifest (`crosscheck`).\n"))
+        reasons = manifest.loc[manifest["crosscheck"] == "disagree", "crosscheck_reason"].dropna().astype(str)
+        fields = reasons.str.split(";").explode().str.strip().map(lambda r: r.split(":")[0] if ":" in r else fold_reason(r))
+        why = fields[fields != ""].value_counts().head(8)
+        text += "\n" + md_table([{"disagreement on": r, "images": int(n)} for r, n in why.items()])
+    report = paths.report_json("crosscheck")
+    if report.is_file():
+        try:
+            figures = _scalars(json.loads(report.read_text(encoding="utf-8")))[:30]
+        except ValueError:
+            figures = []
+        if figures:
+            text += "\nFrom `reports/crosscheck.json`:\n\n" + md_table([{"figure": k, "value": v} for k, v in figures])
+    return text
+
+
+def gaps(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> list[str]:
+    """What a user of the data should know is thin or missing."""
+    found = []
+    rows = manifest[manifest["status"] == KEPT]
+    if rows.empty:
+        return ["No image was kept."]
+    target = field_labels(rows, recipe.target, recipe, reference=rows)
+    for label, n in target.value_counts().items():
+        if n < FEW:
+            found.append(f"class `{label}` has only {n} kept image{'s' if n != 1 else ''}")
+    for attribute in recipe.attributes:
+        if attribute not in rows.columns:
+            continue
+        values = field_labels(rows, attribute, recipe, reference=rows)
+        unknown = int((values == UNKNOWN).sum())
+        if unknown:
+            found.append(f"{attribute} is unknown for {unknown} of {len(rows)} kept images ({unknown / len(rows):.0%})")
+        table = pd.crosstab(target, values).drop(columns=[UNKNOWN], errors="ignore").stack().sort_values(kind="stable")
+        thin = [f"{label} with {value} ({n})" for (label, value), n in table.items() if n < FEW]
+        if thin:
+            found.append(f"{len(thin)} combinations of `{recipe.target}` and `{attribute}` have fewer than {FEW} images: "
+                         + "; ".join(thin[:THIN_SHOWN]) + (f"; and {len(thin) - THIN_SHOWN} more" if len(thin) > THIN_SHOWN else ""))
+    report = paths.report_json("split")
+    if report.is_file():
+        for warning in json.loads(report.read_text(encoding="utf-8")).get("warnings", []):
+            found.append(f"split: {warning}")
+    return found
+
+
+# ---------------------------------------------------------------- the card
+
+
+def render(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> str:
+    kept_rows = manifest[manifest["status"] == KEPT]
+    steps, taken_down = funnel(manifest)
+    recipe_yaml = yaml.safe_dump(recipe.model_dump(mode="json", exclude_defaults=True), sort_keys=False, allow_unicode=True)
+    columns = split_columns(manifest, recipe)
+    split_report = json.loads(paths.report_json("split").read_text(encoding="utf-8")) if paths.report_json("split").is_file() else {}
+    out = [
+        f"# Dataset card: {recipe.name}\n",
+        f"_Generated by faceset on {datetime.now(timezone.utc):%Y-%m-%d} from `manifest.parquet` "
+        f"({len(manifest)} candidates, {len(kept_rows)} kept)._\n",
+        "## Purpose\n",
+        (recipe.description or "_The recipe gives no description._") + "\n",
+        f"Each image is a face crop labelled with `{recipe.target}` (the class: one folder per value)"
+        + (f" and the attributes {', '.join(f'`{a}`' for a in recipe.attributes)}" if recipe.attributes else "")
+        + ". Labels come from the web pages the images were found on, as the recipe reads them; they are the "
+        "pages' claims, checked against an autotagger where the cross-check ran (see below), not ground truth.\n",
+        "## Sources and crawl dates\n",
+        md_table(sources(manifest, recipe)),
+        "## Funnel: from found to kept\n",
+        "Every candidate keeps its row in the manifest with a `status` and a `reason`; the counts below are "
+        "computed from it.\n",
+        md_table(steps, ["step", "images", "dropped", "why"]),
+        f"Removed on request (takedown): **{taken_down}** images; none of their files is in any output.\n",
+        "## Splits\n",
+        _splits_text(recipe, split_report),
+    ]
+    for name, column in columns.items():
+        folder = "splits/" if column == "split" else f"variants/{name}/"
+        out.append(f"### {name} (`{folder}`, manifest column `{column}`)\n")
+        for field in dict.fromkeys([recipe.target, *recipe.attributes]):
+            out.append(md_table(distribution(manifest, field, column, recipe)))
+    out += [
+        "## Cross-check agreement\n",
+        crosscheck(manifest, recipe, paths),
+        "## Known gaps\n",
+        "\n".join(f"- {g}" for g in gaps(manifest, recipe, paths)) or "_none found_",
+        "\n## License and contact\n",
+        f"- License: {recipe.license}\n- Contact: {recipe.contact}\n",
+        "## How to request removal\n",
+        f"Anyone shown in this dataset can ask for an image to be removed by writing to {recipe.contact} with the "
+        "image, the page it was on, or the name it was published under. The maintainer runs\n\n"
+        "```\nfaceset takedown add <image URL | page URL | name | image file> --data-root <data root>\n```\n\n"
+        "which puts it on the takedown list kept with the data (`takedowns.json` in the data root). Its files are "
+        "removed at once from `images/`, `faces/`, `quarantine/`, `splits/` and `variants/`, and every later build "
+        "excludes it (status `excluded`, reason `takedown`) before anything is downloaded again; an image file is "
+        "matched by perceptual hash, so resized and mirrored copies go too.\n",
+        "## Files and how to load them\n",
+        "- `splits/<split>/<class>/<item_id>.jpg`: `torchvision.datasets.ImageFolder(\"splits/train\")` or "
+        "`keras.utils.image_dataset_from_directory(\"splits/train\")`.\n"
+        "- `splits/<split>/metadata.jsonl` (file_name, label, attributes): "
+        "`datasets.load_dataset(\"imagefolder\", data_dir=\"splits\")`.\n"
+        "- `variants/<name>/...`: the same layout for each variant.\n"
+        "- `manifest.parquet` / `manifest.csv`: every candidate with provenance, labels, status and reason.\n"
+        "- `manifest_share.csv`: what can be shared without the images (URLs, sha256, labels, splits); "
+        "`faceset hydrate manifest_share.csv OUT_DIR` downloads and verifies the images again.\n",
+        "## Recipe\n",
+        "The recipe this dataset was built from (settings left at their defaults are not shown):\n",
+        f"```yaml\n{recipe_yaml}```\n",
+    ]
+    return "\n".join(out)
+
+
+def _splits_text(recipe: Recipe, report: dict[str, Any]) -> str:
+    split = recipe.split
+    text = (f"Ratios train {split.train:.0%}, val {split.val:.0%}, test {split.test:.0%}, seed {split.seed}, stratified "
+            f"on {', '.join(f'`{f}`' for f in dict.fromkeys([recipe.target, *split.stratify]))} jointly (numbers binned). "
+            "Images of one person (same `person_group`, or the same name at one source"
+            + (f", or the same `{split.group_by}`" if split.group_by else "")
+            + ") and near-copies (same `dup_group`) are always in the same split, so no test image has a relative "
+            "in training.")
+    original = report.get("variants", {}).get("original")
+    if original:
+        worst = original.get("largest_deviation_where_size_allows", {})
+        tolerance = f"{100 * original.get('tolerance', 0.02):g}"
+        leaks = sum(original.get("leaks", {}).values())
+        text += (" Achieved shares: " + ", ".join(f"{s} {v:.1%}" for s, v in original.get("share", {}).items())
+                 + "; " + (f"among strata large enough to come within {tolerance} points of the ratios, the furthest "
+                           f"off is {worst['stratum']} ({worst['split']}, {worst['deviation']:.1%} off)"
+                           if worst.get("stratum") else f"every stratum large enough to come within {tolerance} points "
+                           "of the ratios does")
+                 + f"; groups found in more than one split: {leaks}.")
+    if report.get("kept_from_previous_build") or report.get("moved_since_previous_build"):
+        text += (f" Rebuilt with unchanged split settings: {report['kept_from_previous_build']} images kept the split "
+                 f"of the previous build and {report['moved_since_previous_build']} moved because a new image joined "
+                 "their group to one in another split.")
+    for variant in recipe.split.variants:
+        if variant.kind == "balanced":
+            text += (f"\n\nVariant `{variant.name}` (balanced): down-sampled so that every combination of "
+                     f"{', '.join(variant.by) or 'the stratification fields'} has the same number of images"
+                     + (f" within each {', '.join(variant.within)}" if variant.within else "") + ".")
+        else:
+            text += (f"\n\nVariant `{variant.name}` (biased): in train and val, {variant.strength:.0%} of each class's "
+                     f"images carry the `{variant.attribute}` value paired with the class; the images left over "
+                     "(mostly the opposite pairing) are the test set, to measure how much a model relies on "
+                     f"`{variant.attribute}`.")
+    return text + "\n"
+
+
+def write(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> Path:
+    """Write DATASET_CARD.md beside the manifest (atomically)."""
+    text = render(manifest, recipe, paths)
+    tmp = paths.card.with_name(f".{paths.card.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(paths.card)
+    return paths.card

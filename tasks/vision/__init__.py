@@ -1,0 +1,1 @@
+"""Image code shared by several stages: decoding, the face detector and cropper, backbones, batched models."""
