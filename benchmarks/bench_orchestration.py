@@ -6,7 +6,7 @@
 3. Resume: a build SIGKILLed in the middle of the per-image faces stage, then run again,
    against the same build uninterrupted.
 
-Stages are the small fakes of tests/test_flow_fakes.py (real files and manifests, no
+Stages are the small fakes of tests/fakes/flow_stages.py (real files and manifests, no
 models), so what is measured is the orchestration, not face detection.
 
     .venv/bin/python benchmarks/bench_orchestration.py [--quick]
@@ -85,7 +85,7 @@ def overhead(counts: list[int]) -> list[dict]:
 
 
 def _setup(folder: Path, count: int) -> Path:
-    import test_flow_fakes as fakes
+    from fakes import flow_stages as fakes
 
     folder.mkdir(parents=True, exist_ok=True)
     fakes.write_site(folder / "site.json", count)
@@ -95,17 +95,17 @@ def _setup(folder: Path, count: int) -> Path:
 
 
 def rebuild_vs_cached(folder: Path, count: int) -> dict:
-    import test_flow_fakes as fakes
+    from fakes import flow_stages as fakes
 
     from flows.build import build
 
     recipe = _setup(folder, count)
-    build(recipe, data_root=folder / "data", stages="test_flow_fakes:stages")  # warm: caches exist
+    build(recipe, data_root=folder / "data", stages="fakes.flow_stages:stages")  # warm: caches exist
     started = time.perf_counter()
-    build(recipe, data_root=folder / "data", stages="test_flow_fakes:stages", rebuild=True)
+    build(recipe, data_root=folder / "data", stages="fakes.flow_stages:stages", rebuild=True)
     full = time.perf_counter() - started
     started = time.perf_counter()
-    build(recipe, data_root=folder / "data", stages="test_flow_fakes:stages")
+    build(recipe, data_root=folder / "data", stages="fakes.flow_stages:stages")
     cached = time.perf_counter() - started
     print(f"{count} images: full rebuild {full:.2f} s, cached no-op re-run {cached:.2f} s", flush=True)
     return {"images": count, "full_rebuild_s": round(full, 3), "cached_rerun_s": round(cached, 3)}
@@ -113,10 +113,10 @@ def rebuild_vs_cached(folder: Path, count: int) -> dict:
 
 DRIVER = """
 import sys, time
-import flows.build, test_flow_fakes as fakes
+import flows.build
 flows.build.ROW_FLUSH_SECONDS = 1.0
 started = time.perf_counter()
-flows.build.build(sys.argv[1], data_root=sys.argv[2], stages="test_flow_fakes:stages")
+flows.build.build(sys.argv[1], data_root=sys.argv[2], stages="fakes.flow_stages:stages")
 print("BUILD", time.perf_counter() - started, flush=True)
 """
 

@@ -86,7 +86,7 @@ def test_killed_writer_never_leaves_a_half_written_manifest(tmp_path: Path) -> N
         while True:
             mf.write(frame, {str(path)!r}, csv=False)
     """)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     for delay in (0.05, 0.2, 0.45):
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env)
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"

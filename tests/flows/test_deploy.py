@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-import test_flow_fakes as fakes
+from fakes import flow_stages as fakes
 from flows import deployments
 from tasks.core import manifest as mf
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PREFECT = str(REPO / ".venv" / "bin" / "prefect")
 
 
@@ -55,7 +55,7 @@ def test_deploy_and_run_a_deployment_with_a_worker(tmp_path, prefect_server):
     project = deployments.project(datasets)
     entry = project["deployments"][0]
     entry["work_pool"]["name"] = "faceset-test"
-    entry["parameters"].update(data_root=str(tmp_path / "data"), stages="test_flow_fakes:stages")
+    entry["parameters"].update(data_root=str(tmp_path / "data"), stages="fakes.flow_stages:stages")
     prefect_file = tmp_path / "prefect.yaml"
     prefect_file.write_text(yaml.safe_dump(project, sort_keys=False))
 
@@ -72,7 +72,7 @@ def test_deploy_and_run_a_deployment_with_a_worker(tmp_path, prefect_server):
 
     found = asyncio.run(deployment())
     assert [s.schedule.cron for s in found.schedules] == ["*/5 * * * *"]
-    assert found.parameters["stages"] == "test_flow_fakes:stages"
+    assert found.parameters["stages"] == "fakes.flow_stages:stages"
 
     _cli(["deployment", "run", "faceset-scheduled-build/deployset"], env)
     worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "faceset-test", "--run-once"], env=env, cwd=REPO,

@@ -20,16 +20,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import test_flow_fakes as fakes
+from fakes import flow_stages as fakes
 from tasks.core import manifest as mf
 
-FAKES = "test_flow_fakes:stages"
-REPO = Path(__file__).resolve().parents[1]
+FAKES = "fakes.flow_stages:stages"
+REPO = Path(__file__).resolve().parents[2]
 DRIVER = """
 import sys
 import flows.build
 flows.build.ROW_FLUSH_SECONDS = 0  # save every finished batch, so the kill points below are exact
-flows.build.build(sys.argv[1], data_root=sys.argv[2], stages="test_flow_fakes:stages")
+flows.build.build(sys.argv[1], data_root=sys.argv[2], stages="fakes.flow_stages:stages")
 print("BUILD DONE")
 """
 

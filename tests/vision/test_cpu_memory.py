@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Three EfficientNet-Lite0 forward passes (16 images, 160 px) after a warm-up: page faults taken.
 PROBE = """
 import json, resource, sys

@@ -10,7 +10,7 @@ import yaml
 
 from tasks.core.recipe import STAGES, Recipe, RecipeError, load_recipe, parse_recipe
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DESIGN = REPO.parent / "shared" / "DESIGN.md"
 
 BASE = {

@@ -17,7 +17,7 @@ import pytest
 
 from tasks.core.recipe import STAGES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LIMIT = 40
 
 

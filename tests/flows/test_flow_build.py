@@ -1,4 +1,4 @@
-"""The build flow with small fake stages (tests/test_flow_fakes.py): real Prefect flow runs, real files.
+"""The build flow with small fake stages (tests/fakes/flow_stages.py): real Prefect flow runs, real files.
 
 What is checked: an unchanged re-run runs no stage; a changed recipe section re-runs that
 stage and the ones after it only; a re-crawl that adds 10 images makes the per-image
@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import test_flow_fakes as fakes
+from fakes import flow_stages as fakes
 
-FAKES = "test_flow_fakes:stages"
-REPO = Path(__file__).resolve().parents[1]
+FAKES = "fakes.flow_stages:stages"
+REPO = Path(__file__).resolve().parents[2]
 from flows.build import StageFailed, build
 from tasks.core import manifest as mf
 from tasks.core.errors import FacesetError

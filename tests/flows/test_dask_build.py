@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import test_flow_fakes as fakes
+from fakes import flow_stages as fakes
 
-FAKES = "test_flow_fakes:stages"
+FAKES = "fakes.flow_stages:stages"
 from tasks.core import manifest as mf
 
 
