@@ -45,7 +45,7 @@ from PIL import Image, UnidentifiedImageError
 
 from tasks.dedupe import identity
 from tasks.core.errors import FacesetError
-from tasks.faces.stage import quarantine
+from tasks.core.quarantine import quarantine
 from tasks.dedupe.hashindex import HashIndex, hamming, to_uint64
 from tasks.core.manifest import DUPLICATE, FAILED, KEPT, QUARANTINED, kept, with_columns
 from tasks.core.parallel import Mapper, default_workers, map_frame
