@@ -1,6 +1,6 @@
 """Split benchmark: faceset's grouped, stratified split against the plain baseline.
 
-On a synthetic manifest (tests/test_split.py: people with 1-4 photos, near-copies that
+On a synthetic manifest (tests/builders.py: people with 1-4 photos, near-copies that
 chain people together, label x gender x age-bin strata) it measures, in one run:
 
 - `tasks.split.run` (union-find groups, controlled rounding, greedy placement and
@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the synthetic manifest lives with the tests
+sys.path.insert(0, str(REPO / "tests"))  # the synthetic manifest is built by the tests' builders
 
-from test_split import make_recipe, synthetic  # noqa: E402
+from builders import split_recipe, synthetic_people  # noqa: E402
 
 from tasks.split import stage as split  # noqa: E402
 from tasks.core.paths import DatasetPaths  # noqa: E402
@@ -66,8 +66,8 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=None)
     args = parser.parse_args()
     people = args.people or (4000 if args.quick else 20000)
-    manifest = synthetic(1, people=people)
-    recipe = make_recipe(stratify=["label", "gender", "age"], bins={"age": [35, 50, 65]})
+    manifest = synthetic_people(1, people=people)
+    recipe = split_recipe(stratify=["label", "gender", "age"], bins={"age": [35, 50, 65]})
     rows = manifest[manifest["status"] == "kept"]
     strata = split.strata_labels(rows, split.stratify_fields(recipe), recipe, reference=rows)
     with tempfile.TemporaryDirectory() as tmp:

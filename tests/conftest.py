@@ -1,5 +1,8 @@
 """Shared fixtures: the real-image corpus beside the repository, and one Prefect server.
 
+tests/ is put on sys.path here, so every test file imports shared helpers from
+tests/builders.py and tests/fakes/ (never from another test file).
+
 The corpus (../shared/corpus) is never copied into the repository; tests that need it
 skip with a message saying where it was looked for.
 """
@@ -18,6 +21,9 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = str(REPO / "tests")
+if TESTS not in sys.path:  # shared helpers: `from builders import ...`, `from fakes.taggers import ...`
+    sys.path.insert(0, TESTS)
 CORPUS = Path(os.environ.get("FACESET_CORPUS", REPO.parent / "shared" / "corpus"))
 
 

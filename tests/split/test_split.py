@@ -10,64 +10,13 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+from builders import split_recipe, synthetic_people
 
 from tasks.core import manifest as mf
 from tasks.core.paths import DatasetPaths
-from tasks.core.recipe import Recipe
 from tasks.split import stage as split_stage
 from tasks.split.stage import group_ids, run
 from tasks.report import sections
-
-LABELS = {"cs": 0.5, "econ": 0.3, "law": 0.2}
-
-
-def make_recipe(**split) -> Recipe:
-    return Recipe.model_validate({
-        "name": "synthetic",
-        "contact": "test@example.org",
-        "sources": [{"name": s, "start_urls": ["http://127.0.0.1/"],
-                     "item": {"image": "img::attr(src)",
-                              "fields": {"name": "h1::text", "label": "p::text", "gender": "b::text",
-                                         "age": "i::text", "team": "u::text"}}}
-                    for s in ("north", "south")],
-        "target": "label",
-        "attributes": ["gender", "age"],
-        "split": split,
-    })
-
-
-def synthetic(seed: int, people: int = 900) -> pd.DataFrame:
-    """Kept rows: people with 1-4 photos each (person_group set for most, name only for some),
-    near-copies sharing dup_group (some across people: chains), a `team` field, plus rows
-    that are not kept."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for p in range(people):
-        label = rng.choice(list(LABELS), p=list(LABELS.values()))
-        gender = rng.choice(["female", "male"], p=[0.35, 0.65] if label == "cs" else [0.55, 0.45])
-        age = int(rng.integers(22, 75))
-        source = rng.choice(["north", "south"])
-        photos = int(rng.choice([1, 1, 1, 1, 2, 3, 4]))
-        grouped = rng.random() < 0.7  # the face descriptor found this person; else only the name joins
-        for k in range(photos):
-            rows.append({
-                "item_id": f"p{p}-{k}", "source": source, "page_url": f"http://x/{p}", "image_url": f"http://x/{p}/{k}.jpg",
-                "name": f"Person {p}" if rng.random() < 0.9 or photos == 1 else pd.NA,
-                "label": label, "gender": gender if rng.random() > 0.02 else pd.NA,
-                "age": str(age + k), "team": f"team{p // 50}" if rng.random() < 0.05 else pd.NA,
-                "person_group": f"person{p}" if grouped and photos > 1 else pd.NA,
-                "dup_group": pd.NA, "status": "kept", "reason": pd.NA,
-            })
-    frame = pd.DataFrame(rows)
-    # near-copies: pairs of random kept rows (a reposted photo joins two people: a chain)
-    for g in range(len(frame) // 25):
-        picks = rng.choice(len(frame), size=2, replace=False)
-        frame.loc[picks, "dup_group"] = f"dup{g}"
-    # a few same names at the other source: different people, may land anywhere
-    losers = rng.choice(len(frame), size=len(frame) // 10, replace=False)
-    frame.loc[losers, "status"] = rng.choice(["duplicate", "quarantined", "failed", "excluded"], size=len(losers))
-    frame.loc[losers, "reason"] = "not kept"
-    return mf.conform(frame, ["name", "label", "gender", "age", "team"])
 
 
 @pytest.fixture()
@@ -86,8 +35,8 @@ def assert_no_leaks(frame: pd.DataFrame, column: str, group_by: str | None = Non
 
 @pytest.mark.parametrize("seed", range(30))
 def test_no_group_crosses_splits_over_many_seeds(seed, paths):
-    manifest = synthetic(seed, people=400)
-    recipe = make_recipe(seed=seed, stratify=["label", "gender"], group_by="team",
+    manifest = synthetic_people(seed, people=400)
+    recipe = split_recipe(seed=seed, stratify=["label", "gender"], group_by="team",
                          variants=[{"kind": "balanced", "by": ["gender"], "within": ["label"]},
                                    {"kind": "biased", "attribute": "gender", "strength": 0.9}])
     out = run(manifest, recipe, paths)
@@ -115,8 +64,8 @@ def test_group_ids_join_keys_transitively():
 
 @pytest.mark.parametrize("ratios", [{}, {"train": 0.8, "val": 0.2, "test": 0.0}])
 def test_strata_within_two_points_where_size_allows(ratios, paths):
-    manifest = synthetic(7, people=2500)
-    recipe = make_recipe(stratify=["label", "gender", "age"], bins={"age": [35, 50, 65]}, **ratios)
+    manifest = synthetic_people(7, people=2500)
+    recipe = split_recipe(stratify=["label", "gender", "age"], bins={"age": [35, 50, 65]}, **ratios)
     out = run(manifest, recipe, paths)
     is_kept = out["status"] == "kept"
     assert out.loc[~is_kept, "split"].isna().all()
@@ -146,11 +95,11 @@ def test_strata_within_two_points_where_size_allows(ratios, paths):
 
 
 def test_small_strata_are_spread_and_named(paths, caplog):
-    manifest = synthetic(3, people=600)
+    manifest = synthetic_people(3, people=600)
     rare = manifest.index[manifest["status"] == "kept"][:12]
     manifest.loc[rare, "label"] = [f"rare{i}" for i in range(12)]  # twelve one-image classes
     manifest.loc[rare, ["person_group", "dup_group", "name"]] = pd.NA
-    recipe = make_recipe(stratify=["label"])
+    recipe = split_recipe(stratify=["label"])
     with caplog.at_level(logging.WARNING, logger="tasks.split.stage"):
         out = run(manifest, recipe, paths)
     report = json.loads(paths.report_json("split").read_text())
@@ -163,26 +112,26 @@ def test_small_strata_are_spread_and_named(paths, caplog):
 
 
 def test_same_seed_same_split_other_seed_other_split(paths, tmp_path):
-    manifest = synthetic(11, people=300)
-    first = run(manifest, make_recipe(seed=5), paths)["split"]
-    again = run(manifest, make_recipe(seed=5), DatasetPaths.create(tmp_path / "elsewhere"))["split"]
-    other = run(manifest, make_recipe(seed=6), DatasetPaths.create(tmp_path / "third"))["split"]
+    manifest = synthetic_people(11, people=300)
+    first = run(manifest, split_recipe(seed=5), paths)["split"]
+    again = run(manifest, split_recipe(seed=5), DatasetPaths.create(tmp_path / "elsewhere"))["split"]
+    other = run(manifest, split_recipe(seed=6), DatasetPaths.create(tmp_path / "third"))["split"]
     assert first.equals(again)
     assert not first.equals(other)
 
 
 def test_unlabelled_kept_rows_get_no_split_and_a_warning(paths):
-    manifest = synthetic(2, people=100)
+    manifest = synthetic_people(2, people=100)
     some = manifest.index[manifest["status"] == "kept"][:3]
     manifest.loc[some, "label"] = pd.NA
-    out = run(manifest, make_recipe(), paths)
+    out = run(manifest, split_recipe(), paths)
     assert out.loc[some, "split"].isna().all()
     assert any("3 kept images have no 'label'" in w for w in json.loads(paths.report_json("split").read_text())["warnings"])
 
 
 def test_balanced_variant_has_equal_counts_per_cell(paths):
-    manifest = synthetic(5, people=1500)
-    recipe = make_recipe(stratify=["label", "gender"], bins={"age": [35, 50, 65]}, variants=[
+    manifest = synthetic_people(5, people=1500)
+    recipe = split_recipe(stratify=["label", "gender"], bins={"age": [35, 50, 65]}, variants=[
         {"kind": "balanced", "name": "gender_by_age", "by": ["gender"], "within": ["age"]},
         {"kind": "balanced"},
     ])
@@ -205,8 +154,8 @@ def test_balanced_variant_has_equal_counts_per_cell(paths):
 
 @pytest.mark.parametrize("strength", [1.0, 0.8])
 def test_biased_variant_has_the_asked_correlation_and_complement_as_test(strength, paths):
-    manifest = synthetic(9, people=1500)
-    recipe = make_recipe(variants=[{"kind": "biased", "attribute": "gender", "strength": strength,
+    manifest = synthetic_people(9, people=1500)
+    recipe = split_recipe(variants=[{"kind": "biased", "attribute": "gender", "strength": strength,
                                     "pairs": {"cs": "male", "econ": "female", "law": "female"}}])
     out = run(manifest, recipe, paths)
     pairs = {"cs": "male", "econ": "female", "law": "female"}
@@ -234,9 +183,9 @@ def test_biased_variant_has_the_asked_correlation_and_complement_as_test(strengt
 
 
 def test_a_growing_dataset_keeps_earlier_images_in_their_split(paths):
-    recipe = make_recipe(stratify=["label", "gender"])
-    first = run(synthetic(21, people=800), recipe, paths)
-    more = synthetic(22, people=400)
+    recipe = split_recipe(stratify=["label", "gender"])
+    first = run(synthetic_people(21, people=800), recipe, paths)
+    more = synthetic_people(22, people=400)
     more["item_id"] = "new-" + more["item_id"]
     more["person_group"] = "new-" + more["person_group"]
     more["dup_group"] = "new-" + more["dup_group"]
@@ -263,5 +212,5 @@ def test_a_growing_dataset_keeps_earlier_images_in_their_split(paths):
         assert abs(share - {"train": 0.7, "val": 0.2, "test": 0.1}[split]) <= 0.005
     assert_no_leaks(second.reset_index(), "split")
     # other split settings: a fresh split, nothing carried over
-    run(grown, make_recipe(stratify=["label", "gender"], seed=99), paths)
+    run(grown, split_recipe(stratify=["label", "gender"], seed=99), paths)
     assert json.loads(paths.report_json("split").read_text())["kept_from_previous_build"] == 0
