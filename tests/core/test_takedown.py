@@ -7,10 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image, ImageDraw, ImageOps
+from builders import make_recipe, picture
+from PIL import Image, ImageOps
 
 from flows.cli import main as faceset
 from tasks.export import stage as export
@@ -18,31 +18,9 @@ from tasks.split import stage as split
 from tasks.core import takedown
 from tasks.core import manifest as mf
 from tasks.core.paths import DatasetPaths
-from tasks.core.recipe import Recipe
 
-RECIPE = Recipe.model_validate({
-    "name": "tiny", "contact": "data@example.org",
-    "sources": [{"name": "north", "start_urls": ["http://127.0.0.1/"],
-                 "item": {"image": "img::attr(src)", "fields": {"name": "h1::text", "label": "p::text", "gender": "b::text"}}}],
-    "target": "label", "attributes": ["gender"],
-    "split": {"train": 0.6, "val": 0.2, "test": 0.2, "variants": [{"kind": "balanced", "by": ["gender"]}]},
-})
-
-
-def picture(seed: int, size: int = 200) -> Image.Image:
-    """A structured synthetic image (shapes on a gradient): distinct pHashes per seed."""
-    rng = np.random.default_rng(seed)
-    ramp = np.linspace(0, 255, size, dtype=np.uint8)
-    image = Image.fromarray(np.dstack([np.tile(ramp, (size, 1)), np.tile(ramp[:, None], (1, size)),
-                                       np.full((size, size), rng.integers(0, 255), np.uint8)]))
-    draw = ImageDraw.Draw(image)
-    for _ in range(6):
-        x, y = rng.integers(0, size - 40, 2)
-        w, h = rng.integers(20, 90, 2)
-        box = [int(x), int(y), int(x + w), int(y + h)]
-        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
-    return image
+RECIPE = make_recipe("tiny", fields=("name", "label", "gender"), attributes=("gender",),
+                     split={"train": 0.6, "val": 0.2, "test": 0.2, "variants": [{"kind": "balanced", "by": ["gender"]}]})
 
 
 def build(data_root, people: int = 16) -> tuple[pd.DataFrame, DatasetPaths]:

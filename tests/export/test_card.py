@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-from test_export import build_dataset, make_recipe
+from builders import build_dataset, dataset_recipe
 
-from tasks.export import card
+from tasks.core.funnel import funnel
 from tasks.export import stage as export
 from tasks.split import stage as split
 
@@ -36,9 +36,8 @@ def planted_funnel(frame: pd.DataFrame) -> pd.DataFrame:
 
 def test_funnel_counts_each_step_with_its_reasons(tmp_path):
     frame, _ = build_dataset(tmp_path / "tiny", n=60)
-    steps, taken_down = card.funnel(planted_funnel(frame))
+    steps = funnel(planted_funnel(frame))
     table = {row["step"]: (row["images"], row["dropped"], row["why"]) for row in steps}
-    assert taken_down == 3
     assert table["found"][:2] == (60, 0)
     assert table["removed on request"][:2] == (57, 3)
     assert table["downloaded"] == (52, 5, "download failed: 404 (5)")
@@ -53,7 +52,7 @@ def test_card_reads_as_a_document_with_numbers_from_the_manifest(tmp_path):
     frame, paths = build_dataset(tmp_path / "tiny", n=90)
     frame = planted_funnel(frame)
     frame.loc[frame.index[frame["label"] == "econ"][-4:], "label"] = "tiny class"  # four kept images
-    recipe = make_recipe(variants=[{"kind": "balanced", "by": ["gender"]}])
+    recipe = dataset_recipe(variants=[{"kind": "balanced", "by": ["gender"]}])
     paths.report_json("crosscheck").write_text(json.dumps({"compared": 51, "gender": {"agreement": 0.87}}))
     out = export.run(split.run(frame, recipe, paths), recipe, paths)
     text = paths.card.read_text()

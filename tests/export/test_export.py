@@ -4,72 +4,33 @@ idempotent rebuilds, the shareable manifest; synthetic crops made with Pillow.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from builders import build_dataset, dataset_recipe
 from torchvision.datasets import ImageFolder
 
 from tasks.export import stage as export
 from tasks.split import stage as split
-from tasks.core import manifest as mf
 from tasks.core.paths import DatasetPaths
 from tasks.core.recipe import Recipe
 from tasks.report import sections
 
-LABELS = ["Computer Science", "econ", "R&D/ops"]
 
-
-def make_recipe(variants=()) -> Recipe:
-    return Recipe.model_validate({
-        "name": "tiny", "contact": "data@example.org", "description": "Test portraits by department",
-        "license": "research use only",
-        "sources": [{"name": "north", "start_urls": ["http://127.0.0.1/"],
-                     "item": {"image": "img::attr(src)",
-                              "fields": {"name": "h1::text", "label": "p::text", "gender": "b::text", "age": "i::text"}}}],
-        "target": "label", "attributes": ["gender", "age"],
-        "split": {"stratify": ["label", "gender"], "variants": list(variants)},
-    })
-
-
-def build_dataset(root, n: int = 60, seed: int = 0) -> tuple[pd.DataFrame, DatasetPaths]:
-    """n candidates: most kept with a crop in faces/, some duplicates, failed and quarantined."""
-    paths = DatasetPaths.create(root)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        sha = f"{i:02d}" + "ab" * 31
-        status = "kept" if i % 10 not in (7, 8, 9) else {7: "duplicate", 8: "failed", 9: "quarantined"}[i % 10]
-        row = {"item_id": f"item{i:03d}", "source": "north", "page_url": f"http://127.0.0.1/p/{i}",
-               "image_url": f"http://127.0.0.1/img/{i}.jpg", "crawled_at": "2026-11-20T10:00:00+00:00",
-               "name": f"Person {i}", "label": LABELS[i % 3], "gender": ["female", "male"][i % 2],
-               "age": str(25 + i % 40), "status": status,
-               "reason": {"duplicate": f"duplicate of item{i - 1:03d}", "failed": "download failed: 404",
-                          "quarantined": "no face"}.get(status, pd.NA),
-               "sha256": sha if status != "failed" else pd.NA,
-               "crosscheck": ["agree", "agree", "disagree", "skipped"][i % 4] if status == "kept" else pd.NA,
-               "crosscheck_reason": "autotagger says male (91%)" if i % 4 == 2 else pd.NA}
-        if status in ("kept", "duplicate"):
-            face = paths.faces / f"{sha}_cfg.jpg"
-            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(face)
-            row["face_path"] = face.relative_to(paths.root).as_posix()
-        rows.append(row)
-    frame = mf.conform(pd.DataFrame(rows), ["name", "label", "gender", "age"])
-    return frame, paths
-
-
-def export_all(frame, recipe, paths):
+def export_all(frame: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> pd.DataFrame:
+    """Split, then export: what the flow runs."""
     return export.run(split.run(frame, recipe, paths), recipe, paths)
 
 
-def files_under(folder):
+def files_under(folder: Path) -> list[str]:
+    """Every file under `folder`, relative, sorted."""
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
 def test_imagefolder_reads_every_split_and_metadata_matches(tmp_path):
     frame, paths = build_dataset(tmp_path / "tiny")
-    recipe = make_recipe()
+    recipe = dataset_recipe()
     out = export_all(frame, recipe, paths)
     kept = out[out["status"] == "kept"]
     classes = sorted(export.class_dirs(kept["label"]).values())
@@ -100,7 +61,7 @@ def test_imagefolder_reads_every_split_and_metadata_matches(tmp_path):
 
 def test_rebuild_is_idempotent_and_removes_rows_no_longer_kept(tmp_path):
     frame, paths = build_dataset(tmp_path / "tiny")
-    recipe = make_recipe(variants=[{"kind": "balanced", "by": ["gender"]}])
+    recipe = dataset_recipe(variants=[{"kind": "balanced", "by": ["gender"]}])
     out = export_all(frame, recipe, paths)
     before = {p: p.stat().st_ino for p in paths.root.joinpath("splits").rglob("*.jpg")}
     assert files_under(paths.root / "variants" / "balanced")
@@ -110,7 +71,7 @@ def test_rebuild_is_idempotent_and_removes_rows_no_longer_kept(tmp_path):
     # a row taken out of the dataset disappears from every tree and metadata file
     gone = out.loc[(out["status"] == "kept") & out["split_balanced"].notna()].iloc[0]
     frame.loc[frame["item_id"] == gone["item_id"], ["status", "reason"]] = ["excluded", "takedown"]
-    export_all(frame, make_recipe(), paths)  # and the variant is no longer in the recipe
+    export_all(frame, dataset_recipe(), paths)  # and the variant is no longer in the recipe
     assert not list(paths.root.rglob(f"splits/**/{gone['item_id']}.jpg"))
     assert not (paths.root / "variants").exists() or not files_under(paths.root / "variants")
     assert all(gone["item_id"] not in p.read_text() for p in paths.splits.rglob("metadata.jsonl"))
@@ -123,7 +84,7 @@ def test_rebuild_is_idempotent_and_removes_rows_no_longer_kept(tmp_path):
 
 def test_share_manifest_has_urls_hashes_labels_and_splits_but_no_paths_or_names(tmp_path):
     frame, paths = build_dataset(tmp_path / "tiny")
-    recipe = make_recipe(variants=[{"kind": "biased", "attribute": "gender", "strength": 0.9}])
+    recipe = dataset_recipe(variants=[{"kind": "biased", "attribute": "gender", "strength": 0.9}])
     out = export_all(frame, recipe, paths)
     share = pd.read_csv(paths.root / "manifest_share.csv", dtype=str)
     expected = out[(out["status"] == "kept")]
@@ -156,7 +117,7 @@ def test_hugging_face_imagefolder_reads_splits_with_labels_and_attributes(tmp_pa
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     frame, paths = build_dataset(tmp_path / "tiny")
-    recipe = make_recipe(variants=[{"kind": "balanced", "by": ["gender"]}])
+    recipe = dataset_recipe(variants=[{"kind": "balanced", "by": ["gender"]}])
     out = export_all(frame, recipe, paths)
     loaded = datasets.load_dataset("imagefolder", data_dir=str(paths.splits), cache_dir=str(tmp_path / "hf"))
     kept = out[out["status"] == "kept"]

@@ -12,8 +12,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pandas as pd
 import pytest
+from builders import make_recipe, picture
 from PIL import Image
-from test_takedown import picture
 from torchvision.datasets import ImageFolder
 
 from flows.cli import main as faceset
@@ -54,13 +54,8 @@ def site(tmp_path):
 
 def build(tmp_path, site_folder, base) -> tuple[pd.DataFrame, DatasetPaths, Recipe]:
     """A dataset built from the site's images: crops cut with the faces stage's own function."""
-    recipe = Recipe.model_validate({
-        "name": "shared", "contact": "data@example.org",
-        "sources": [{"name": "north", "start_urls": [base + "/"],
-                     "item": {"image": "img::attr(src)", "fields": {"label": "p::text", "gender": "b::text", "age": "i::text"}}}],
-        "target": "label", "attributes": ["gender", "age"], "faces": {"size": 64},
-        "split": {"variants": [{"kind": "balanced", "by": ["gender"]}]},
-    })
+    recipe = make_recipe("shared", fields=("label", "gender", "age"), attributes=("gender", "age"), base=base,
+                         faces={"size": 64}, split={"variants": [{"kind": "balanced", "by": ["gender"]}]})
     paths = DatasetPaths.create(tmp_path / "data" / "shared")
     rows = []
     for i in range(PEOPLE):
