@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from builders import utkface_tree
 
 from flows.cli import main
 from tasks.finetune.apply import predict_images
 from tasks.finetune.pipeline import finetune_tree
 from tasks.core.recipe import EnsembleMember, FacesConfig, FinetuneConfig
-from test_finetune_trees import utkface_tree
 
 
 CONFIGS = {

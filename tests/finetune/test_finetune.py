@@ -7,13 +7,13 @@ import shutil
 
 import pandas as pd
 import pytest
+from builders import make_recipe, utkface_tree
 
 from tasks.finetune import data, grid, run
 from tasks.report.finetune_section import report_section
 from tasks.finetune.pipeline import finetune_tree
 from tasks.core.paths import DatasetPaths
-from tasks.core.recipe import FinetuneConfig, parse_recipe
-from test_finetune_trees import utkface_tree
+from tasks.core.recipe import FinetuneConfig
 
 SMALL = {"train": 12, "val": 6, "test": 6}
 CONFIG = FinetuneConfig(model="tf_efficientnet_lite0", weights="lite0", freeze="head", epochs=2, image_size=64,
@@ -152,12 +152,8 @@ def test_one_class_is_skipped_with_a_reason(utkface_dir, tmp_path):
 
 
 def test_stage_skips_too_few_images_and_keeps_the_manifest(utkface_dir, tmp_path):
-    recipe = parse_recipe({
-        "name": "tiny", "contact": "a@b.c", "target": "label", "attributes": ["race"],
-        "sources": [{"name": "s", "start_urls": ["http://127.0.0.1/"], "item": {
-            "image": "img::attr(src)", "fields": {"label": "p::text", "race": "q::text"}}}],
-        "finetune": {"weights": "lite0", "min_images": 50},
-    }, "tiny.yaml")
+    recipe = make_recipe("tiny", fields=("label", "race"), attributes=("race",),
+                         finetune={"weights": "lite0", "min_images": 50})
     paths = DatasetPaths.create(tmp_path / "tiny")
     utkface_tree(utkface_dir, paths.splits, {"train": 3, "val": 2, "test": 1})
     manifest = pd.DataFrame({"item_id": ["a"], "status": ["kept"]})
