@@ -1,11 +1,18 @@
-"""One binning of labels for every consumer: the split's strata, the report, the card, the cross-check.
+"""One binning of labels for every consumer: the split's strata, the report, the card, the
+cross-check's per-group metrics and the fine-tune's subgroup accuracy.
 
-Numbers are binned (the recipe's `split.bins`, else quartiles of the kept rows), other
-values kept as categories; missing values become 'unknown'. One grouping, so a build
-never shows the same field grouped three ways.
+Numbers are binned (the recipe's `split.bins`, else quartiles of the rows the split bins:
+kept rows with a target value), other values kept as categories; missing values become
+'unknown'. One grouping, so a build never shows the same field grouped three ways; and
+one smallest group worth judging (`MIN_GROUP`), so no consumer presents the accuracy of
+five faces as a finding.
 """
 
 from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -18,6 +25,8 @@ UNKNOWN = "unknown"
 DEFAULT_QUANTILES = (0.25, 0.5, 0.75)
 MIN_DISTINCT_FOR_NUMERIC = 10  # fewer distinct numbers (0/1 codes, a few ages) are treated as categories
 NUMERIC_SHARE = 0.95  # share of values that must parse as numbers for a field to be binned
+MIN_GROUP = 20  # fewer images than this and a group's rates move by chance: too few to judge
+TOO_FEW = "too few to judge"
 
 
 def _as_number(values: pd.Series) -> pd.Series:
@@ -69,19 +78,49 @@ def category_labels(values: pd.Series) -> pd.Series:
     return text.mask(text.isna() | (text == ""), UNKNOWN).astype("string")
 
 
+def reference_rows(frame: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
+    """The rows whose values fix the default edges: kept rows with a target value, the rows
+    the split stratifies, so every consumer bins with the split's quartiles."""
+    return frame[kept(frame) & (category_labels(frame[recipe.target]) != UNKNOWN)]
+
+
+def group_labels(values: pd.Series, edges: list[float] | None = None, reference: pd.Series | None = None) -> pd.Series:
+    """Values as group labels: numbers binned by `edges` when given, else by the quartiles of
+    `reference` (whether the field is numeric is decided there too, so a subset such as the
+    test split is grouped as the whole); everything else as categories."""
+    if edges:
+        return bin_labels(values, edges)  # values that are not numbers become 'unknown'
+    basis = reference if reference is not None and reference.notna().any() else values
+    if is_numeric(basis):
+        return bin_labels(values, default_edges(basis))
+    return category_labels(values)
+
+
 def field_labels(frame: pd.DataFrame, field: str, recipe: Recipe, reference: pd.DataFrame | None = None) -> pd.Series:
     """The values of one field as stratum labels: numbers binned (recipe bins, else quartiles
-    of `reference`, by default the kept rows), everything else as categories."""
+    of `reference`, by default `reference_rows`), everything else as categories."""
     if field not in frame.columns:
         raise FacesetError(
             f"the split needs the field {field!r}, but the manifest has no such column",
             "check split.stratify, split.group_by and split.variants in the recipe against the source fields",
         )
-    bins = recipe.split.bins.get(field)
-    values = frame[field]
-    if bins:
-        return bin_labels(values, bins)  # values that are not numbers become 'unknown'
-    if is_numeric(values):
-        basis = (reference if reference is not None else frame[kept(frame)])[field]
-        return bin_labels(values, default_edges(basis if basis.notna().any() else values))
-    return category_labels(values)
+    basis = reference if reference is not None else reference_rows(frame, recipe)
+    return group_labels(frame[field], recipe.split.bins.get(field), basis[field])
+
+
+def label_order(label: str) -> tuple[int, float, str]:
+    """Sort key: bins in numeric order ('<34', '34-43', ..., '>=52'), other values
+    alphabetically, 'unknown' last."""
+    if label == UNKNOWN:
+        return (2, 0.0, label)
+    match = re.match(r"^(<|>=)?(-?[\d.]+(?:e[+-]?\d+)?)", label)
+    if match:
+        number = float(match.group(2))
+        return (0, -math.inf if match.group(1) == "<" else number, label)
+    return (1, 0.0, label)
+
+
+def small_groups(sizes: Mapping[str, int], minimum: int = MIN_GROUP) -> list[str]:
+    """Groups with fewer than `minimum` members: reports call them too few to judge
+    instead of presenting their rates as findings."""
+    return [group for group, n in sizes.items() if n < minimum]

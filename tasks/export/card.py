@@ -5,14 +5,13 @@ plain Markdown: purpose, sources and crawl dates, the recipe, the funnel from fo
 kept with the reasons behind every drop, label and attribute distributions per split,
 the cross-check agreement, license and contact, known gaps, and how to request removal.
 Every number is computed from the manifest the card sits beside, so the two never
-disagree.
+disagree; the funnel and the distributions by the same code as reports/report.html
+(tasks.core.funnel), so the card and the report never disagree either.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,18 +19,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from tasks.core.reasons import reason_kind
-from tasks.core.manifest import DUPLICATE, EXCLUDED, FAILED, KEPT, QUARANTINED
+from tasks.core.atomic import write_text
+from tasks.core.binning import MIN_GROUP, TOO_FEW, UNKNOWN, field_labels
+from tasks.core.funnel import distribution, dropped, fold_reason, funnel, split_columns, thin
+from tasks.core.manifest import KEPT
 from tasks.core.paths import DatasetPaths
 from tasks.core.recipe import Recipe
-from tasks.core.binning import UNKNOWN, field_labels
-from tasks.core.paths import SPLITS
-from tasks.core.takedown import REASON as TAKEDOWN_REASON
 
-FEW = 20  # a class/attribute combination with fewer kept images is a known gap
 THIN_SHOWN = 12  # thin combinations named in the card, thinnest first
-FACE_WORDS = ("face", "blur", "crop")
-FUNNEL = ("found", "downloaded", "decoded", "one face", "unique", "agreed", "kept")
 
 
 def md_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
@@ -49,90 +44,6 @@ def md_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> st
     lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------- funnel
-
-
-def fold_reason(reason: Any) -> str:
-    """'duplicate of 3f2a...' and 'file too small (3 KB < 5 KB)' counted by their kind."""
-    if not isinstance(reason, str) or not reason.strip():
-        return "(no reason given)"
-    if reason.startswith("duplicate of"):
-        return "duplicate of another image"
-    return reason_kind(reason)
-
-
-def drop_step(row: pd.Series) -> str | None:
-    """The funnel step an image that was not kept fell out at (None: kept, or taken down)."""
-    status, reason = row["status"], row["reason"] if isinstance(row["reason"], str) else ""
-    if status == KEPT or (status == EXCLUDED and reason == TAKEDOWN_REASON):
-        return None
-    if pd.isna(row.get("sha256")) and status in (FAILED, QUARANTINED, EXCLUDED):
-        return "downloaded"
-    if status == DUPLICATE:
-        return "unique"
-    if status in (QUARANTINED, FAILED):
-        return "one face" if any(w in reason.lower() for w in FACE_WORDS) else "decoded"
-    return "agreed"  # excluded after the cross-check (on_disagreement: drop) or for another reason
-
-
-def funnel(manifest: pd.DataFrame) -> tuple[list[dict[str, Any]], int]:
-    """Images left after each step from found to kept, with how many fell out at that step
-    and why; images taken down on request get their own row right after 'found'."""
-    is_takedown = (manifest["status"] == EXCLUDED) & (manifest["reason"] == TAKEDOWN_REASON)
-    steps = manifest.apply(drop_step, axis=1) if len(manifest) else pd.Series(dtype=object)
-    steps = steps.where(~is_takedown, "removed on request")
-    remaining = len(manifest)
-    rows = [{"step": "found", "images": remaining, "dropped": 0, "why": ""}]
-    for step in ("removed on request", *FUNNEL[1:]):
-        dropped = manifest[steps == step]
-        remaining -= len(dropped)
-        reasons = dropped["reason"].map(fold_reason).value_counts()
-        rows.append({
-            "step": step,
-            "images": remaining,
-            "dropped": len(dropped),
-            "why": "; ".join(f"{r} ({n})" for r, n in reasons.head(6).items()) + ("; ..." if len(reasons) > 6 else ""),
-        })
-    return rows, int(is_takedown.sum())
-
-
-# ---------------------------------------------------------------- distributions
-
-
-def split_columns(manifest: pd.DataFrame, recipe: Recipe) -> dict[str, str]:
-    """Variant name -> its manifest column (the original first)."""
-    found = {"original": "split"} if "split" in manifest.columns else {}
-    for variant in recipe.split.variants:
-        if f"split_{variant.name}" in manifest.columns:
-            found[variant.name] = f"split_{variant.name}"
-    return found
-
-
-def value_order(label: str) -> tuple[int, float, str]:
-    """Bins in numeric order ('<34', '34-43', ..., '>=52'), other values alphabetically, 'unknown' last."""
-    if label == UNKNOWN:
-        return (2, 0.0, label)
-    match = re.match(r"^(<|>=)?(-?[\d.]+(?:e[+-]?\d+)?)", label)
-    if match:
-        number = float(match.group(2))
-        return (0, -math.inf if match.group(1) == "<" else number, label)
-    return (1, 0.0, label)
-
-
-def distribution(manifest: pd.DataFrame, field: str, column: str, recipe: Recipe) -> list[dict[str, Any]]:
-    """Kept images per value of `field` (numbers binned as the split bins them) and split."""
-    kept_rows = manifest[manifest["status"] == KEPT]
-    rows = kept_rows[kept_rows[column].notna()]
-    if rows.empty or field not in rows.columns:
-        return []
-    labels = field_labels(rows, field, recipe, reference=kept_rows)  # the same bins for every variant
-    table = pd.crosstab(labels, rows[column]).reindex(columns=[s for s in SPLITS if s in set(rows[column])], fill_value=0)
-    out = []
-    for value, counts in sorted(table.iterrows(), key=lambda item: value_order(str(item[0]))):
-        out.append({field: value, **{s: int(counts[s]) for s in table.columns}, "all": int(counts.sum())})
-    return out
 
 
 # ---------------------------------------------------------------- other sections
@@ -200,22 +111,22 @@ def gaps(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> list[st
     rows = manifest[manifest["status"] == KEPT]
     if rows.empty:
         return ["No image was kept."]
-    target = field_labels(rows, recipe.target, recipe, reference=rows)
+    target = field_labels(manifest, recipe.target, recipe).loc[rows.index]
     for label, n in target.value_counts().items():
-        if n < FEW:
+        if n < MIN_GROUP:
             found.append(f"class `{label}` has only {n} kept image{'s' if n != 1 else ''}")
     for attribute in recipe.attributes:
         if attribute not in rows.columns:
             continue
-        values = field_labels(rows, attribute, recipe, reference=rows)
+        values = field_labels(manifest, attribute, recipe).loc[rows.index]
         unknown = int((values == UNKNOWN).sum())
         if unknown:
             found.append(f"{attribute} is unknown for {unknown} of {len(rows)} kept images ({unknown / len(rows):.0%})")
         table = pd.crosstab(target, values).drop(columns=[UNKNOWN], errors="ignore").stack().sort_values(kind="stable")
-        thin = [f"{label} with {value} ({n})" for (label, value), n in table.items() if n < FEW]
-        if thin:
-            found.append(f"{len(thin)} combinations of `{recipe.target}` and `{attribute}` have fewer than {FEW} images: "
-                         + "; ".join(thin[:THIN_SHOWN]) + (f"; and {len(thin) - THIN_SHOWN} more" if len(thin) > THIN_SHOWN else ""))
+        few = [f"{label} with {value} ({n})" for (label, value), n in table.items() if n < MIN_GROUP]
+        if few:
+            found.append(f"{len(few)} combinations of `{recipe.target}` and `{attribute}` have fewer than {MIN_GROUP} images: "
+                         + "; ".join(few[:THIN_SHOWN]) + (f"; and {len(few) - THIN_SHOWN} more" if len(few) > THIN_SHOWN else ""))
     report = paths.report_json("split")
     if report.is_file():
         for warning in json.loads(report.read_text(encoding="utf-8")).get("warnings", []):
@@ -228,7 +139,7 @@ def gaps(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> list[st
 
 def render(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> str:
     kept_rows = manifest[manifest["status"] == KEPT]
-    steps, taken_down = funnel(manifest)
+    steps = funnel(manifest)
     recipe_yaml = yaml.safe_dump(recipe.model_dump(mode="json", exclude_defaults=True), sort_keys=False, allow_unicode=True)
     columns = split_columns(manifest, recipe)
     split_report = json.loads(paths.report_json("split").read_text(encoding="utf-8")) if paths.report_json("split").is_file() else {}
@@ -248,7 +159,8 @@ def render(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> str:
         "Every candidate keeps its row in the manifest with a `status` and a `reason`; the counts below are "
         "computed from it.\n",
         md_table(steps, ["step", "images", "dropped", "why"]),
-        f"Removed on request (takedown): **{taken_down}** images; none of their files is in any output.\n",
+        f"Removed on request (takedown): **{dropped(steps, 'removed on request')}** images; none of their files is "
+        "in any output.\n",
         "## Splits\n",
         _splits_text(recipe, split_report),
     ]
@@ -256,7 +168,7 @@ def render(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> str:
         folder = "splits/" if column == "split" else f"variants/{name}/"
         out.append(f"### {name} (`{folder}`, manifest column `{column}`)\n")
         for field in dict.fromkeys([recipe.target, *recipe.attributes]):
-            out.append(md_table(distribution(manifest, field, column, recipe)))
+            out.append(_distribution_text(distribution(manifest, field, recipe, column), field))
     out += [
         "## Cross-check agreement\n",
         crosscheck(manifest, recipe, paths),
@@ -286,6 +198,14 @@ def render(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> str:
         f"```yaml\n{recipe_yaml}```\n",
     ]
     return "\n".join(out)
+
+
+def _distribution_text(rows: list[dict[str, Any]], field: str) -> str:
+    """A distribution table, then the groups too small for any figure about them to mean much."""
+    few = thin(rows, field)
+    if not few:
+        return md_table(rows)
+    return md_table(rows) + f"\n_{TOO_FEW.capitalize()} (fewer than {MIN_GROUP} images): {', '.join(few)}._\n"
 
 
 def _splits_text(recipe: Recipe, report: dict[str, Any]) -> str:
@@ -326,8 +246,5 @@ def _splits_text(recipe: Recipe, report: dict[str, Any]) -> str:
 
 def write(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> Path:
     """Write DATASET_CARD.md beside the manifest (atomically)."""
-    text = render(manifest, recipe, paths)
-    tmp = paths.card.with_name(f".{paths.card.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(paths.card)
+    write_text(paths.card, render(manifest, recipe, paths))
     return paths.card
