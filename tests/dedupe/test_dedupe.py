@@ -16,6 +16,7 @@ import imagehash
 import numpy as np
 import pandas as pd
 import pytest
+from builders import make_recipe, utk_sample
 from PIL import Image
 
 from tasks.dedupe import stage as dedupe
@@ -23,20 +24,14 @@ from tasks.dedupe.evaluation import TRANSFORMS, score_pairs
 from tasks.core.manifest import check_invariants, conform
 from tasks.core.parallel import serial_mapper
 from tasks.core.paths import DatasetPaths
-from tasks.core.recipe import parse_recipe
+from tasks.core.recipe import Recipe
 from tasks.report import sections
 
 
-def make_recipe(faces: bool = True, **dedupe_settings):
-    data = {
-        "name": "test-set", "contact": "t@example.org", "target": "label",
-        "sources": [{"name": "s", "start_urls": ["https://example.org/"],
-                     "item": {"image": "img::attr(src)", "fields": {"label": "p", "name": "h1"}}}],
-        "dedupe": dedupe_settings,
-    }
-    if not faces:
-        data["faces"] = "none"
-    return parse_recipe(data, Path("test.yaml"))
+def dedupe_recipe(faces: bool = True, **dedupe_settings) -> Recipe:
+    """The test recipe with these dedupe settings; faces: false crops no faces (faces: none)."""
+    return make_recipe("test-set", fields=("label", "name"), dedupe=dedupe_settings,
+                       **({} if faces else {"faces": "none"}))
 
 
 def add_image(paths: DatasetPaths, item: str, image: Image.Image, **extra) -> dict:
@@ -91,7 +86,7 @@ def test_imagededup_images(dedup_dir: Path, tmp_path: Path, faces: bool) -> None
             shutil.copyfile(file, target)
             rows.append(row_for_file(paths, target.stem, target))
     frame = manifest(rows)
-    out = dedupe.run(frame, make_recipe(faces=faces), paths, mapper=serial_mapper)
+    out = dedupe.run(frame, dedupe_recipe(faces=faces), paths, mapper=serial_mapper)
     check_invariants(frame, out, "dedupe")
     by_id = out.set_index("item_id")
     family = {"base_images-ukbench00120", "mixed_images-ukbench00120", "mixed_images-ukbench00120_hflip",
@@ -123,21 +118,13 @@ def test_mirror_off_keeps_flips_apart(dedup_dir: Path, tmp_path: Path) -> None:
         target = paths.faces / name
         shutil.copyfile(dedup_dir / "imagededup" / "mixed_images" / name, target)
         rows.append(row_for_file(paths, target.stem, target))
-    out = dedupe.run(manifest(rows), make_recipe(faces=False, mirror=False), paths, mapper=serial_mapper)
+    out = dedupe.run(manifest(rows), dedupe_recipe(faces=False, mirror=False), paths, mapper=serial_mapper)
     assert (out["status"] == "kept").all()
-    out = dedupe.run(manifest(rows), make_recipe(faces=False, mirror=True), paths, mapper=serial_mapper)
+    out = dedupe.run(manifest(rows), dedupe_recipe(faces=False, mirror=True), paths, mapper=serial_mapper)
     assert sorted(out["status"]) == ["duplicate", "kept"]
 
 
 # ---------------------------------------------------------------- transformed UTKFace faces
-
-
-def utk_sample(utkface_dir: Path, per_race: int, seed: int = 7) -> list[Path]:
-    """Adult UTKFace faces, the same number from each of the five race groups."""
-    labels = pd.read_csv(utkface_dir / "labels.csv")
-    adults = labels[labels["age"] >= 18]
-    picked = adults.groupby("race", group_keys=False).sample(per_race, random_state=seed)
-    return [utkface_dir / f for f in picked["file"]]
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +144,7 @@ def transformed(utkface_dir: Path, tmp_path_factory: pytest.TempPathFactory):
             family[item] = base
             kinds[(base, item)] = kind
     frame = manifest(rows)
-    out = dedupe.run(frame, make_recipe(), paths, mapper=serial_mapper)
+    out = dedupe.run(frame, dedupe_recipe(), paths, mapper=serial_mapper)
     return paths, frame, out, family, kinds
 
 
@@ -198,7 +185,7 @@ def test_keeper_is_largest_then_sharpest(utkface_dir: Path, tmp_path: Path) -> N
         add_image(paths, "b-large-soft", face, face_box="[0, 0, 300, 300]", face_blur=60.0),
         add_image(paths, "c-large-sharp", face, face_box="[0, 0, 300, 300]", face_blur=90.0),
     ]
-    out = dedupe.run(manifest(rows), make_recipe(faces=False), paths, mapper=serial_mapper)
+    out = dedupe.run(manifest(rows), dedupe_recipe(faces=False), paths, mapper=serial_mapper)
     by_id = out.set_index("item_id")
     assert by_id.loc["c-large-sharp", "status"] == "kept"
     assert by_id.loc["a-small", "reason"] == "duplicate of c-large-sharp"
@@ -218,7 +205,7 @@ def test_blank_images_are_set_aside_not_clustered(utkface_dir: Path, tmp_path: P
     for n, file in enumerate(faces):
         rows.append(add_image(paths, f"face{n}", Image.open(file)))
     frame = manifest(rows)
-    out = dedupe.run(frame, make_recipe(faces=False), paths, mapper=serial_mapper)
+    out = dedupe.run(frame, dedupe_recipe(faces=False), paths, mapper=serial_mapper)
     blank = out["item_id"].str.startswith("blank")
     assert (out.loc[blank, "status"] == "quarantined").all()
     assert (out.loc[blank, "reason"] == "blank image").all()
@@ -236,7 +223,7 @@ def test_reference_test_split_is_dropped(utkface_dir: Path, tmp_path: Path) -> N
     faces = [Image.open(f).convert("RGB") for f in files]
     ref_rows = [add_image(old, f"old{n}", face, split=split)
                 for n, (face, split) in enumerate(zip(faces, ["test", "train", "test"]))]
-    ref = dedupe.run(manifest(ref_rows), make_recipe(faces=False), old, mapper=serial_mapper)
+    ref = dedupe.run(manifest(ref_rows), dedupe_recipe(faces=False), old, mapper=serial_mapper)
     ref["split"] = [r["split"] for r in ref_rows]
     ref.to_parquet(old.manifest)
     rows = [add_image(new, "same-bytes", faces[0]),
@@ -244,7 +231,7 @@ def test_reference_test_split_is_dropped(utkface_dir: Path, tmp_path: Path) -> N
             add_image(new, "resized", TRANSFORMS["resize60"](faces[2], 0))]
     shutil.copyfile(old.root / ref_rows[0]["face_path"], new.root / rows[0]["face_path"])
     rows[0] = row_for_file(new, "same-bytes", new.root / rows[0]["face_path"])
-    recipe = make_recipe(faces=False, reference=[str(old.root)])
+    recipe = dedupe_recipe(faces=False, reference=[str(old.root)])
     out = dedupe.run(manifest(rows), recipe, new, mapper=serial_mapper).set_index("item_id")
     assert out.loc["same-bytes", "reason"] == "in reference set old-set (test split)"
     assert out.loc["resized", "reason"] == "in reference set old-set (test split)"
@@ -257,7 +244,7 @@ def test_missing_reference_is_a_user_error(tmp_path: Path) -> None:
     paths = DatasetPaths.create(tmp_path / "d")
     row = add_image(paths, "x", Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)))
     with pytest.raises(FacesetError, match="no manifest"):
-        dedupe.run(manifest([row]), make_recipe(faces=False, reference=[str(tmp_path / "nowhere")]), paths,
+        dedupe.run(manifest([row]), dedupe_recipe(faces=False, reference=[str(tmp_path / "nowhere")]), paths,
                    mapper=serial_mapper)
 
 
@@ -268,7 +255,7 @@ def test_report_section_shows_clusters(dedup_dir: Path, tmp_path: Path) -> None:
         target = paths.faces / name
         shutil.copyfile(dedup_dir / "imagededup" / "mixed_images" / name, target)
         rows.append(row_for_file(paths, target.stem, target))
-    dedupe.run(manifest(rows), make_recipe(faces=False), paths, mapper=serial_mapper)
+    dedupe.run(manifest(rows), dedupe_recipe(faces=False), paths, mapper=serial_mapper)
     summary = json.loads(paths.report_json("dedupe").read_text())
     section = sections.dedupe(summary, paths)
     assert "../faces/ukbench00120_resize.jpg" in section and "duplicate" in section

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from builders import make_recipe, utk_sample
 from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -17,8 +17,6 @@ from tasks.dedupe import identity
 from tasks.core.manifest import conform
 from tasks.core.vectors import encode_vector
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_dedupe import make_recipe, utk_sample  # noqa: E402 - shared row builders
 
 
 def along_axis(*positions: float) -> np.ndarray:
@@ -56,7 +54,7 @@ def test_cluster_sets_person_groups_and_duplicates_inherit_them() -> None:
         "hash_kind": "face", "face_descriptor": [encode_vector(v) for v in desc],
         "face_box": ["[0,0,100,100]", "[0,0,90,90]", "[0,0,90,90]", "[0,0,50,50]"],
     }), ["label", "name"])
-    out = dedupe.cluster(frame, make_recipe()).set_index("item_id")
+    out = dedupe.cluster(frame, make_recipe("test-set", fields=("label", "name"))).set_index("item_id")
     assert out.loc["d", "reason"] == "duplicate of a"
     assert out.loc["a", "person_group"] == out.loc["b", "person_group"] == out.loc["d", "person_group"] == "a"
     assert out.loc["c", "person_group"] == "c"
