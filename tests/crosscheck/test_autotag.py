@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from builders import make_recipe
 from PIL import Image
 
 from tasks.crosscheck import stage as crosscheck
 from tasks.crosscheck.autotag import local_tagger
 from tasks.core.parallel import serial_mapper
 from tasks.core.paths import DatasetPaths
-from tasks.core.recipe import parse_recipe
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +74,8 @@ def test_stage_with_the_real_tagger_finds_a_planted_error(tmp_path, utkface_dir,
         "gender": pd.array(crawled, dtype="string"), "age": pd.array(rows["age"].astype(str), dtype="string"),
         "label": "x",
     })
-    recipe = parse_recipe({
-        "name": "utk", "contact": "t@example.org", "target": "label",
-        "sources": [{"name": "utk", "start_urls": ["http://127.0.0.1/"],
-                     "item": {"image": "img::attr(src)", "fields": {"label": "p", "gender": "p", "age": "p"}}}],
-        "crosscheck": {"fields": {"gender": "gender"}},
-    }, Path("utk.yaml"))
+    recipe = make_recipe("utk", fields=("label", "gender", "age"), sources=("utk",),
+                         crosscheck={"fields": {"gender": "gender"}})
     out = crosscheck.run(frame, recipe, paths, mapper=serial_mapper)
     assert out.loc[planted, "crosscheck"] == "disagree"
     assert out["crosscheck_score"].astype(float).idxmax() == planted

@@ -1,17 +1,18 @@
 """The cross-check rules, decisions and reports, with a small fake tagger.
 
-The tagger is not the point here (tests/test_autotag.py runs the real one on real faces):
-the fake answers with fixed opinions per face, so every rule can be checked exactly.
+The tagger is not the point here (tests/crosscheck/test_autotag.py runs the real one on real faces):
+the fake (tests/fakes/taggers.py) answers with fixed opinions per face, so every rule can be checked exactly.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from builders import make_recipe
+from fakes.taggers import FakeTagger
 from PIL import Image
 
 from tasks.crosscheck import stage as crosscheck
@@ -19,35 +20,16 @@ from tasks.core import manifest as mf
 from tasks.crosscheck.autotag import Tags
 from tasks.core.parallel import serial_mapper
 from tasks.core.paths import DatasetPaths
-from tasks.core.recipe import parse_recipe
+from tasks.core.recipe import Recipe
 from tasks.report import sections
 
 
-class FakeTagger:
-    """Fixed opinions by face file name; counts the faces it was asked about."""
-
-    name = "local"
-    paid = False
-
-    def __init__(self, opinions: dict[str, Tags]) -> None:
-        self.opinions = opinions
-        self.seen: list[str] = []
-
-    def tag(self, images):
-        self.seen.extend(Path(p).name for p in images)
-        return [self.opinions.get(Path(p).name, Tags(note="tagger found no face")) for p in images]
-
-
-def make_recipe(**crosscheck_section):
+def cc_recipe(**crosscheck_section) -> Recipe:
+    """The test recipe; its crosscheck section is local, gender and age (margin 5), updated with these keys."""
     section = {"autotagger": "local", "fields": {"gender": "gender", "age": {"field": "age", "margin": 5}}}
     section.update(crosscheck_section)
-    return parse_recipe({
-        "name": "cc", "contact": "cc@example.org", "target": "label", "attributes": ["gender", "age"],
-        "sources": [{"name": "site", "start_urls": ["http://127.0.0.1/"],
-                     "item": {"image": "img::attr(src)",
-                              "fields": {"label": "p.l", "gender": "p.g", "age": "p.a", "name": "h1"}}}],
-        "crosscheck": section,
-    }, Path("cc.yaml"))
+    return make_recipe("cc", fields=("label", "gender", "age", "name"), attributes=("gender", "age"), sources=("site",),
+                       crosscheck=section)
 
 
 def write_face(paths: DatasetPaths, name: str, shade: int = 128) -> str:
@@ -91,7 +73,7 @@ def test_rules_outcomes_reasons_and_untouched_rows(paths):
         "f3.jpg": Tags(gender="male", gender_confidence=62.0, age=33.0),
         "f6.jpg": Tags(gender="female", gender_confidence=99.0, age=20.0),
     })
-    out = crosscheck.run(frame, make_recipe(), paths, tagger=tagger, mapper=serial_mapper)
+    out = crosscheck.run(frame, cc_recipe(), paths, tagger=tagger, mapper=serial_mapper)
     mf.check_invariants(frame, out, "crosscheck")
     by = out.set_index("item_id")
     assert by.loc["id0", "crosscheck"] == "disagree"
@@ -111,7 +93,7 @@ def test_rules_outcomes_reasons_and_untouched_rows(paths):
 
     # A rebuild does not tag faces again, and re-decides with the new recipe.
     again = FakeTagger({})
-    out2 = crosscheck.run(out, make_recipe(fields={"gender": {"field": "gender", "min_confidence": 50}}), paths,
+    out2 = crosscheck.run(out, cc_recipe(fields={"gender": {"field": "gender", "min_confidence": 50}}), paths,
                           tagger=again, mapper=serial_mapper)
     assert again.seen == []
     assert out2.set_index("item_id").loc["id3", "crosscheck"] == "disagree"
@@ -121,15 +103,15 @@ def test_drop_quarantines_and_flag_brings_back(paths):
     frame = manifest_of(paths, [{"gender": "female", "age": "34"}, {"gender": "male", "age": "34"}])
     tagger = FakeTagger({"f0.jpg": Tags(gender="male", gender_confidence=97.0, age=34.0),
                          "f1.jpg": Tags(gender="male", gender_confidence=97.0, age=34.0)})
-    dropped = crosscheck.run(frame, make_recipe(on_disagreement="drop"), paths, tagger=tagger, mapper=serial_mapper)
+    dropped = crosscheck.run(frame, cc_recipe(on_disagreement="drop"), paths, tagger=tagger, mapper=serial_mapper)
     row = dropped.set_index("item_id").loc["id0"]
     assert row["status"] == "quarantined"
     assert row["reason"] == "autotagger disagrees: gender: crawled female, tagger male (97%)"
     assert dropped.set_index("item_id").loc["id1", "status"] == "kept"
     # Running again keeps the decision stable; switching to flag keeps the face again.
-    assert crosscheck.run(dropped, make_recipe(on_disagreement="drop"), paths, tagger=tagger,
+    assert crosscheck.run(dropped, cc_recipe(on_disagreement="drop"), paths, tagger=tagger,
                           mapper=serial_mapper).set_index("item_id").loc["id0", "status"] == "quarantined"
-    flagged = crosscheck.run(dropped, make_recipe(on_disagreement="flag"), paths, tagger=tagger, mapper=serial_mapper)
+    flagged = crosscheck.run(dropped, cc_recipe(on_disagreement="flag"), paths, tagger=tagger, mapper=serial_mapper)
     assert flagged.set_index("item_id").loc["id0", "status"] == "kept"
     assert flagged.set_index("item_id").loc["id0", "crosscheck"] == "disagree"
 
@@ -137,7 +119,7 @@ def test_drop_quarantines_and_flag_brings_back(paths):
 def test_autotagger_none_skips_everything(paths):
     frame = manifest_of(paths, [{"gender": "female", "age": "34"}, {"gender": "male", "age": "50"}])
     tagger = FakeTagger({})
-    out = crosscheck.run(frame, make_recipe(autotagger="none"), paths, tagger=tagger, mapper=serial_mapper)
+    out = crosscheck.run(frame, cc_recipe(autotagger="none"), paths, tagger=tagger, mapper=serial_mapper)
     assert (out["crosscheck"] == "skipped").all() and (out["crosscheck_reason"] == "autotagger: none").all()
     assert tagger.seen == []
 
@@ -151,7 +133,7 @@ def test_age_range_counts_midpoint_and_width_and_labels_map_to_target(paths):
         "f1.jpg": Tags(age=30.0, age_width=10.0, labels={"Person": 99.0}),  # 41 is 11 away: disagree
         "f2.jpg": Tags(age=30.0, age_width=4.0, labels={"Protest": 80.0}),  # portrait, but the tagger saw a protest
     })
-    recipe = make_recipe(fields={"age": {"field": "age", "margin": 5}}, labels={"protest": ["Crowd", "Protest"]})
+    recipe = cc_recipe(fields={"age": {"field": "age", "margin": 5}}, labels={"protest": ["Crowd", "Protest"]})
     by = crosscheck.run(frame, recipe, paths, tagger=tagger, mapper=serial_mapper).set_index("item_id")
     assert by.loc["id0", "crosscheck"] == "agree"
     assert by.loc["id0", "crosscheck_label_reason"] == "label: protest, tagger saw Crowd"
@@ -169,7 +151,7 @@ def test_report_and_review_page_order_most_likely_errors_first(paths):
     opinions["f3.jpg"] = Tags(gender="female", gender_confidence=91.0, age=28.0)   # crawled male
     opinions["f5.jpg"] = Tags(gender="female", gender_confidence=99.5, age=30.0)   # crawled male, surer
     frame = manifest_of(paths, rows)
-    out = crosscheck.run(frame, make_recipe(), paths, tagger=FakeTagger(opinions), mapper=serial_mapper)
+    out = crosscheck.run(frame, cc_recipe(), paths, tagger=FakeTagger(opinions), mapper=serial_mapper)
     summary = json.loads(paths.report_json("crosscheck").read_text())
     gender = summary["fields"]["gender"]
     assert gender["all"]["confusion"] == {"female": {"female": 6, "male": 0}, "male": {"female": 2, "male": 4}}
@@ -199,8 +181,8 @@ def test_calibrated_ages_remove_a_systematic_bias_without_leakage(paths):
     # The tagger squeezes ages towards 40 (as real ones do) and adds noise.
     opinions = {f"f{i}.jpg": Tags(gender="female", gender_confidence=99.0, age=float(40 + 0.5 * (a - 40) + rng.normal(0, 1.0)))
                 for i, a in enumerate(true)}
-    plain = crosscheck.run(frame, make_recipe(calibrate=False), paths, tagger=FakeTagger(opinions), mapper=serial_mapper)
-    calibrated = crosscheck.run(frame, make_recipe(), paths, tagger=FakeTagger(opinions), mapper=serial_mapper)
+    plain = crosscheck.run(frame, cc_recipe(calibrate=False), paths, tagger=FakeTagger(opinions), mapper=serial_mapper)
+    calibrated = crosscheck.run(frame, cc_recipe(), paths, tagger=FakeTagger(opinions), mapper=serial_mapper)
     expected = calibrated["crosscheck_age_expected"].astype(float).to_numpy()
     clean = np.arange(n) != 7
     assert np.abs(expected - true)[clean].mean() < 3.0
@@ -213,7 +195,7 @@ def test_calibrated_ages_remove_a_systematic_bias_without_leakage(paths):
 
 def test_recipe_rejects_unknown_checks():
     with pytest.raises(Exception, match="gender, age and celebrity"):
-        make_recipe(fields={"mood": "label"})
+        cc_recipe(fields={"mood": "label"})
 
 
 def test_batches_can_go_to_worker_processes(paths):
@@ -221,7 +203,7 @@ def test_batches_can_go_to_worker_processes(paths):
     import functools
     import pickle
 
-    work = functools.partial(crosscheck.process_batch, recipe=make_recipe(), paths=paths, tagger=None)
+    work = functools.partial(crosscheck.process_batch, recipe=cc_recipe(), paths=paths, tagger=None)
     assert pickle.loads(pickle.dumps(work)).keywords["tagger"] is None
 
 
@@ -246,7 +228,7 @@ def test_learned_opinion_from_face_descriptors_finds_planted_errors(paths):
     # A tagger that knows nothing: coin-flip gender at 95%, the same age for everyone.
     opinions = {f"f{i}.jpg": Tags(gender=str(rng.choice(["female", "male"])), gender_confidence=95.0, age=40.0)
                 for i in range(n)}
-    out = crosscheck.run(frame, make_recipe(), paths, tagger=FakeTagger(opinions), mapper=serial_mapper)
+    out = crosscheck.run(frame, cc_recipe(), paths, tagger=FakeTagger(opinions), mapper=serial_mapper)
     assert out.loc[11, "crosscheck_gender"] == "disagree"
     assert "learned chance of error" in out.loc[11, "crosscheck_gender_reason"]
     assert out["crosscheck_gender"].eq("disagree").sum() <= 5   # the tagger's coin flips are not flagged
@@ -268,9 +250,9 @@ def test_a_second_age_model_sharpens_the_learned_age(paths):
     frame["face_descriptor"] = [encode_descriptor(v) for v in rng.normal(size=(n, 128)) / 10]  # no age in them
     opinions = {f"f{i}.jpg": Tags(gender="female", gender_confidence=99.0, age=float(a + rng.normal(0, 9)))
                 for i, a in enumerate(true_age)}
-    out = crosscheck.run(frame, make_recipe(), paths, tagger=FakeTagger(opinions), mapper=serial_mapper)
+    out = crosscheck.run(frame, cc_recipe(), paths, tagger=FakeTagger(opinions), mapper=serial_mapper)
     with_second = out.assign(autotag_second_age=pd.array(true_age + rng.normal(0, 3, n), dtype="Float64"))
-    again = crosscheck.flag(with_second, make_recipe())
+    again = crosscheck.flag(with_second, cc_recipe())
 
     def error(result: pd.DataFrame) -> float:
         return float(np.abs(result["crosscheck_age_expected"].astype(float).to_numpy() - true_age).mean())
@@ -321,25 +303,25 @@ def test_embeddings_opt_in_fills_lite0_vectors_for_new_and_earlier_faces(paths):
 
     frame = manifest_of(paths, [{"gender": "female", "age": "34"}, {"gender": "male", "age": "50"}])
     opinions = {f"f{i}.jpg": Tags(gender="female", gender_confidence=99.0, age=34.0) for i in range(2)}
-    plain = crosscheck.run(frame, make_recipe(), paths, tagger=FakeTagger(opinions), mapper=serial_mapper)
+    plain = crosscheck.run(frame, cc_recipe(), paths, tagger=FakeTagger(opinions), mapper=serial_mapper)
     assert plain["face_embedding"].isna().all()
     tagger = FakeTagger(opinions)
-    out = crosscheck.run(plain, make_recipe(embeddings=True), paths, tagger=tagger, mapper=serial_mapper)
+    out = crosscheck.run(plain, cc_recipe(embeddings=True), paths, tagger=tagger, mapper=serial_mapper)
     vectors = decode(out["face_embedding"])
     assert vectors is not None and vectors.shape == (2, DIM) and np.isfinite(vectors).all()
     assert not np.allclose(vectors[0], vectors[1])  # two different crops, two embeddings
     assert plain["autotag_second_age"].isna().all()
     ages = out["autotag_second_age"].astype(float)
     assert ages.between(0, 100).all() and ages.nunique() == 2
-    again = crosscheck.run(out, make_recipe(embeddings=True), paths, tagger=tagger, mapper=serial_mapper)
+    again = crosscheck.run(out, cc_recipe(embeddings=True), paths, tagger=tagger, mapper=serial_mapper)
     assert len(tagger.seen) == 2 and again["face_embedding"].tolist() == out["face_embedding"].tolist()
     older = out.copy()
     older.loc[older.index[0], "face_embedding"] = encode(np.zeros(1280, np.float32))  # the last-layer kind
-    renewed = crosscheck.run(older, make_recipe(embeddings=True), paths, tagger=tagger, mapper=serial_mapper)
+    renewed = crosscheck.run(older, cc_recipe(embeddings=True), paths, tagger=tagger, mapper=serial_mapper)
     assert len(tagger.seen) == 3 and renewed["face_embedding"].tolist() == out["face_embedding"].tolist()
     older = out.copy()
     older.loc[older.index[1], "autotag_second_age"] = pd.NA  # tagged before the second model existed
-    renewed = crosscheck.run(older, make_recipe(embeddings=True), paths, tagger=tagger, mapper=serial_mapper)
+    renewed = crosscheck.run(older, cc_recipe(embeddings=True), paths, tagger=tagger, mapper=serial_mapper)
     assert len(tagger.seen) == 4 and renewed["autotag_second_age"].astype(float).tolist() == pytest.approx(ages.tolist())
 
 
@@ -351,7 +333,7 @@ def test_report_names_what_the_ages_were_learned_from():
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"face_embedding": [encode(rng.normal(size=DIM).astype(np.float32)) for _ in range(120)],
                           "crosscheck_age_expected": pd.array(rng.uniform(20, 60, 120), dtype="Float64")})
-    recipe = make_recipe(embeddings=True)
+    recipe = cc_recipe(embeddings=True)
     assert calibration_mode(frame, recipe) == "ages learned from this dataset's labels and Lite0 image embeddings (cross-fitted)"
     frame["autotag_second_age"] = pd.array(rng.uniform(20, 60, 120), dtype="Float64")
     assert calibration_mode(frame, recipe) == ("ages learned from this dataset's labels and Lite0 image embeddings "

@@ -24,14 +24,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from botocore.stub import ANY, Stubber
+from builders import make_recipe
 from PIL import Image
-
 
 from tasks.crosscheck import stage as crosscheck
 from tasks.core import manifest as mf
 from tasks.crosscheck.autotag import MAX_IMAGE_BYTES, RekognitionTagger, image_payload, price_usd
 from tasks.core.paths import DatasetPaths
-from tasks.core.recipe import parse_recipe
+from tasks.core.recipe import Recipe
 
 # Shaped as in the Rekognition developer guide's DetectFaces and RecognizeCelebrities examples.
 DETECT_FACES = {
@@ -67,13 +67,10 @@ def face(path: Path, shade: int = 120, size: int = 96) -> Path:
     return path
 
 
-def recipe_of(**section):
-    return parse_recipe({
-        "name": "rk", "contact": "rk@example.org", "target": "label",
-        "sources": [{"name": "s", "start_urls": ["http://127.0.0.1/"],
-                     "item": {"image": "img::attr(src)", "fields": {"label": "p", "gender": "p", "age": "p", "name": "h1"}}}],
-        "crosscheck": {"autotagger": "rekognition", "region": "us-east-1", **section},
-    }, Path("rk.yaml"))
+def recipe_of(**section) -> Recipe:
+    """The test recipe with Rekognition (us-east-1) as autotagger and these crosscheck keys."""
+    return make_recipe("rk", fields=("label", "gender", "age", "name"), sources=("s",),
+                       crosscheck={"autotagger": "rekognition", "region": "us-east-1", **section})
 
 
 def frame_of(paths: DatasetPaths, rows: list[dict]) -> pd.DataFrame:

