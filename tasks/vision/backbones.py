@@ -31,9 +31,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LITE0_MEAN = LITE0_STD = (0.5, 0.5, 0.5)
 # `freeze: last` on Lite0 trains its last four of seven stages (stride 16 and 32) and the
-# head: on UTKFace gender this beat training only the last two stages (validation 0.84
-# against 0.83) at 1.5x the cost, and beat training everything (0.81), which overfits
-# 2,000 faces (benchmarks/bench_finetune.py).
+# head: on UTKFace gender this beat training only the last two stages, and training
+# everything, which overfits 2,000 faces (measured: docs/benchmarks.md, 'finetune').
 LITE0_FIRST_TRAINED = 3
 LITE0_LAST = (*(f"blocks.{i}" for i in range(LITE0_FIRST_TRAINED, 7)), "conv_head", "bn2")
 
@@ -236,11 +235,9 @@ class Truncated(nn.Module):
 
     ImageNet's middle stages (edges, textures, parts) transfer to aligned faces better
     than its last ones (object classes), and on aligned crops a coarse grid keeps where
-    eyes, mouth and hair are. On UTKFace gender (benchmarks/bench_finetune.py) frozen
-    Lite0 features from blocks.2-4 on a 6x6 grid beat the last layer's, and fine-tuning.
-    Fine-tuning blocks.2-4 after such a head (linear probe then fine-tune, lr 3e-4, batch
-    norm frozen, 8 epochs, 5 more minutes) did not beat the frozen head either: split seed
-    15, test 0.855 both, validation 0.884 before and 0.865 after.
+    eyes, mouth and hair are. On UTKFace gender frozen Lite0 features from blocks.2-4 on
+    a 6x6 grid beat the last layer's and fine-tuning, and fine-tuning blocks.2-4 after such
+    a head did not beat the frozen head either (measured: docs/benchmarks.md, 'finetune').
     """
 
     def __init__(self, model: nn.Module, cuts: str | list[str], pool: int) -> None:
@@ -412,6 +409,7 @@ def train_mode(net: nn.Module, frozen_norms: list[nn.Module]) -> None:
 
 
 def channels_last(model: nn.Module) -> nn.Module:
-    """Convolution weights in channels-last layout: 1.3-1.5x faster convolutions on this
-    CPU (EfficientNet-Lite0, training and inference) and the layout tensor cores want."""
+    """Convolution weights in channels-last layout: faster convolutions on the CPU
+    (EfficientNet-Lite0, training and inference; docs/benchmarks.md, 'finetune') and the
+    layout tensor cores want."""
     return model.to(memory_format=torch.channels_last)

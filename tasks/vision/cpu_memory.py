@@ -3,10 +3,9 @@
 glibc's malloc hands out blocks above a threshold (128 KiB at first, raised as it
 goes) with a fresh mmap and gives them back to the kernel on free. A CNN on the CPU
 allocates activations of several to tens of megabytes at every layer, so every layer
-touched fresh zero pages: measured on this project's 2-core machine, half the time of
-an EfficientNet-Lite0 forward pass at 224 px was kernel time (2.4 million page faults
-for 192 images). Raising the mmap threshold to its maximum and never trimming the heap
-makes the same pass 2.7x faster (20 -> 56 images/s at batch 16). These are the
+touched fresh zero pages and half of a forward pass was kernel time. Raising the mmap
+threshold to its maximum and never trimming the heap makes the pass more than twice as
+fast (measured: docs/benchmarks.md, 'finetune', Speed). These are the
 mallopt settings that the MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_
 environment variables would make, set at run time so that no launcher has to.
 """
