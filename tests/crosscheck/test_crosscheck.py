@@ -7,6 +7,7 @@ the fake (tests/fakes/taggers.py) answers with fixed opinions per face, so every
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -18,9 +19,9 @@ from PIL import Image
 from tasks.crosscheck import stage as crosscheck
 from tasks.core import manifest as mf
 from tasks.crosscheck.autotag import Tags
-from tasks.core.parallel import serial_mapper
+from tasks.core.parallel import process_mapper, serial_mapper
 from tasks.core.paths import DatasetPaths
-from tasks.core.recipe import Recipe
+from tasks.core.recipe import Recipe, RecipeError
 from tasks.report import sections
 
 
@@ -194,17 +195,39 @@ def test_calibrated_ages_remove_a_systematic_bias_without_leakage(paths):
 
 
 def test_recipe_rejects_unknown_checks():
-    with pytest.raises(Exception, match="gender, age and celebrity"):
+    with pytest.raises(RecipeError, match=r"(?s)cc\.yaml: the recipe is not valid:.*key 'crosscheck\.fields': "
+                                          r"crosscheck\.fields can check gender, age and celebrity, not \['mood'\]"):
         cc_recipe(fields={"mood": "label"})
 
 
-def test_batches_can_go_to_worker_processes(paths):
-    """The flow maps batches over processes: the work function must pickle (no model inside)."""
-    import functools
-    import pickle
+def test_batches_in_worker_processes_give_the_answers_of_one_process(utkface_dir, paths, monkeypatch):
+    """The flow maps batches over worker processes with no model inside the work (each
+    worker loads its own tagger): real faces tagged that way get the answers the same
+    stage gives in one process."""
+    monkeypatch.setenv("FACESET_WORKERS", "2")
+    labels = pd.read_csv(utkface_dir / "labels.csv").sort_values("file").iloc[::50].head(40)
+    for name in labels["file"]:
+        shutil.copyfile(utkface_dir / name, paths.faces / name)
+    frame = mf.conform(pd.DataFrame({
+        "item_id": [f"u{i}" for i in range(len(labels))], "source": "site", "status": "kept",
+        "face_path": ["faces/" + f for f in labels["file"]], "label": "x",
+        "gender": np.where(labels["gender"] == 1, "female", "male"), "age": labels["age"].astype(str).to_numpy(),
+    }), ["label", "gender", "age", "name"])
+    sent: list[int] = []
+    pool = process_mapper(2)
 
-    work = functools.partial(crosscheck.process_batch, recipe=cc_recipe(), paths=paths, tagger=None)
-    assert pickle.loads(pickle.dumps(work)).keywords["tagger"] is None
+    def counting(fn, items):
+        sent.extend(len(item) for item in items)
+        return pool(fn, items)
+
+    pooled = crosscheck.run(frame, cc_recipe(), paths, mapper=counting)
+    serial = crosscheck.run(frame, cc_recipe(), paths, mapper=serial_mapper)
+    assert len(sent) >= 2 and sum(sent) == len(frame)  # more than one batch: the pool really ran
+    assert pooled["autotag_source"].eq("local").all() and pooled["autotag_note"].isna().all()
+    for column in ("autotag_gender", "crosscheck", "crosscheck_reason"):
+        assert pooled[column].tolist() == serial[column].tolist(), column
+    for column in ("autotag_age", "autotag_gender_confidence"):
+        assert pooled[column].astype(float).to_numpy() == pytest.approx(serial[column].astype(float).to_numpy(), abs=1e-3)
 
 
 def test_learned_opinion_from_face_descriptors_finds_planted_errors(paths):
