@@ -1,8 +1,8 @@
 """Running a network over face crops a batch at a time, skipping files that cannot be read.
 
-Shared by the cross-check's image models (tasks/crosscheck/embeddings.py, tasks/crosscheck/second_age.py):
-each loads a crop its own way and runs its own network; an unreadable crop gets None and
-never stops the others.
+Shared by the cross-check's image models (tasks/crosscheck/embeddings.py and
+tasks/crosscheck/second_age.py): each loads a crop its own way and runs its own network;
+an unreadable crop gets None and never stops the others.
 """
 
 from __future__ import annotations
