@@ -11,14 +11,12 @@ means here (`crosscheck.calibrate: true`, the default; it needs MIN_ROWS labelle
   also suffice for age) and a second age model's age (`autotag_second_age`), fitted
   without the training rows it fits worst; and logistic regression of the crawled gender
   on the descriptor and the tagger's logit. On UTKFace adults with planted errors this
-  ranks them better than the tagger alone (benchmarks/bench_crosscheck.py, 1,200 faces,
-  36 seeds: age precision at 80% recall 0.18 plain, 0.28 with descriptors, 0.36 with
-  Lite0 features too, 0.41 with the second age as well; correct UTKFace labels still lie
-  5.7 years on average from the expected age, and more labelled faces help: with 1,847
-  adults instead of 1,200 the model without the second age reached 0.396 over 12 seeds);
-- without descriptors (or embeddings, for age), ages are calibrated by an isotonic map from the tagger's age to
-  the crawled one plus a shift per group of the recipe's other attributes; gender keeps
-  the tagger's own probability (logistic calibration ranked planted errors worse).
+  ranks them better than the tagger alone, each added input better again, and more
+  labelled faces help (measured: docs/benchmarks.md, 'cross-check');
+- without descriptors (or embeddings, for age), ages are calibrated by an isotonic map
+  from the tagger's age to the crawled one plus a shift per group of the recipe's other
+  attributes; gender keeps the tagger's own probability (logistic calibration ranked
+  planted errors worse).
 
 No face's own label may score it: every row's expected value comes from a model fitted
 on the other folds (K-fold cross-fitting), and fits resist wrong labels (trimmed
@@ -45,7 +43,7 @@ from tasks.crosscheck.autotag import GENDERS
 from tasks.core.recipe import Recipe
 
 MIN_ROWS = 100  # fewer labelled faces than this: the plain rules decide
-FOLDS = 10  # against 5: clean-label age error 5.99 -> 5.91 y, gender precision at 90% recall 0.908 -> 0.915
+FOLDS = 10  # each model trains on 9/10 of the rows; measured better than 5 (docs/benchmarks.md, 'cross-check')
 SEED = 13
 Z_FLAG = 1.5  # spreads between the crawled and the expected age that flag a label
 TRIM = 3.0  # residuals beyond this many spreads are left out of the age fit
@@ -129,9 +127,9 @@ def descriptors_of(frame: pd.DataFrame) -> np.ndarray | None:
 
 
 def embeddings_of(frame: pd.DataFrame) -> np.ndarray | None:
-    """Lite0 embeddings (`face_embedding`, tasks/face_embedding.py) reduced to their
+    """Lite0 embeddings (`face_embedding`, tasks/crosscheck/embeddings.py) reduced to their
     EMBEDDING_DIMS main directions, or None if absent. The reduction uses no labels (so it
-    cannot leak one); with all 1280 dimensions the kernel's distances drown in noise."""
+    cannot leak one); with all its dimensions the kernel's distances drown in noise."""
     if "face_embedding" not in frame or frame["face_embedding"].notna().sum() < MIN_ROWS:
         return None
     from sklearn.decomposition import PCA
@@ -148,7 +146,7 @@ def embeddings_of(frame: pd.DataFrame) -> np.ndarray | None:
 
 
 def second_ages_of(frame: pd.DataFrame) -> np.ndarray | None:
-    """The second age model's ages (`autotag_second_age`, tasks/second_age.py) as one input
+    """The second age model's ages (`autotag_second_age`, tasks/crosscheck/second_age.py) as one input
     column scaled like the tagger's age (missing ones filled with the mean), or None if absent."""
     if "autotag_second_age" not in frame or frame["autotag_second_age"].notna().sum() < MIN_ROWS:
         return None
