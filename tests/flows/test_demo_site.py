@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
+import shutil
 import urllib.error
 import urllib.request
+from datetime import date
 from pathlib import Path
 
 import pytest
 import yaml
+from builders import UTKFACE_RACES
 from PIL import Image
 
 from flows.commands.demo import find_demo_images
@@ -48,14 +52,25 @@ def test_site_serves_directory_profiles_and_portraits(utkface_dir: Path) -> None
     assert "/people/p00001.html" in server.requests
 
 
-def test_profile_labels_match_the_labels_csv(utkface_dir: Path) -> None:
-    labels = {r["file"]: r for r in csv.DictReader((utkface_dir / "labels.csv").open())}
-    site = build_site(utkface_dir, limit=12, extras=False)
-    races = {"White", "Black", "Asian", "Indian", "Others"}
-    for profile in site.profiles:
-        assert profile.fields["race"] in races
-        assert profile.bio.split()[0] in ("She", "He")
-    assert len(labels) >= 12
+def test_profile_labels_match_the_labels_csv(utkface_dir: Path, tmp_path: Path) -> None:
+    """Twelve adult UTKFace photos: the profiles carry exactly their race, gender and age."""
+    with (utkface_dir / "labels.csv").open(newline="", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if 18 <= int(r["age"]) <= 80][:12]
+    for row in rows:
+        shutil.copyfile(utkface_dir / row["file"], tmp_path / row["file"])
+    with (tmp_path / "labels.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["file", "age", "gender", "race"])
+        writer.writeheader()
+        writer.writerows(rows)
+    site = build_site(tmp_path, extras=False)
+    assert site.utkface and len(site.profiles) == len(rows)
+    pronoun = {"1": "She", "0": "He"}  # UTKFace: gender 0 male, 1 female
+    shown = collections.Counter((p.fields["race"], p.bio.split()[0]) for p in site.profiles)
+    assert shown == collections.Counter((UTKFACE_RACES[r["race"]], pronoun[r["gender"]]) for r in rows)
+    # "Born <year>": the age in labels.csv, give or take the birthday
+    ages = sorted(date.today().year - int(p.fields["born"].removeprefix("Born ")) for p in site.profiles)
+    expected = sorted(int(r["age"]) for r in rows)
+    assert all(e <= a <= e + 1 for a, e in zip(ages, expected)), (ages, expected)
 
 
 def test_demo_recipe_is_valid(utkface_dir: Path) -> None:
