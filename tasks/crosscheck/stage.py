@@ -35,7 +35,7 @@ from tasks.crosscheck import embeddings as face_embedding
 from tasks.crosscheck import second_age
 from tasks.crosscheck.autotag import GENDERS, RekognitionTagger, Tagger, Tags, local_tagger, price_usd
 from tasks.core.manifest import KEPT, QUARANTINED, kept, set_status, with_columns
-from tasks.core.parallel import Mapper, default_workers, map_frame, serial_mapper
+from tasks.core.parallel import Batching, Mapper, run_per_image, serial_mapper
 from tasks.core.paths import DatasetPaths
 from tasks.core.recipe import CrosscheckConfig, CrosscheckField, Recipe
 from tasks.core.vectors import encode_vector
@@ -44,6 +44,7 @@ AGREE, DISAGREE, SKIPPED = "agree", "disagree", "skipped"
 DEFAULT_MARGIN = 5.0
 GENDER_MIN_CONFIDENCE = 90.0  # default crosscheck.fields.gender.min_confidence (the issue's plain rule)
 DROP_PREFIX = "autotagger disagrees: "
+BATCHING = Batching(least=16, most=256, per_worker=2)
 
 COLUMNS: dict[str, str] = {
     "autotag_gender": "string",
@@ -286,17 +287,14 @@ def _checked(frame: pd.DataFrame) -> pd.Series:
     return kept(frame).fillna(False) | own
 
 
-def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *,
-        tagger: Tagger | None = None, mapper: Mapper | None = None) -> pd.DataFrame:
-    """Tag every kept face not tagged yet, check it against its crawled labels, and report."""
+def _to_tag(out: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, tagger: Tagger | None) -> pd.Series:
+    """Rows to tag now; marks (in place) the checked rows that are not: no tagger, no face, over budget."""
     config = recipe.crosscheck
-    out = _typed(manifest.copy() if manifest.index.is_unique else manifest.reset_index(drop=True))
     checked = _checked(out)
     if config.autotagger == "none":
         out.loc[checked, "crosscheck"] = SKIPPED
         out.loc[checked, "crosscheck_reason"] = "autotagger: none"
-        summarize(out, recipe, paths)
-        return out
+        return pd.Series(False, index=out.index)
     has_face = out["face_path"].notna()
     no_face = checked & ~has_face
     out.loc[no_face, "crosscheck"] = SKIPPED
@@ -308,27 +306,33 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *,
     if config.embeddings:
         second_age.weights_path()  # installed? Say so before any work, not in every worker
         stale |= ~face_embedding.is_current(out["face_embedding"]) | out["autotag_second_age"].isna()
-    todo = out[checked & has_face & stale]
-    if config.autotagger == "rekognition" and tagger is None:
-        tagger = make_tagger(config, paths)
-    if len(todo) and getattr(tagger, "paid", False):
-        # A paid tagger works here, in one process, whatever mapper was given: its budget
-        # and rate limit then hold exactly, and its response cache makes re-runs free.
-        affordable = _budget_plan(todo, tagger, config, paths)
-        over = todo.index[~affordable]
+    todo = checked & has_face & stale
+    if todo.any() and getattr(tagger, "paid", False):
+        affordable = _budget_plan(out[todo], tagger, config, paths)
+        over = affordable.index[~affordable]
         _set_many(out, over, {**tag_columns(Tags(note="API budget reached"), tagger.name),
                               "crosscheck": SKIPPED, "crosscheck_reason": "API budget reached"})
-        todo, mapper = todo[affordable], serial_mapper
-    if len(todo):
-        # The local model is not sent to workers: each loads its own (tagger None).
-        size = max(16, min(256, math.ceil(len(todo) / (2 * default_workers()))))
-        work = functools.partial(process_batch, recipe=recipe, paths=paths, tagger=tagger)
-        done = map_frame(work, todo, size, mapper)
-        for column in COLUMNS:
-            out.loc[done.index, column] = done[column]
-    out = flag(_typed(out), recipe)
-    summarize(out, recipe, paths)
-    return out
+        todo[over] = False
+    return todo
+
+
+def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *,
+        tagger: Tagger | None = None, mapper: Mapper | None = None) -> pd.DataFrame:
+    """Tag every kept face not tagged yet, check it against its crawled labels, and report.
+
+    A paid tagger works here, in one process, whatever mapper was given: its budget and
+    rate limit then hold exactly, and its response cache makes re-runs free. The local
+    model is not sent to workers: each loads its own (tagger None).
+    """
+    config = recipe.crosscheck
+    if config.autotagger == "rekognition" and tagger is None:
+        tagger = make_tagger(config, paths)
+    return run_per_image(
+        manifest, functools.partial(_to_tag, recipe=recipe, paths=paths, tagger=tagger),
+        functools.partial(process_batch, recipe=recipe, paths=paths, tagger=tagger),
+        lambda out, _: summarize(out, recipe, paths), columns=list(COLUMNS), batching=BATCHING,
+        mapper=serial_mapper if getattr(tagger, "paid", False) else mapper, typed=_typed,
+        decide=None if config.autotagger == "none" else functools.partial(flag, recipe=recipe))
 
 
 # ---------------------------------------------------------------- dataset-level decision

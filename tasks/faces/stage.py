@@ -29,7 +29,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ from tasks.core.reasons import reason_kind
 from tasks.vision.decode import Decoded, decode_bytes
 from tasks.vision.detector import FaceDetector, default_detector, verify_and_crop
 from tasks.core.manifest import FAILED, KEPT, QUARANTINED, kept, with_columns
-from tasks.core.parallel import Mapper, default_workers, map_frame
+from tasks.core.parallel import Batching, Mapper, run_per_image
 from tasks.core.paths import DatasetPaths
 from tasks.core.recipe import FacesConfig, Recipe
 
@@ -54,6 +53,7 @@ from tasks.core.recipe import FacesConfig, Recipe
 ALGORITHM_VERSION = "1"
 JPEG_QUALITY = 95
 SAMPLES = 12
+BATCHING = Batching(least=1, most=64, per_worker=4)
 
 # Columns this stage writes, with their pandas dtypes.
 COLUMNS: dict[str, str] = {
@@ -189,25 +189,16 @@ def process_batch(rows: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, de
 
 def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *,
         detector: FaceDetector | None = None, mapper: Mapper | None = None) -> pd.DataFrame:
-    """Decode, verify and crop every kept row; returns the whole manifest, no row dropped."""
-    out = _typed(manifest.copy() if manifest.index.is_unique else manifest.reset_index(drop=True))
-    todo = out[kept(out)]
-    started = time.perf_counter()
-    if len(todo):
-        # Cached outcomes are read here: starting worker processes would cost more than they do.
-        digest = config_hash(recipe, detector)
-        cached = np.array([_has_cache(row, paths, digest) for row in todo.to_dict("records")], dtype=bool)
-        parts = [process_batch(todo[cached], recipe, paths, detector=detector)] if cached.any() else []
-        if not cached.all():
-            size = max(1, min(64, math.ceil(int((~cached).sum()) / (4 * default_workers()))))
-            work = functools.partial(process_batch, recipe=recipe, paths=paths, detector=detector)
-            parts.append(map_frame(work, todo[~cached], size, mapper))
-        for done in parts:
-            for column in [*COLUMNS, "status", "reason"]:
-                out.loc[done.index, column] = done[column]
-        out = _typed(out)
-    summarize(out, recipe, paths, elapsed=time.perf_counter() - started, processed=len(todo))
-    return out
+    """Decode, verify and crop every kept row; returns the whole manifest, no row dropped.
+
+    Rows whose outcome is cached are read here: starting worker processes would cost more than they do.
+    """
+    digest = config_hash(recipe, detector)
+    return run_per_image(
+        manifest, kept, functools.partial(process_batch, recipe=recipe, paths=paths, detector=detector),
+        lambda out, done: summarize(out, recipe, paths, elapsed=done.map_seconds, processed=done.processed),
+        columns=[*COLUMNS, "status", "reason"], batching=BATCHING, mapper=mapper, typed=_typed,
+        here=lambda rows: [_has_cache(row, paths, digest) for row in rows.to_dict("records")])
 
 
 # ---------------------------------------------------------------- report

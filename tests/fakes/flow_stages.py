@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import pandas as pd
 
 from tasks.core import manifest as mf
-from tasks.core.parallel import map_frame
+from tasks.core.parallel import Batching, run_per_image
 
 RECIPE = """\
 name: {name}
@@ -127,18 +127,16 @@ def faces_summary(manifest: pd.DataFrame, recipe, paths) -> dict:
 
 
 def faces_run(manifest, recipe, paths, mapper=None):
-    """Like tasks.faces.run: kept rows -> batches -> mapper(process_batch) -> merge -> summarize."""
-    return _per_image(manifest, recipe, paths, mapper, faces_batch, faces_summary, 4)
+    """Like tasks.faces.run: the real per-image skeleton over kept rows, in batches of 4."""
+    return _per_image(manifest, recipe, paths, mapper, faces_batch, faces_summary, 4,
+                      ["status", "reason", "face_path", "face_score"])
 
 
-def _per_image(manifest, recipe, paths, mapper, batch_fn, summary_fn, size):
-    todo = manifest[mf.kept(manifest)]
-    out = manifest.copy()
-    if len(todo):
-        done = map_frame(functools.partial(batch_fn, recipe=recipe, paths=paths), todo, size, mapper)
-        out = pd.concat([done, manifest[~mf.kept(manifest)]]).loc[manifest.index]
-    summary_fn(out, recipe, paths)
-    return mf.conform(out, recipe.field_names)
+def _per_image(manifest, recipe, paths, mapper, batch_fn, summary_fn, size, columns):
+    return run_per_image(manifest, mf.kept, functools.partial(batch_fn, recipe=recipe, paths=paths),
+                         lambda out, _: summary_fn(out, recipe, paths), columns=columns,
+                         batching=Batching(size, size), mapper=mapper,
+                         typed=functools.partial(mf.conform, fields=recipe.field_names))
 
 
 def crosscheck_batch(rows: pd.DataFrame, recipe, paths) -> pd.DataFrame:
@@ -153,7 +151,8 @@ def crosscheck_batch(rows: pd.DataFrame, recipe, paths) -> pd.DataFrame:
 
 
 def crosscheck_run(manifest, recipe, paths, mapper=None):
-    return _per_image(manifest, recipe, paths, mapper, crosscheck_batch, crosscheck_summary, 8)
+    return _per_image(manifest, recipe, paths, mapper, crosscheck_batch, crosscheck_summary, 8,
+                      ["autotag_gender", "crosscheck"])
 
 
 def crosscheck_summary(manifest, recipe, paths) -> dict:
