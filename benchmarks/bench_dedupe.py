@@ -1,10 +1,10 @@
 """Dedupe benchmark: duplicate recall/precision by transformation, and hash-index search time.
 
 1. Quality: adult UTKFace faces (the same number per race group) and five transformed
-   copies of each (tasks.dupeval). Our method (tasks.dedupe.run with the real dlib
+   copies of each (tasks.dedupe.evaluation). Our method (tasks.dedupe.run with the real dlib
    describer and the recipe defaults) against the baseline: imagehash pHash of the raw
    crop at distance 10, no mirror, all pairs.
-2. Speed: the multi-index hash search (tasks.hashindex) against brute force, as a
+2. Speed: the multi-index hash search (tasks.dedupe.hashindex) against brute force, as a
    self-join at the default radius (6) over 10^4, 10^5, 10^6 random 64-bit hashes (10 %
    near copies). Brute force is timed on a sample of queries and extrapolated beyond
    `--brute-max` hashes; the output says which figures are extrapolated.

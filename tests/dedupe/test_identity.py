@@ -12,7 +12,7 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from tasks.dedupe import stage as dedupe
+from tasks.dedupe import group
 from tasks.dedupe import identity
 from tasks.core.manifest import conform
 from tasks.core.vectors import encode_vector
@@ -54,7 +54,7 @@ def test_cluster_sets_person_groups_and_duplicates_inherit_them() -> None:
         "hash_kind": "face", "face_descriptor": [encode_vector(v) for v in desc],
         "face_box": ["[0,0,100,100]", "[0,0,90,90]", "[0,0,90,90]", "[0,0,50,50]"],
     }), ["label", "name"])
-    out = dedupe.cluster(frame, make_recipe("test-set", fields=("label", "name"))).set_index("item_id")
+    out = group.cluster(frame, make_recipe("test-set", fields=("label", "name"))).set_index("item_id")
     assert out.loc["d", "reason"] == "duplicate of a"
     assert out.loc["a", "person_group"] == out.loc["b", "person_group"] == out.loc["d", "person_group"] == "a"
     assert out.loc["c", "person_group"] == "c"
