@@ -20,9 +20,9 @@ from tasks.core.errors import FacesetError
 from tasks.core.paths import SPLITS
 from tasks.vision.backbones import Normalization
 
-# Images per batch when nothing trains (validation, test, feature caches): on the CPU a
-# batch of 16 at 224 px ran 1.3x faster than 64, whose activations outgrow malloc's
-# reusable blocks (tasks/cpu_memory.py).
+# Images per batch when nothing trains (validation, test, feature caches): on the CPU 16
+# ran faster than 64, whose activations outgrow malloc's reusable blocks
+# (tasks/vision/cpu_memory.py; measured: docs/benchmarks.md, 'finetune').
 INFERENCE_BATCH = 16
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 # metadata.jsonl keys that are bookkeeping, not attributes of the person
@@ -101,7 +101,7 @@ def attribute_columns(frame: pd.DataFrame) -> list[str]:
 def eval_transform(size: int, norm: Normalization, crop: float = 0.875) -> transforms.Compose:
     """Validation, test and apply: Resize then CenterCrop, keeping `crop` of the side (the
     book's ImageNet 0.875 by default; on aligned face crops 1.0, the whole crop, does
-    better: the border holds hair and chin)."""
+    better: the border holds hair and chin; docs/benchmarks.md, 'finetune')."""
     return transforms.Compose([
         transforms.Resize(round(size / crop)),
         transforms.CenterCrop(size),

@@ -1,11 +1,10 @@
 """Several models on several views of the same images, their probabilities averaged (`finetune.ensemble`).
 
 Frozen ImageNet features see a face differently at another input size or from other
-stages, and their errors differ: on UTKFace gender (benchmarks/bench_finetune.py,
-`--only middle,ensemble`), averaging the frozen-head models at 160 px (blocks.2-4, 6x6
-grids), 224 px (7x7 grids), 192 px (blocks.1-5) and 128 px (4x4 grids) raised test
-accuracy over four 70/20/10 splits from 0.884/0.881/0.855/0.855 to 0.894/0.900/0.881/0.865
-(mean 0.869 to 0.885), in 9-10 minutes on a 2-core CPU against 2 for the single model.
+stages, and their errors differ, so averaging frozen-head models on several views (160,
+224, 192 and 128 px; other stages and grids) raised UTKFace gender accuracy on every
+split tried, for about one more training run per member (measured: docs/benchmarks.md,
+'finetune').
 
 Each member is a whole model, saved like the main one under `ensemble/member_<n>/`
 (so any member can also be applied on its own); the main model.pt's settings list the

@@ -53,7 +53,7 @@ class FitResult:
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """CUDA when present (or asked for), the CPU otherwise; on the CPU, malloc is set to
-    keep freed memory (tasks/cpu_memory.py: 2.7x faster Lite0 passes here)."""
+    keep freed memory (tasks/vision/cpu_memory.py: much faster Lite0 passes; docs/benchmarks.md)."""
     chosen = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
     if chosen.type == "cpu":
         keep_freed_memory()
