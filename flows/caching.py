@@ -69,7 +69,8 @@ def module_files(name: str, whole_package: bool = True) -> list[Path]:
     """The source files of project module `name`, found without importing it.
 
     For a package: every .py file in it, or only its `__init__.py` when it is merely the
-    base of an import (`from tasks import faces` depends on tasks/faces.py, not on all of tasks/).
+    base of an import (`from tasks.core import paths` depends on tasks/core/paths.py and
+    tasks/core/__init__.py, not on all of tasks/core/).
     """
     if name.split(".")[0] not in PROJECT_PACKAGES:
         return []
@@ -300,7 +301,7 @@ def _files_present(rows: pd.DataFrame, root: Path) -> pd.Series:
 class CachingMapper:
     """A mapper for per-image stages that skips rows already processed and saves new ones as they finish.
 
-    The stage calls it like any mapper (`mapper(fn, batches)`, see tasks/parallel.py) and
+    The stage calls it like any mapper (`mapper(fn, batches)`, see tasks/core/parallel.py) and
     gets every batch back with its index, but only rows whose key (stage code, recipe
     section, the function, the input row) is not in the row cache reach `fn`. Finished
     batches are saved every `flush_rows` rows or `flush_seconds`, so a killed stage resumes from there.

@@ -1,6 +1,6 @@
 """Where per-image batches run: in this process, in a local process pool, or as Prefect tasks on Dask.
 
-Stages only see a *mapper* (`tasks/parallel.py`). The flow builds mappers from the
+Stages only see a *mapper* (`tasks/core/parallel.py`). The flow builds mappers from the
 executors here, which hand back each batch's result as soon as it finishes (not in one
 block at the end), so the row cache can save finished work while the rest still runs:
 that is what makes a build killed halfway through `faces` resume at the half.

@@ -1,6 +1,6 @@
 """Start `python -m spiders.run` in a child process and read the stats it leaves.
 
-Used by tasks/crawl.py and tasks/fetch.py. The child is the only place Scrapy's
+Used by tasks/crawl/stage.py and tasks/fetch/stage.py. The child is the only place Scrapy's
 reactor runs, so the caller (a Prefect task, a test, a notebook) can run any number
 of crawls. If the caller is interrupted, the child is asked to stop gracefully (SIGINT,
 as a Ctrl-C would) so its JOBDIR and the files it wrote stay usable for a resume.

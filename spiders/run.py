@@ -1,10 +1,10 @@
 """`python -m spiders.run JOB.json`: one crawl (or image fetch) in its own process.
 
 Twisted's reactor cannot be restarted, so each crawl gets a fresh process, started by
-tasks/crawl.py or tasks/fetch.py. The job file says what to do; this process writes the
-items to a JSON Lines file and, at the end, Scrapy's stats (items, errors, finish
-reason, faceset's own counters) to a JSON file. The caller judges success from those
-stats, not from the exit code.
+tasks/crawl/stage.py or tasks/fetch/stage.py. The job file says what to do; this
+process writes the items to a JSON Lines file and, at the end, Scrapy's stats (items,
+errors, finish reason, faceset's own counters) to a JSON file. The caller judges
+success from those stats, not from the exit code.
 """
 
 from __future__ import annotations
