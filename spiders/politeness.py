@@ -126,7 +126,7 @@ class RobotsTxtForAll(RobotsTxtMiddleware):
     Scrapy 2.19 makes every request that arrives while robots.txt downloads await the same
     Deferred; the first awaiter's callback returns None, so the others got no parser and
     were let through. A burst of image downloads requested a disallowed folder that way
-    (tests/test_fetch.py). Each waiter here gets its own Deferred, fed by a callback that
+    (tests/fetch/test_fetch.py). Each waiter here gets its own Deferred, fed by a callback that
     passes the parser on down the chain.
     """
 
