@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.core.recipe import STAGES, Recipe, RecipeError, load_recipe, parse_recipe
+from tasks.core.recipe import STAGES, RecipeError, load_recipe, parse_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 DESIGN = REPO.parent / "shared" / "DESIGN.md"
@@ -82,6 +82,10 @@ def test_section_covers_every_stage() -> None:
     recipe = parse_recipe(BASE, Path("r.yaml"))
     for stage in STAGES:
         assert isinstance(recipe.section(stage), dict) and recipe.section(stage)
+    # a stage's section changes with the settings it reads, and only with those
+    resized = parse_recipe(with_change(("faces", "size"), 160), Path("r.yaml"))
+    changed = {stage for stage in STAGES if resized.section(stage) != recipe.section(stage)}
+    assert {"faces", "dedupe"} <= changed and not changed & {"crawl", "fetch", "crosscheck", "split", "finetune", "report"}
 
 
 @pytest.mark.parametrize(
@@ -169,8 +173,9 @@ def test_duplicate_source_names(tmp_path: Path) -> None:
 
 def test_recipes_in_datasets_folder_load() -> None:
     recipes = sorted((REPO / "datasets").glob("*.yaml"))
-    for path in recipes:
-        assert isinstance(load_recipe(path), Recipe)
+    assert recipes, "no recipe in datasets/"
+    names = [load_recipe(path).name for path in recipes]  # raises RecipeError, naming the file, if one is invalid
+    assert len(set(names)) == len(names), f"two recipes would build into one dataset folder: {names}"
 
 
 def test_committed_schema_matches_the_model() -> None:

@@ -133,12 +133,17 @@ def test_dataset_scope_and_untouched_other_datasets(tmp_path):
     data_root = tmp_path / "data"
     frame, paths = build(data_root)
     other = DatasetPaths.create(data_root / "other")
+    empty = takedown.fingerprint(data_root)
     entry = takedown.make_entry("Person 4", dataset="other")
     takedown.add(data_root, entry)
     assert (takedown.apply(frame, paths)["status"] == frame["status"]).all()
     hit = takedown.apply(frame, other)
     assert set(hit.loc[hit["status"] == "excluded", "item_id"]) == {"item04"}
-    assert takedown.fingerprint(data_root) != ""
+    # the build cache key: a new entry changes it (so the stages that apply the list run again), reading does not
+    one = takedown.fingerprint(data_root)
+    assert one != empty and takedown.fingerprint(data_root) == one
+    takedown.add(data_root, takedown.make_entry("Person 5"))
+    assert takedown.fingerprint(data_root) not in (empty, one)
 
 
 def test_unreadable_image_and_bad_url_are_explained(tmp_path):

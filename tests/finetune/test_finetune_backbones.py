@@ -109,7 +109,10 @@ def test_freeze_policies_and_cached_prefix_equal_the_body(arch):
     net, _ = backbones.build_net(arch, "none", 2)
     frozen = backbones.apply_freeze(net, "head")
     assert [n for n, p in net.named_parameters() if p.requires_grad] == ["head.weight", "head.bias"]
-    assert frozen  # every batch norm of the body keeps its statistics
+    norms = [m for m in net.body.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and [id(m) for m in frozen] == [id(m) for m in norms]  # every batch norm of the body...
+    backbones.train_mode(net, frozen)
+    assert net.head.training and not any(m.training for m in norms)  # ...keeps its statistics while training
     backbones.apply_freeze(net, "none")
     assert all(p.requires_grad for p in net.parameters())
     backbones.apply_freeze(net, "last")
