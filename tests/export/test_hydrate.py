@@ -124,7 +124,10 @@ def test_whole_images_without_crop_are_the_verified_originals(tmp_path, site):
         assert path.read_bytes() == original.read_bytes()
 
 
-def test_a_manifest_without_hashes_is_refused(tmp_path):
+def test_a_manifest_without_hashes_is_refused(tmp_path, capsys):
     bad = tmp_path / "manifest.csv"
     pd.DataFrame({"item_id": ["a"], "image_url": ["http://127.0.0.1/x.jpg"]}).to_csv(bad, index=False)
     assert faceset(["hydrate", str(bad), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad} lacks the columns ['class', 'sha256']" in err and "manifest_share.csv" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing downloaded, nothing written
