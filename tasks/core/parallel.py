@@ -1,6 +1,7 @@
 """Batching per-image work: split the manifest into batches and map a function over them.
 
-Per-image stages never make one Prefect task per image (about 7 ms of overhead each).
+Per-image stages never make one Prefect task per image (tens of milliseconds of
+overhead each; measured: docs/benchmarks.md, 'orchestration').
 They cut the rows into batches and hand them to a *mapper*. A mapper is any callable
 `mapper(fn, batches) -> results` (results in the order of `batches`):
 

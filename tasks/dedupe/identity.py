@@ -4,10 +4,11 @@ The same person photographed twice is not a duplicate, but both photos must land
 one split. dlib's face-recognition ResNet (shipped by `face-recognition-models`, CC0)
 gives a 128-d descriptor; two faces of one person are usually closer than 0.6.
 
-That threshold is biased: on 300 adult UTKFace faces, all different people, 0.6 joins
-1.2 % of White pairs but 27 % of Indian and 41 % of Asian pairs; at 0.45 these fall to
-0.05 %, 0.7 % and 2 % (issue 4). With union-find at 0.6 one "person" would swallow most
-Asian faces. So grouping here (`group_people`)
+That threshold is biased: on adult UTKFace faces, all different people, 0.6 joins a
+large share of Asian and Indian pairs and few White ones, and 0.45 brings every group
+down to a few percent at most (measured for issue 4: docs/benchmarks.md, 'dedupe'). With
+union-find at 0.6 one "person" would swallow most Asian faces. So grouping here
+(`group_people`)
 - uses the strict threshold (recipe `dedupe.identity_threshold`, 0.45) by default;
 - lets a shared name (recipe field `dedupe.name_field`) corroborate a pair up to the
   usual 0.6 (`dedupe.name_threshold`): a directory that names both photos the same;
