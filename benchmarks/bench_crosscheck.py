@@ -102,7 +102,7 @@ def cached(files: list[str], cache: Path, compute: Callable[[list[str]], list], 
 
 
 def descriptors(files: list[str]) -> np.ndarray:
-    """The dedupe stage's face descriptors (tasks.identity, dlib ResNet) of `files`. In a
+    """The dedupe stage's face descriptors (tasks.dedupe.identity, dlib ResNet) of `files`. In a
     build they are already in the manifest (`face_descriptor`, written by dedupe); here
     they are computed once (slow: about 5 faces/s on a shared CPU) and cached."""
     from tasks.dedupe.identity import default_describer
@@ -113,7 +113,7 @@ def descriptors(files: list[str]) -> np.ndarray:
 
 
 def embeddings(files: list[str]) -> np.ndarray:
-    """Lite0 embeddings (tasks.face_embedding) of `files`, cached (about 19 faces/s with
+    """Lite0 embeddings (tasks.crosscheck.embeddings) of `files`, cached (about 19 faces/s with
     its mirror image on 2 cores: minutes the first time)."""
     from tasks.crosscheck.embeddings import embed
 
@@ -121,7 +121,7 @@ def embeddings(files: list[str]) -> np.ndarray:
 
 
 def second_ages(files: list[str]) -> np.ndarray:
-    """The second age model's ages (tasks.second_age) of `files`, cached (about 8 faces/s on 2 cores)."""
+    """The second age model's ages (tasks.crosscheck.second_age) of `files`, cached (about 8 faces/s on 2 cores)."""
     from tasks.crosscheck.second_age import estimate
 
     return cached(files, RESULTS / "crosscheck_second_age.npz", lambda chunk: estimate([CORPUS / f for f in chunk]), 1)[:, 0]
@@ -176,7 +176,7 @@ def precision_at_recall(score: np.ndarray, truth: np.ndarray, recall: float) -> 
 
 
 def review_unplanted(out: pd.DataFrame, score: np.ndarray, planted: np.ndarray, recall: float, folder: Path) -> Path:
-    """A review page (tasks.review, the build's own) of the faces whose label was NOT
+    """A review page (tasks.crosscheck.review, the build's own) of the faces whose label was NOT
     changed but that rank above the cut reaching `recall` of the planted errors: the flags
     the benchmark counts as false. Looking at them shows how many are errors already in
     UTKFace's own labels (a face of about 40 labelled 80), which no score can tell apart."""

@@ -160,7 +160,7 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=0.01, help="learning rate for the gender run")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
-    pick_device("cpu")  # sets malloc up, as faceset's own entry points do (tasks/cpu_memory.py)
+    pick_device("cpu")  # sets malloc up, as faceset's own entry points do (tasks/vision/cpu_memory.py)
     parts = set(args.only.split(","))
     out_path = args.out
     results: dict = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
