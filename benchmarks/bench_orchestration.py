@@ -95,8 +95,6 @@ def _setup(folder: Path, count: int) -> Path:
 
 
 def rebuild_vs_cached(folder: Path, count: int) -> dict:
-    from fakes import flow_stages as fakes
-
     from flows.build import build
 
     recipe = _setup(folder, count)

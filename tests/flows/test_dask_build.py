@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from fakes import flow_stages as fakes
 
-FAKES = "fakes.flow_stages:stages"
 from tasks.core import manifest as mf
+
+FAKES = "fakes.flow_stages:stages"
 
 
 def _comparable(frame: pd.DataFrame) -> pd.DataFrame:

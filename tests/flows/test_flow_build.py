@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from fakes import flow_stages as fakes
 
-FAKES = "fakes.flow_stages:stages"
-REPO = Path(__file__).resolve().parents[2]
 from flows.build import StageFailed, build
 from tasks.core import manifest as mf
 from tasks.core.errors import FacesetError
 from tasks.core.recipe import STAGES
+
+FAKES = "fakes.flow_stages:stages"
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

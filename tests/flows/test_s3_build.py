@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from fakes import flow_stages as fakes
 
-FAKES = "fakes.flow_stages:stages"
 from tasks.core import manifest as mf
 from tasks.core.errors import FacesetError
 from tasks.core.storage import S3Root, open_root, parse_s3_url
 
+FAKES = "fakes.flow_stages:stages"
 
 
 def _calls(log: Path) -> collections.Counter:

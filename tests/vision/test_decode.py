@@ -11,7 +11,6 @@ import time
 import zlib
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from tasks.core.reasons import reason_kind
