@@ -6,10 +6,13 @@ the local autotagger, the Lite0 backbone and Prefect's temporary server, all for
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
@@ -31,16 +34,62 @@ def demo_dataset(utkface_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
          "--data-root", str(root), "--epochs", "1", "--port", "0"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )
-    output = result.stdout + result.stderr
+    output = result.stdout + "\n" + result.stderr  # a blank line ends the printed summary
     assert result.returncode == 0, output[-6000:]
     return root / "demo-staff", output
+
+
+class _Headings(HTMLParser):
+    """The text of an HTML page's <title> and <h1> elements."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: str | None = None
+        self.texts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in ("title", "h1"):
+            self.open = tag
+            self.texts.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == self.open:
+            self.open = None
+
+    def handle_data(self, data: str) -> None:
+        if self.open:
+            self.texts[-1] += data
+
+
+def printed_paths(output: str) -> dict[str, Path]:
+    """The `  name:  path` lines the demo prints right after 'demo finished'."""
+    lines = output.split("demo finished in", 1)[1].splitlines()[1:]
+    found = [re.fullmatch(r" +(\w+): +(\S.*)", line) for line in lines]
+    return {m[1]: Path(m[2].strip()) for m in itertools.takewhile(bool, found)}
 
 
 @pytest.mark.slow
 def test_demo_prints_where_everything_is(demo_dataset: tuple[Path, str]) -> None:
     dataset, output = demo_dataset
-    for word in ("dataset:", "report:", "model:", str(dataset)):
-        assert word in output
+    printed = printed_paths(output)
+    assert set(printed) == {"dataset", "manifest", "report", "card", "model"}, output[-2000:]
+    assert printed["dataset"] == dataset and (dataset / "manifest.parquet").is_file()
+    manifest = printed["manifest"]
+    assert manifest.is_file() and manifest.suffix == ".csv" and manifest.parent == dataset
+    rows = pd.read_csv(manifest, dtype=str)
+    assert rows["item_id"].tolist() == pd.read_parquet(dataset / "manifest.parquet")["item_id"].tolist()
+    report = printed["report"]
+    assert report.is_file() and report.suffix == ".html"
+    page = report.read_text(encoding="utf-8")
+    assert page.lstrip().lower().startswith("<!doctype html")
+    headings = _Headings()
+    headings.feed(page)
+    assert any(dataset.name in text for text in headings.texts), headings.texts  # the page names the dataset
+    card = printed["card"]
+    assert card.is_file() and card.suffix == ".md"
+    assert card.read_text(encoding="utf-8").splitlines()[0] == f"# Dataset card: {dataset.name}"
+    model = printed["model"]
+    assert model.is_dir() and (model / "model.pt").is_file() and (model / "test_metrics.json").is_file()
 
 
 @pytest.mark.slow
