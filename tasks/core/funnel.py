@@ -94,14 +94,14 @@ def split_columns(manifest: pd.DataFrame, recipe: Recipe) -> dict[str, str]:
 
 def distribution(manifest: pd.DataFrame, field: str, recipe: Recipe, column: str = "split") -> list[dict[str, Any]]:
     """Kept images per group of `field` (grouped as the split groups it) and per value of
-    `column` (a split column), with their total in 'all'; without that column (no split
-    yet) every kept image is counted in 'all' alone."""
+    `column` (a split column), with their total in 'all'; before the split (no such column,
+    or an empty one) every kept image is counted in 'all' alone."""
     if field not in manifest.columns:
         return []
     kept_rows = manifest[manifest["status"] == KEPT]
     labels = field_labels(manifest, field, recipe).loc[kept_rows.index]  # the same bins for every column
     splits: list[str] = []
-    if column in manifest.columns:
+    if column in manifest.columns and kept_rows[column].notna().any():
         labels = labels[kept_rows[column].notna()]
         table = pd.crosstab(labels, kept_rows.loc[labels.index, column])
         splits = [s for s in SPLITS if s in table.columns]

@@ -3,7 +3,8 @@
 For every checked field, overall, per source and per group of each recipe attribute:
 how often the autotagger agrees with the crawled labels, the confusion matrix, accuracy,
 precision and recall (the autotagger scored against the crawled labels), and for ages
-the error distribution. A tagger that is worse for one group shows it here.
+the error distribution. A tagger that is worse for one group shows it here. Attribute
+groups are the split's (tasks.core.binning); a group too small to judge is marked so.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.crosscheck.autotag import GENDERS
+from tasks.core.binning import UNKNOWN, field_labels, label_order, small_groups
 from tasks.core.recipe import Recipe
 
 AGE_ERROR_BINS = [-np.inf, -20, -10, -5, 5, 10, 20, np.inf]
@@ -113,10 +115,16 @@ def calibration_mode(tagged: pd.DataFrame, recipe: Recipe) -> str:
     return "plain rules"
 
 
+def group_metrics(tagged: pd.DataFrame, groups: pd.Series, name: str, recipe: Recipe) -> dict[str, dict[str, Any]]:
+    """`field_metrics` per group, groups in label order; a group with fewer than MIN_GROUP
+    faces compared is marked `too_few_to_judge`, so no report presents its rates as a finding."""
+    figures = {str(g): field_metrics(rows, name, recipe) for g, rows in tagged.groupby(groups)}
+    few = set(small_groups({g: f["n"] for g, f in figures.items()}))
+    return {g: {**figures[g], "too_few_to_judge": g in few} for g in sorted(figures, key=label_order)}
+
+
 def build(manifest: pd.DataFrame, recipe: Recipe) -> dict[str, Any]:
     """The whole summary written to reports/crosscheck.json."""
-    from tasks.core.binning import field_labels
-
     frame = manifest[manifest["crosscheck"].notna()]
     tagged = frame[frame["autotag_source"].notna()]
     skipped = frame.loc[frame["crosscheck"] == "skipped", "crosscheck_reason"].dropna()
@@ -133,14 +141,12 @@ def build(manifest: pd.DataFrame, recipe: Recipe) -> dict[str, Any]:
     }
     for name in checked_fields(recipe):
         entry: dict[str, Any] = {"all": field_metrics(tagged, name, recipe), "by_source": {}, "by_attribute": {}}
-        for source, rows in tagged.groupby(tagged["source"].astype("string").fillna("unknown")):
-            entry["by_source"][str(source)] = field_metrics(rows, name, recipe)
+        entry["by_source"] = group_metrics(tagged, tagged["source"].astype("string").fillna(UNKNOWN), name, recipe)
         for attribute in recipe.attributes:
             if attribute not in tagged or not len(tagged):
                 continue
-            groups = field_labels(tagged, attribute, recipe, reference=tagged)
-            entry["by_attribute"][attribute] = {str(g): field_metrics(rows, name, recipe)
-                                                for g, rows in tagged.groupby(groups)}
+            groups = field_labels(manifest, attribute, recipe).loc[tagged.index]  # binned as the split bins it
+            entry["by_attribute"][attribute] = group_metrics(tagged, groups, name, recipe)
         summary["fields"][name] = entry
     from tasks.crosscheck.review import disagreements
 
@@ -148,10 +154,3 @@ def build(manifest: pd.DataFrame, recipe: Recipe) -> dict[str, Any]:
     summary["review"] = [{"item_id": str(r.item_id), "face_path": str(r.face_path), "reason": str(r.crosscheck_reason),
                           "score": _round(r.crosscheck_score)} for r in top.itertuples()]
     return summary
-
-
-# ---------------------------------------------------------------- HTML
-
-
-
-

@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support  # noqa: E402
 
-AGE_BINS = [0, 18, 30, 45, 60, 200]
+from tasks.core.binning import UNKNOWN, group_labels, label_order, small_groups  # noqa: E402
 
 
 def metrics(targets: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
@@ -44,16 +44,13 @@ def metrics(targets: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     }
 
 
-def group_values(values: pd.Series, name: str, bins: dict[str, list[float]] | None = None) -> pd.Series:
-    """Attribute values as group labels; numbers with many values (age) are binned."""
-    numbers = pd.to_numeric(values, errors="coerce")
-    if numbers.notna().sum() and numbers.notna().sum() == values.notna().sum() and numbers.nunique() > 8:
-        edges = (bins or {}).get(name) or (AGE_BINS if name == "age" else
-                                          list(np.unique(np.nanquantile(numbers, [0, .25, .5, .75, 1]))))
-        edges = sorted(set(edges))
-        labels = [f"{edges[i]:g}-{edges[i + 1]:g}" for i in range(len(edges) - 1)]
-        return pd.cut(numbers, edges, labels=labels, include_lowest=True, right=False).astype("string")
-    return values.astype("string")
+def group_values(values: pd.Series, name: str, bins: dict[str, list[float]] | None = None,
+                 reference: pd.Series | None = None) -> pd.Series:
+    """Attribute values as group labels, grouped as the split groups them (tasks.core.binning):
+    the recipe's bins for `name`, else the quartiles of `reference` (the whole tree, so the
+    test split is grouped as the dataset is). Missing values are no group (NA)."""
+    labels = group_labels(values, (bins or {}).get(name), reference)
+    return labels.mask(labels == UNKNOWN)
 
 
 def bootstrap_ci(correct: np.ndarray, rounds: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
@@ -67,24 +64,34 @@ def bootstrap_ci(correct: np.ndarray, rounds: int = 1000, seed: int = 0, level: 
 
 
 def per_group(frame: pd.DataFrame, correct: np.ndarray, attributes: list[str],
-              bins: dict[str, list[float]] | None = None, seed: int = 0) -> dict:
-    """For each attribute: accuracy, n and 95% bootstrap CI per group, and the largest gap."""
+              bins: dict[str, list[float]] | None = None, seed: int = 0, reference: pd.DataFrame | None = None) -> dict:
+    """For each attribute: accuracy, n and 95% bootstrap CI per group (groups of `group_values`,
+    quartiles from `reference`), and the largest gap. A group under MIN_GROUP images is marked
+    `too_few_to_judge` and left out of the gap; with fewer than two groups to judge, the gap
+    spans every group and is marked too."""
     report: dict[str, dict] = {}
     for attribute in attributes:
         if attribute not in frame.columns:
             continue
-        groups = group_values(frame[attribute].reset_index(drop=True), attribute, bins)
+        basis = reference[attribute] if reference is not None and attribute in reference.columns else None
+        groups = group_values(frame[attribute].reset_index(drop=True), attribute, bins, basis)
         rows = {}
-        for value in sorted(groups.dropna().unique()):
+        for value in sorted(groups.dropna().unique(), key=label_order):
             mask = (groups == value).fillna(False).to_numpy()
             low, high = bootstrap_ci(correct[mask].astype(float), seed=seed)
             rows[str(value)] = {"n": int(mask.sum()), "accuracy": float(correct[mask].mean()), "ci_low": low, "ci_high": high}
         if not rows:
             continue
-        best = max(rows, key=lambda g: rows[g]["accuracy"])
-        worst = min(rows, key=lambda g: rows[g]["accuracy"])
+        few = set(small_groups({g: r["n"] for g, r in rows.items()}))
+        for group, row in rows.items():
+            row["too_few_to_judge"] = group in few
+        judged = [g for g in rows if g not in few]
+        compared = judged if len(judged) >= 2 else list(rows)
+        best = max(compared, key=lambda g: rows[g]["accuracy"])
+        worst = min(compared, key=lambda g: rows[g]["accuracy"])
         report[attribute] = {"groups": rows, "largest_gap": {
-            "gap": rows[best]["accuracy"] - rows[worst]["accuracy"], "highest": best, "lowest": worst}}
+            "gap": rows[best]["accuracy"] - rows[worst]["accuracy"], "highest": best, "lowest": worst,
+            "too_few_to_judge": len(judged) < 2}}
     return report
 
 

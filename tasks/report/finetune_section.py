@@ -1,116 +1,82 @@
-"""The finetune part of reports/report.html: grid, curves, test metrics, subgroups, galleries."""
+"""The finetune part of reports/report.html: grid, curves, test metrics, subgroups, galleries.
+
+Drawn from reports/finetune.json alone; the layout is templates/sections/finetune.html.j2.
+"""
 
 from __future__ import annotations
 
 import os
-from html import escape
 from pathlib import Path
+from typing import Any
 
+from markupsafe import Markup
+
+from tasks.core.binning import MIN_GROUP, TOO_FEW
 from tasks.core.paths import DatasetPaths
+from tasks.report.html import render
+
+GRID_COLUMNS = ["point", "lr", "momentum", "batch_size", "best_epoch", "epochs_run", "val_loss", "val_acc", "seconds"]
 
 
-def _link(path: str | None, paths: DatasetPaths) -> str:
+def _link(path: str | None, paths: DatasetPaths) -> str | None:
     """A path relative to reports/report.html, so the report folder can be opened anywhere."""
-    return escape(os.path.relpath(Path(path), paths.reports)) if path else ""
+    return os.path.relpath(Path(path), paths.reports) if path else None
 
 
-def _img(path: str | None, paths: DatasetPaths, alt: str, width: int | None = None) -> str:
-    if not path:
-        return ""
-    size = f' width="{width}"' if width else ""
-    return f'<img src="{_link(path, paths)}" alt="{escape(alt)}"{size}>'
-
-
-def _table(header: list[str], rows: list[list[object]]) -> str:
-    head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _fmt(value: object) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
-def _grid(summary: dict) -> str:
-    grid = summary["grid"]
-    keys = ["point", "lr", "momentum", "batch_size", "best_epoch", "epochs_run", "val_loss", "val_acc", "seconds"]
-    rows = [[p[k] for k in keys] for p in grid["points"]]
-    chosen = grid["chosen"]
-    how = ("frozen layers computed once and cached; each point trained from the cache"
-           if grid["cached_features"] else "each point trained from the images")
-    return (f"<h3>Grid ({len(rows)} points, {grid['seconds']:.0f} s; {how})</h3>" + _table(keys, rows)
-            + f"<p>Chosen on validation: point {chosen['point']} (lr {chosen['lr']:g}, momentum {chosen['momentum']:g}, "
-              f"batch size {chosen['batch_size']}), validation accuracy {chosen['val_acc']:.3f}.</p>")
-
-
-def _subgroups(per_group: dict) -> str:
-    parts = []
+def _subgroups(per_group: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per attribute: a row per group (no accuracy for a group too small to judge) and the largest gap."""
+    out = []
     for attribute, entry in per_group.items():
-        rows = [[g, r["n"], r["accuracy"], f"{r['ci_low']:.3f} – {r['ci_high']:.3f}"] for g, r in entry["groups"].items()]
+        rows = []
+        for group, r in entry["groups"].items():
+            few = r.get("too_few_to_judge", False)
+            rows.append({"group": group, "n": r["n"], "accuracy": "" if few else r["accuracy"],
+                         "95% bootstrap CI": "" if few else f"{r['ci_low']:.3f} – {r['ci_high']:.3f}",
+                         "note": TOO_FEW if few else ""})
         gap = entry["largest_gap"]
-        parts.append(f"<h4>{escape(attribute)}</h4>" + _table(["group", "n", "accuracy", "95% bootstrap CI"], rows)
-                     + f"<p>Largest gap: <b>{gap['gap']:.3f}</b> ({escape(str(gap['highest']))} vs "
-                       f"{escape(str(gap['lowest']))}).</p>")
-    return "".join(parts) or "<p>No attributes in metadata.jsonl: no subgroup report.</p>"
+        out.append({"attribute": attribute, "rows": rows, "gap": gap, "gap_judged": not gap.get("too_few_to_judge", False)})
+    return out
 
 
-def _galleries(galleries: dict, paths: DatasetPaths) -> str:
-    parts = []
-    for name, entry in galleries.items():
-        for kind in ("false_positives", "false_negatives"):
-            picture = entry[kind]["png"]
-            label = f"{name}: most confident {kind.replace('_', ' ')}"
-            parts.append(f"<figure>{_img(picture, paths, label)}<figcaption>{escape(label)}</figcaption></figure>"
-                         if picture else f"<p>{escape(label)}: none.</p>")
-    return "".join(parts)
+def _galleries(galleries: dict[str, Any], paths: DatasetPaths) -> list[dict[str, Any]]:
+    return [{"label": f"{name}: most confident {kind.replace('_', ' ')}", "src": _link(entry[kind]["png"], paths)}
+            for name, entry in galleries.items() for kind in ("false_positives", "false_negatives")]
 
 
-def _ensemble(ensemble: dict | None, main_val_acc: float) -> str:
+def _ensemble(ensemble: dict[str, Any] | None, main_val_acc: float) -> list[dict[str, Any]]:
     if not ensemble:
-        return ""
-    rows = [["main", "", "", "", main_val_acc]] + [
-        [f"member {n}", m["image_size"], m["pool"], ", ".join([m["features_from"]] if isinstance(m["features_from"], str)
-                                                              else m["features_from"] or ["last layer"]), m["val_acc"]]
-        for n, m in enumerate(ensemble["members"], 1)]
-    return ("<h3>Ensemble (probabilities averaged)</h3>"
-            + _table(["model", "image size", "pool", "features from", "validation accuracy"], rows)
-            + f"<p>Averaged: validation accuracy <b>{ensemble['val_accuracy']:.3f}</b>. The evaluation below is the "
-              "averaged model's.</p>")
+        return []
+    rows = [{"model": "main", "image size": "", "pool": "", "features from": "", "validation accuracy": main_val_acc}]
+    for n, member in enumerate(ensemble["members"], 1):
+        layers = member["features_from"]
+        rows.append({"model": f"member {n}", "image size": member["image_size"], "pool": member["pool"],
+                     "features from": ", ".join([layers] if isinstance(layers, str) else layers or ["last layer"]),
+                     "validation accuracy": member["val_acc"]})
+    return rows
 
 
-def _unlearn(unlearn: dict | None, paths: DatasetPaths) -> str:
+def _unlearn_rows(unlearn: dict[str, Any] | None) -> list[dict[str, Any]]:
     if not unlearn:
-        return ""
-    rows = [[title, run["probe_accuracy"], run["target_accuracy"]] for title, run in unlearn["runs"].items()]
-    return (f"<h3>Unlearning {escape(unlearn['attribute'])} (joint learning and unlearning, alpha {unlearn['alpha']:g})</h3>"
-            + _table(["model", f"linear probe accuracy of {unlearn['attribute']}", "target accuracy"], rows)
-            + f"<p>A probe that always guesses the most common value scores {unlearn['probe_majority_baseline']:.3f} "
-              f"({escape(unlearn['evaluated_on'])} split).</p>" + _img(unlearn["plot"], paths, "2-D embedding plot"))
+        return []
+    return [{"model": title, f"linear probe accuracy of {unlearn['attribute']}": run["probe_accuracy"],
+             "target accuracy": run["target_accuracy"]} for title, run in unlearn["runs"].items()]
 
 
-def report_section(summary: dict, paths: DatasetPaths) -> str:
+def report_section(summary: dict[str, Any], paths: DatasetPaths) -> Markup:
     """HTML fragment for the report stage."""
     if not summary or summary.get("skipped"):
-        reason = (summary or {}).get("reason", "the stage did not run")
-        return f"<section id='finetune'><h2>Fine-tuning</h2><p>Skipped: {escape(reason)}</p></section>"
+        return render("sections/finetune_skipped.html.j2", reason=(summary or {}).get("reason", "the stage did not run"))
     test = summary["test"]
-    per_class = [[c, r["precision"], r["recall"], r["f1"], r["support"],
-                  test["distribution"][c]["real"], test["distribution"][c]["predicted"]] for c, r in test["per_class"].items()]
-    return (
-        "<section id='finetune'><h2>Fine-tuning</h2>"
-        f"<p>{escape(summary['arch'])}, weights {escape(summary['weights'])}, freeze {escape(summary['freeze'])}, "
-        f"on {escape(summary['device'])}; images: "
-        + ", ".join(f"{k} {v}" for k, v in summary["images"].items())
-        + f". Model: <code>{_link(summary['model'], paths)}</code></p>"
-        + _grid(summary)
-        + _img(summary["figures"]["curves"], paths, "loss and accuracy per epoch")
-        + _ensemble(summary.get("ensemble"), summary["grid"]["chosen"]["val_acc"])
-        + f"<h3>Evaluation on {escape(test['evaluated_on'])} (once, by the chosen model)</h3>"
-        f"<p>Accuracy <b>{test['accuracy']:.3f}</b>, macro F1 {test['macro_f1']:.3f}, n = {test['n']}.</p>"
-        + _table(["class", "precision", "recall", "F1", "support", "real count", "predicted count"], per_class)
-        + _img(summary["figures"]["confusion"], paths, "confusion matrix", 360)
-        + "<h3>Accuracy per subgroup</h3>" + _subgroups(test["per_group"])
-        + "<h3>Most confident mistakes</h3>" + _galleries(summary["galleries"], paths)
-        + _unlearn(summary.get("unlearn"), paths)
-        + "</section>"
+    unlearn = summary.get("unlearn")
+    return render(
+        "sections/finetune.html.j2", summary=summary, test=test, model=_link(summary["model"], paths),
+        curves=_link(summary["figures"]["curves"], paths), confusion=_link(summary["figures"]["confusion"], paths),
+        grid_columns=GRID_COLUMNS, grid_rows=summary["grid"]["points"],
+        per_class=[{"class": c, "precision": r["precision"], "recall": r["recall"], "F1": r["f1"], "support": r["support"],
+                    "real count": test["distribution"][c]["real"], "predicted count": test["distribution"][c]["predicted"]}
+                   for c, r in test["per_class"].items()],
+        subgroups=_subgroups(test["per_group"]), galleries=_galleries(summary["galleries"], paths),
+        ensemble=_ensemble(summary.get("ensemble"), summary["grid"]["chosen"]["val_acc"]),
+        unlearn=unlearn, unlearn_rows=_unlearn_rows(unlearn),
+        unlearn_plot=_link(unlearn["plot"], paths) if unlearn else None, min_group=MIN_GROUP,
     )

@@ -37,13 +37,15 @@ def test_per_group_bins_ages_and_reports_the_largest_gap():
     frame = pd.DataFrame({"age": [5, 8, 12, 25, 27, 50, 55, 70, 75, 80],
                           "race": ["A", "A", "B", "B", "B", "A", "A", "B", "B", "B"]})
     correct = np.array([1, 1, 1, 1, 0, 1, 0, 0, 0, 1], dtype=bool)
-    report = evaluate.per_group(frame, correct, ["age", "race", "missing"])
+    report = evaluate.per_group(frame, correct, ["age", "race", "missing"], bins={"age": [18, 30, 45, 60]})
     assert set(report) == {"age", "race"}
     ages = report["age"]["groups"]
-    assert set(ages) == {"0-18", "18-30", "45-60", "60-200"}
-    assert ages["0-18"] == pytest.approx({"n": 3, "accuracy": 1.0, "ci_low": 1.0, "ci_high": 1.0})
-    assert ages["60-200"]["accuracy"] == pytest.approx(1 / 3)
-    assert report["age"]["largest_gap"] == pytest.approx({"gap": 2 / 3, "highest": "0-18", "lowest": "60-200"})
+    assert list(ages) == ["<18", "18-30", "45-60", ">=60"]
+    assert ages["<18"] == pytest.approx({"n": 3, "accuracy": 1.0, "ci_low": 1.0, "ci_high": 1.0, "too_few_to_judge": True})
+    assert ages[">=60"]["accuracy"] == pytest.approx(1 / 3)
+    # ten images: no group is large enough, so the gap spans them all and says so
+    assert report["age"]["largest_gap"] == pytest.approx(
+        {"gap": 2 / 3, "highest": "<18", "lowest": ">=60", "too_few_to_judge": True})
     assert report["race"]["groups"]["A"]["accuracy"] == pytest.approx(0.75)
 
 
