@@ -2,10 +2,14 @@
 
 This runs the real command in a subprocess: the demo site on 127.0.0.1, Scrapy, YuNet,
 the local autotagger, the Lite0 backbone and Prefect's temporary server, all for real.
+Its manifest is also compared, column by column, with digests of the manifest the same
+demo gave before the re-layout into one package per stage (golden/demo_manifest.json;
+`python tests/flows/test_demo.py MANIFEST.parquet` prints them for another manifest).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -14,6 +18,7 @@ import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
@@ -22,6 +27,10 @@ from tasks.core.recipe import STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 LIMIT = 40
+GOLDEN = Path(__file__).parent / "golden" / "demo_manifest.json"
+VOLATILE = ("crawled_at", "last_seen", "fetched_at", "faces_ms")  # clock times
+ORDER_DEPENDENT = ("split", "export_path")  # follow the crawl's arrival order before #18
+GROUPS = ("dup_group", "person_group")  # named by one member, which depends on row order
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +176,60 @@ def test_faceset_build_again_is_served_from_the_cache(demo_dataset: tuple[Path, 
         assert (cache / f"{stage}.json").stat().st_mtime_ns == stamps[stage], stage
         assert (cache / f"{stage}.json").read_text() == records[stage], stage
     pd.testing.assert_frame_equal(before, pd.read_parquet(dataset / "manifest.parquet"))
+
+
+def canonical(frame: pd.DataFrame) -> pd.DataFrame:
+    """The manifest as text, independent of the demo's port and row order.
+
+    Rows are named by their page and image path (item ids hash the URLs, port included);
+    item ids inside values are replaced the same way; groups are named by their first member.
+    """
+    key = {row.item_id: urlsplit(row.page_url).path + "|" + urlsplit(row.image_url).path for row in frame.itertuples()}
+    ids = re.compile("|".join(map(re.escape, key)))
+
+    def text(value: object) -> str:
+        if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+            return "<NA>"
+        if isinstance(value, float):
+            return f"{value:.6g}"
+        return ids.sub(lambda m: key[m.group(0)], re.sub(r"https?://127\.0\.0\.1:\d+", "http://HOST", str(value)))
+
+    out = frame.set_axis([key[i] for i in frame["item_id"]]).sort_index().drop(columns=["item_id"]).map(text)
+    for column in GROUPS:
+        if column in out:
+            first = out.index.to_series().groupby(out[column].to_numpy()).transform("min")
+            out[column] = first.where(out[column] != "<NA>", "<NA>")
+    return out
+
+
+def digests(frame: pd.DataFrame) -> dict:
+    table = canonical(frame)
+    return {"rows": list(table.index),
+            "columns": {c: hashlib.sha256("\n".join(table[c]).encode()).hexdigest()[:16]
+                        for c in table.columns if c not in VOLATILE + ORDER_DEPENDENT}}
+
+
+@pytest.mark.slow
+def test_the_manifest_is_the_one_the_demo_gave_before_the_re_layout(demo_dataset: tuple[Path, str]) -> None:
+    dataset, _ = demo_dataset
+    now, before = digests(pd.read_parquet(dataset / "manifest.parquet")), json.loads(GOLDEN.read_text())
+    assert now["rows"] == before["rows"]
+    assert sorted(now["columns"]) == sorted(before["columns"])
+    changed = [c for c in before["columns"] if now["columns"][c] != before["columns"][c]]
+    assert not changed, f"columns that differ from the manifest before the re-layout: {changed}"
+
+
+def test_the_comparison_sees_a_changed_value_and_ignores_the_port() -> None:
+    frame = pd.DataFrame({"item_id": ["a1", "b2"], "page_url": ["http://127.0.0.1:5/p/1.html", "http://127.0.0.1:5/p/2.html"],
+                          "image_url": ["http://127.0.0.1:5/i/1.jpg", "http://127.0.0.1:5/i/2.jpg"],
+                          "face_path": ["faces/a1.jpg", "faces/b2.jpg"], "person_group": ["b2", "b2"], "gender": ["f", "m"]})
+    moved = frame.assign(item_id=["c3", "d4"], page_url=frame["page_url"].str.replace(":5/", ":9/"),
+                         image_url=frame["image_url"].str.replace(":5/", ":9/"), face_path=["faces/c3.jpg", "faces/d4.jpg"],
+                         person_group=["c3", "c3"])
+    assert digests(moved) == digests(frame)
+    assert digests(moved.assign(gender=["f", "f"]))["columns"]["gender"] != digests(frame)["columns"]["gender"]
+
+
+if __name__ == "__main__":
+    print(json.dumps(digests(pd.read_parquet(sys.argv[1])), indent=1))
+
