@@ -15,9 +15,8 @@ import pandas as pd
 from tasks.core.binning import field_labels, label_order, small_groups
 from tasks.core.manifest import DUPLICATE, EXCLUDED, FAILED, KEPT, QUARANTINED
 from tasks.core.paths import SPLITS
-from tasks.core.reasons import reason_kind
+from tasks.core.reasons import TAKEDOWN, reason_kind
 from tasks.core.recipe import Recipe
-from tasks.core.takedown import REASON as TAKEDOWN_REASON
 
 STEPS = ("found", "removed on request", "downloaded", "decoded", "one face", "unique", "agreed", "kept")
 FACE_WORDS = ("face", "blur", "crop")  # reasons of the face step; other quarantines happened at decoding
@@ -42,7 +41,7 @@ def stopped_at(manifest: pd.DataFrame) -> pd.Series:
     failing = status.isin([QUARANTINED, FAILED])
     conditions = [
         status == KEPT,
-        (status == EXCLUDED) & (reason == TAKEDOWN_REASON),
+        (status == EXCLUDED) & (reason == TAKEDOWN),
         sha256.isna() & status.isin([FAILED, QUARANTINED, EXCLUDED]),
         status == DUPLICATE,
         failing & reason.str.lower().str.contains("|".join(FACE_WORDS), regex=True),

@@ -24,18 +24,10 @@ def _link(path: str | None, paths: DatasetPaths) -> str | None:
 
 
 def _subgroups(per_group: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per attribute: a row per group (no accuracy for a group too small to judge) and the largest gap."""
-    out = []
-    for attribute, entry in per_group.items():
-        rows = []
-        for group, r in entry["groups"].items():
-            few = r.get("too_few_to_judge", False)
-            rows.append({"group": group, "n": r["n"], "accuracy": "" if few else r["accuracy"],
-                         "95% bootstrap CI": "" if few else f"{r['ci_low']:.3f} – {r['ci_high']:.3f}",
-                         "note": TOO_FEW if few else ""})
-        gap = entry["largest_gap"]
-        out.append({"attribute": attribute, "rows": rows, "gap": gap, "gap_judged": not gap.get("too_few_to_judge", False)})
-    return out
+    """Per attribute: its groups (a group too small is shown without figures) and the largest gap."""
+    return [{"attribute": attribute, "groups": entry["groups"], "gap": entry["largest_gap"],
+             "gap_judged": not entry["largest_gap"].get("too_few_to_judge", False)}
+            for attribute, entry in per_group.items()]
 
 
 def _galleries(galleries: dict[str, Any], paths: DatasetPaths) -> list[dict[str, Any]]:
@@ -78,5 +70,5 @@ def report_section(summary: dict[str, Any], paths: DatasetPaths) -> Markup:
         subgroups=_subgroups(test["per_group"]), galleries=_galleries(summary["galleries"], paths),
         ensemble=_ensemble(summary.get("ensemble"), summary["grid"]["chosen"]["val_acc"]),
         unlearn=unlearn, unlearn_rows=_unlearn_rows(unlearn),
-        unlearn_plot=_link(unlearn["plot"], paths) if unlearn else None, min_group=MIN_GROUP,
+        unlearn_plot=_link(unlearn["plot"], paths) if unlearn else None, min_group=MIN_GROUP, too_few=TOO_FEW,
     )
