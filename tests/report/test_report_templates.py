@@ -14,6 +14,7 @@ from builders import build_dataset, make_recipe
 
 from flows.caching import code_files, module_files
 from tasks.core.binning import MIN_GROUP
+from tasks.core.paths import DatasetPaths
 from tasks.core.templates import environment, render
 from tasks.crosscheck import review
 from tasks.report import stage as report
@@ -41,13 +42,14 @@ def test_report_page_has_every_section_and_escapes_what_it_quotes(tmp_path):
     assert not list(paths.reports.glob("*.tmp"))
 
 
-def test_sections_escape_and_show_too_few_to_judge():
-    fragment = crawl({"errors": [{"url": "http://x/?a=1&b=2", "reason": HOSTILE}]}, None)
+def test_sections_escape_and_show_too_few_to_judge(tmp_path):
+    paths = DatasetPaths.create(tmp_path)
+    fragment = crawl({"errors": [{"url": "http://x/?a=1&b=2", "reason": HOSTILE}]}, paths)
     assert "http://x/?a=1&amp;b=2" in fragment and "&lt;script&gt;" in fragment and HOSTILE not in fragment
     group = {"n": 4, "agree": 3, "disagree": 1, "skipped": 0, "accuracy": 0.75, "too_few_to_judge": True}
     big = {"n": 40, "agree": 30, "disagree": 10, "skipped": 0, "accuracy": 0.75, "too_few_to_judge": False}
     summary = {"fields": {"gender": {"all": big, "by_attribute": {"age": {"<30": group, ">=30": big}}}}}
-    html = crosscheck(summary, None)
+    html = crosscheck(summary, paths)
     rows = html.split("<p>gender by age</p>", 1)[1].split("</table>", 1)[0]
     assert "<td>&lt;30</td><td class=n>4</td><td class=n>3</td><td class=n>1</td><td class=n>0</td><td></td>" in rows
     assert "too few to judge" in rows and "0.75" in rows.split("&gt;=30", 1)[1]
@@ -75,8 +77,6 @@ def finetune_summary(groups: dict[str, tuple[int, float]], tmp_path) -> dict:
 
 
 def test_finetune_section_judges_only_groups_large_enough(tmp_path):
-    from tasks.core.paths import DatasetPaths
-
     paths = DatasetPaths.create(tmp_path)
     judged = report_section(finetune_summary({"<30": (30, 0.9), ">=30": (30, 0.7)}, tmp_path), paths)
     assert "Largest gap: <b>0.200</b> (&lt;30 vs &gt;=30)" in judged and "too few to judge" not in judged
