@@ -29,13 +29,14 @@ import inspect
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from tasks.core import manifest as mf
-from tasks.core.atomic import atomic_write, write_bytes
+from tasks.core.atomic import read_json, read_or_absent, write_json, write_parquet
 from tasks.core.paths import DatasetPaths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,12 +48,11 @@ PACKAGE_FILES = ("*.py", "*.j2")
 EXTRA_SOURCES: dict[str, tuple[str, ...]] = {"crawl": ("spiders",), "fetch": ("spiders",)}
 # Manifest columns holding paths to files a later stage reads.
 FILE_COLUMNS = ("image_path", "face_path")
-# Files (under the dataset folder) a stage reads besides its manifest: another stage's declared outputs.
-# Folders are read whole; other entries are glob patterns.
-DECLARED_INPUTS: dict[str, tuple[str, ...]] = {
-    "export": ("reports/crosscheck.json", "reports/split.json"),  # the card quotes their figures
-    "finetune": ("splits",),
-    "report": ("reports/*.json", "models"),
+# Files a stage reads besides its manifest: another stage's declared outputs (files, or folders read whole).
+DECLARED_INPUTS: dict[str, Callable[[DatasetPaths], list[Path]]] = {
+    "export": lambda paths: [paths.report_json("crosscheck"), paths.report_json("split")],  # the card quotes them
+    "finetune": lambda paths: [paths.splits],
+    "report": lambda paths: [*sorted(paths.reports.glob("*.json")), paths.models],
 }
 ROW_KEY = "_faceset_row_key"
 VOLATILE_COLUMNS = ("last_seen",)  # changes on every re-crawl without changing the image
@@ -167,14 +167,14 @@ def files_fingerprint(frame: pd.DataFrame, paths: DatasetPaths) -> str:
 
 def declared_inputs(stage: str, paths: DatasetPaths) -> str:
     """A fingerprint of the files a stage declares it reads: a folder's files by size (images: sizes, as for
-    FILE_COLUMNS), the files of a pattern (small figures) by content."""
+    FILE_COLUMNS), a file (small figures) by content."""
     digest = hashlib.sha256()
-    for pattern in DECLARED_INPUTS.get(stage, ()):
-        base = paths.root / pattern
-        for path in sorted(base.rglob("*") if base.is_dir() else paths.root.glob(pattern)):
+    for entry in DECLARED_INPUTS[stage](paths) if stage in DECLARED_INPUTS else []:
+        folder = entry.is_dir()
+        for path in sorted(entry.rglob("*")) if folder else [entry]:
             if not path.is_file() or path.name.endswith(".tmp"):
                 continue
-            state = str(path.stat().st_size) if base.is_dir() else _file_sha256(path)
+            state = str(path.stat().st_size) if folder else _file_sha256(path)
             digest.update(f"{path.relative_to(paths.root).as_posix()}\0{state}\n".encode())
     return digest.hexdigest()
 
@@ -203,23 +203,22 @@ class StageCache:
 
     def __init__(self, paths: DatasetPaths) -> None:
         self.paths = paths
-        self.folder = paths.state / "cache"
+        self.folder = paths.state_folder("cache")
 
     def _record(self, stage: str) -> Path:
         return self.folder / f"{stage}.json"
 
     def holds(self, stage: str, key: str) -> bool:
-        """True if the stage last ran with this key and the manifest it wrote is intact."""
-        try:
-            entry = json.loads(self._record(stage).read_text())
-            return entry.get("key") == key and _file_sha256(self.paths.stage_manifest(stage)) == entry.get("output")
-        except (OSError, ValueError, AttributeError):
-            return False  # absent, unreadable or corrupt: the stage runs again
+        """True if the stage last ran with this key and the manifest it wrote is intact
+        (an absent or damaged record, or output, runs the stage again)."""
+        entry = read_json(self._record(stage), f"stage {stage} runs again")
+        output = self.paths.stage_manifest(stage)
+        return (isinstance(entry, dict) and entry.get("key") == key and output.is_file()
+                and _file_sha256(output) == entry.get("output"))
 
     def store(self, stage: str, key: str, output: Path) -> None:
         """Record a finished stage; call only after its output manifest is written."""
-        entry = {"stage": stage, "key": key, "output": _file_sha256(output)}
-        write_bytes(self._record(stage), json.dumps(entry, indent=1).encode())
+        write_json(self._record(stage), {"stage": stage, "key": key, "output": _file_sha256(output)}, indent=1)
 
 
 def _file_sha256(path: Path) -> str:
@@ -247,7 +246,7 @@ class RowCache:
     """Output rows of a per-image stage, keyed by input row; written in parts as batches finish."""
 
     def __init__(self, paths: DatasetPaths, stage: str) -> None:
-        self.folder = paths.state / "rows" / stage
+        self.folder = paths.state_folder("rows") / stage
 
     def _parts(self) -> list[Path]:
         return sorted(self.folder.glob("*.parquet")) if self.folder.is_dir() else []
@@ -256,10 +255,9 @@ class RowCache:
         """Every cached row (the last one written wins for a key)."""
         frames = []
         for part in self._parts():
-            try:
-                frames.append(pd.read_parquet(part))
-            except (OSError, ValueError):
-                continue  # an unreadable part is only lost work, never wrong output
+            rows = read_or_absent(part, pd.read_parquet, "its rows are processed again")
+            if rows is not None:  # a damaged part is only lost work, never wrong output
+                frames.append(rows)
         if not frames:
             return pd.DataFrame({ROW_KEY: pd.Series([], dtype="string")})
         rows = pd.concat(frames, ignore_index=True)
@@ -272,12 +270,12 @@ class RowCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         number = len(self._parts())
         target = self.folder / f"part-{number:06d}-{os.getpid()}.parquet"
-        atomic_write(target, lambda tmp: rows.to_parquet(tmp, index=False))
+        write_parquet(target, rows)
 
     def compact(self, keep: pd.DataFrame) -> None:
         """Replace all parts by one holding `keep` (the rows of the finished stage)."""
         old = self._parts()
-        atomic_write(self.folder / "all.parquet", lambda tmp: keep.to_parquet(tmp, index=False))
+        write_parquet(self.folder / "all.parquet", keep)
         for part in old:
             if part.name != "all.parquet":
                 part.unlink(missing_ok=True)

@@ -26,7 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from tasks.export.hydrate import REPORT, hydrate
+    from tasks.core.paths import HYDRATE_REPORT
+    from tasks.export.hydrate import hydrate
 
     report = hydrate(args.manifest, args.out_dir, crop=args.crop, delay=args.delay, timeout=args.timeout,
                      contact=args.contact)
@@ -38,5 +39,5 @@ def main(args: argparse.Namespace) -> int:
     for item, problem in list(report["problems"].items())[:20]:
         print(f"    {item}: {problem['status']} ({problem['why']}) {problem['url']}")
     if len(report["problems"]) > 20:
-        print(f"    ... and {len(report['problems']) - 20} more in {args.out_dir}/{REPORT}")
+        print(f"    ... and {len(report['problems']) - 20} more in {args.out_dir}/{HYDRATE_REPORT}")
     return 0

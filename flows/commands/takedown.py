@@ -39,15 +39,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _s3_list(data_root: str) -> tuple[Path, object, str, str]:
     """Fetch the S3 data root's list into the local mirror of that data root (where builds
     on this machine read it): (mirror folder, client, bucket, key)."""
+    from tasks.core.atomic import atomic_write
+    from tasks.core.paths import TAKEDOWNS
     from tasks.core.storage import default_mirror_base, parse_s3_url, s3_client
 
     bucket, prefix = parse_s3_url(data_root)
     client = s3_client()
     folder = default_mirror_base() / bucket / prefix
     folder.mkdir(parents=True, exist_ok=True)
-    key = f"{prefix}takedowns.json"
+    key = f"{prefix}{TAKEDOWNS}"
     try:
-        client.download_file(bucket, key, str(folder / "takedowns.json"))
+        atomic_write(folder / TAKEDOWNS, lambda tmp: client.download_file(bucket, key, tmp))
     except Exception as exc:  # noqa: BLE001 - a missing list is an empty list; anything else is reported
         if not any(word in str(exc) for word in ("404", "Not Found", "NoSuchKey")):
             raise FacesetError(f"cannot read s3://{bucket}/{key}: {exc}", "check the credentials and the bucket") from exc
@@ -59,19 +61,20 @@ def apply_to_built(data_root: Path, dataset: str | None) -> list[tuple[str, int]
     from tasks.core import manifest as mf
     from tasks.core import takedown
     from tasks.core.paths import DatasetPaths
+    from tasks.core.reasons import TAKEDOWN
 
     done = []
-    for manifest_file in sorted(data_root.glob("*/manifest.parquet")):
-        name = manifest_file.parent.name
-        if dataset and name != dataset:
+    for folder in sorted(p for p in data_root.iterdir() if p.is_dir()) if data_root.is_dir() else []:
+        paths = DatasetPaths(folder.resolve())
+        if not paths.manifest.is_file() or (dataset and folder.name != dataset):
             continue
-        frame = mf.read(manifest_file)
-        before = int(((frame["status"] == mf.EXCLUDED) & (frame["reason"] == takedown.REASON)).sum())
-        out = takedown.apply(frame, DatasetPaths(manifest_file.parent.resolve()))
-        after = int(((out["status"] == mf.EXCLUDED) & (out["reason"] == takedown.REASON)).sum())
+        frame = mf.read(paths.manifest)
+        before = int(((frame["status"] == mf.EXCLUDED) & (frame["reason"] == TAKEDOWN)).sum())
+        out = takedown.apply(frame, paths)
+        after = int(((out["status"] == mf.EXCLUDED) & (out["reason"] == TAKEDOWN)).sum())
         if after != before:
-            mf.write(out, manifest_file)
-        done.append((name, after - before))
+            mf.write(out, paths.manifest)
+        done.append((folder.name, after - before))
     return done
 
 

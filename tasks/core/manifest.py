@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.core.atomic import atomic_write
+from tasks.core.atomic import write_csv, write_parquet
 
 KEPT, QUARANTINED, DUPLICATE, EXCLUDED, FAILED = "kept", "quarantined", "duplicate", "excluded", "failed"
 STATUSES: tuple[str, ...] = (KEPT, QUARANTINED, DUPLICATE, EXCLUDED, FAILED)
@@ -116,13 +116,12 @@ def set_status(frame: pd.DataFrame, mask: pd.Series, status: str, reason: str | 
     frame.loc[mask, "reason"] = reason if isinstance(reason, str) else reason[mask]
 
 
-
 def write(frame: pd.DataFrame, path: str | Path, csv: bool = True) -> Path:
     """Write the manifest as Parquet (and CSV beside it), each file atomically."""
     path = Path(path)
-    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    write_parquet(path, frame)
     if csv:
-        atomic_write(path.with_suffix(".csv"), lambda tmp: frame.to_csv(tmp, index=False))
+        write_csv(path.with_suffix(".csv"), frame)
     return path
 
 

@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from tasks.core.atomic import atomic_write, read_json, write_json
 from tasks.core.errors import FacesetError
+from tasks.core.paths import TAKEDOWNS, DatasetPaths
 
 INDEX_NAME = "s3-index.json"  # under the mirror's .faceset/: what was last pushed, by size+mtime
 UPLOAD_THREADS = 8
-SHARED_FILES = ("takedowns.json",)  # at the data root, beside the datasets (tasks/takedown.py)
+SHARED_FILES = (TAKEDOWNS,)  # at the data root, beside the datasets (tasks/core/takedown.py)
 
 
 class DataRoot(Protocol):
@@ -102,20 +102,14 @@ class S3Root:
 
     @property
     def _index_path(self) -> Path:
-        return self.local / ".faceset" / INDEX_NAME
+        return DatasetPaths(self.local).state / INDEX_NAME
 
     def _load_index(self) -> dict[str, list]:
-        try:
-            return json.loads(self._index_path.read_text())
-        except (OSError, ValueError):
-            return {}
+        index = read_json(self._index_path, "every file is compared with S3 again")
+        return index if isinstance(index, dict) else {}
 
     def _save_index(self, index: dict[str, list]) -> None:
-        self._index_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".tmp", dir=self._index_path.parent)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(index, handle)
-        os.replace(tmp, self._index_path)
+        write_json(self._index_path, index, indent=None)
 
     def _call(self, what: str, fn, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError
@@ -152,31 +146,28 @@ class S3Root:
             if target.is_file() and expected and sha256_file(target) == expected:
                 stat = target.stat()
                 return rel, [stat.st_size, stat.st_mtime_ns, expected]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            os.close(fd)
-            try:
-                self._call("download", self.client.download_file, Bucket=self.bucket, Key=self.prefix + rel, Filename=tmp)
-                got = sha256_file(Path(tmp))
-                if expected and got != expected:
-                    raise FacesetError(
-                        f"s3://{self.bucket}/{self.prefix}{rel} is corrupted: its SHA-256 is {got}, expected {expected}",
-                        "delete that object (or the whole dataset prefix) and run the build again to recreate it",
-                    )
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            atomic_write(target, lambda tmp: self._download(rel, tmp, expected), durable=False)  # the mirror is a copy
             stat = target.stat()
-            return rel, [stat.st_size, stat.st_mtime_ns, got]
+            return rel, [stat.st_size, stat.st_mtime_ns, expected or sha256_file(target)]
 
         self._pull_shared()
-        wanted = [rel for rel in remote if rel != f".faceset/{INDEX_NAME}"]
+        index_key = self._index_path.relative_to(self.local).as_posix()
+        wanted = [rel for rel in remote if rel != index_key]
         with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
             for result in pool.map(fetch, wanted):
                 if result:
                     index[result[0]] = result[1]
         self._save_index(index)
+
+    def _download(self, rel: str, filename: str, expected: str | None) -> None:
+        """Download one object of the dataset to `filename`, refusing it unless its SHA-256 is `expected`."""
+        self._call("download", self.client.download_file, Bucket=self.bucket, Key=self.prefix + rel, Filename=filename)
+        got = sha256_file(Path(filename))
+        if expected and got != expected:
+            raise FacesetError(
+                f"s3://{self.bucket}/{self.prefix}{rel} is corrupted: its SHA-256 is {got}, expected {expected}",
+                "delete that object (or the whole dataset prefix) and run the build again to recreate it",
+            )
 
     def _pull_shared(self) -> None:
         """Files kept beside the datasets, shared by all of them (the takedown list), into the mirror's parent."""
@@ -187,8 +178,8 @@ class S3Root:
                 self.client.head_object(Bucket=self.bucket, Key=key)
             except Exception:  # noqa: BLE001 - absent (or unreadable): builds go on without it
                 continue
-            self._call("download", self.client.download_file, Bucket=self.bucket, Key=key,
-                       Filename=str(self.local.parent / name))
+            atomic_write(self.local.parent / name, lambda tmp, key=key: self._call(
+                "download", self.client.download_file, Bucket=self.bucket, Key=key, Filename=tmp))
 
     def _local_files(self) -> list[str]:
         files = []

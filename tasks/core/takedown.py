@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -42,17 +41,16 @@ import imagehash
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from tasks.core.atomic import read_json, write_csv, write_json, write_text
 from tasks.core.errors import FacesetError
 from tasks.core.manifest import EXCLUDED, set_status
-from tasks.core.paths import DatasetPaths
+from tasks.core.paths import METADATA, TAKEDOWNS, DatasetPaths
+from tasks.core.reasons import TAKEDOWN
 
-LIST_NAME = "takedowns.json"
-REASON = "takedown"
 MAX_DISTANCE = 6
 Kind = Literal["url", "name", "image"]
 # folders whose files derive from an image and are named by its item_id or sha256
-DERIVED = ("images", "faces", "quarantine", "splits", "variants", ".faceset/faces")
-PHASH_CACHE = "takedown-phash.json"
+PHASH_CACHE = "takedown-phash.json"  # under the dataset's state folder
 DRAFT_SIDE = 256  # smallest side JPEGs are decoded at for hashing
 
 
@@ -84,7 +82,7 @@ def normalize_name(name: str) -> str:
 
 
 def list_path(data_root: str | Path) -> Path:
-    return Path(data_root) / LIST_NAME
+    return Path(data_root) / TAKEDOWNS
 
 
 def load(data_root: str | Path) -> list[Entry]:
@@ -102,12 +100,9 @@ def load(data_root: str | Path) -> list[Entry]:
 
 def save(data_root: str | Path, entries: list[Entry]) -> Path:
     path = list_path(data_root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     body = {"about": "images excluded from every faceset build under this data root (faceset takedown add)",
             "version": 1, "entries": [asdict(e) for e in entries]}
-    tmp.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(body, indent=2, ensure_ascii=False) + "\n")
     return path
 
 
@@ -213,10 +208,8 @@ def image_matches(frame: pd.DataFrame, entries: list[Entry], paths: DatasetPaths
         return masks
     wanted = [[imagehash.hex_to_hash(h) for h in (e.value, e.mirror) if h] for e in entries]
     cache_file = paths.state / PHASH_CACHE
-    try:
-        cache = json.loads(cache_file.read_text(encoding="utf-8")) if cache_file.is_file() else {}
-    except ValueError:
-        cache = {}
+    cache = read_json(cache_file, "the stored images are hashed again")
+    cache = cache if isinstance(cache, dict) else {}
     for index, row in zip(frame.index, frame.itertuples(index=False)):
         stored = _stored_hashes(row, paths, cache)
         sha = getattr(row, "sha256", None)
@@ -224,8 +217,7 @@ def image_matches(frame: pd.DataFrame, entries: list[Entry], paths: DatasetPaths
             if (isinstance(sha, str) and sha == entry.sha256) or any(
                     s - w <= MAX_DISTANCE for s in stored for w in hashes):
                 mask[index] = True
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    cache_file.write_text(json.dumps(cache), encoding="utf-8")
+    write_json(cache_file, cache, indent=None, durable=False)
     return masks
 
 
@@ -286,24 +278,24 @@ def remove_files(rows: pd.DataFrame, paths: DatasetPaths) -> int:
             if path.is_file() and path.resolve().is_relative_to(paths.root.resolve()):
                 path.unlink()
                 removed += 1
-    for folder in DERIVED:
-        base = paths.root / folder
+    # folders whose files derive from an image and are named by its item_id or sha256
+    derived = (paths.images, paths.faces, paths.quarantine, paths.splits, paths.variants, paths.state_folder("faces"))
+    for base in derived:
         if not base.is_dir():
             continue
         for path in base.rglob("*"):
             if path.is_file() and (path.stem in ids or any(path.name.startswith(s) for s in shas)):
                 path.unlink()
                 removed += 1
-    for listing in [*paths.splits.rglob("metadata.jsonl"), *(paths.root / "variants").rglob("metadata.jsonl")]:
+    for listing in [*paths.splits.rglob(METADATA), *paths.variants.rglob(METADATA)]:
         lines = listing.read_text(encoding="utf-8").splitlines(keepends=True)
         kept = [line for line in lines if json.loads(line).get("item_id") not in ids]
         if len(kept) != len(lines):
-            listing.write_text("".join(kept), encoding="utf-8")
-    share = paths.root / "manifest_share.csv"
-    if share.is_file():
-        table = pd.read_csv(share, dtype=str, keep_default_na=False)
+            write_text(listing, "".join(kept))
+    if paths.share_csv.is_file():
+        table = pd.read_csv(paths.share_csv, dtype=str, keep_default_na=False)
         if table["item_id"].isin(ids).any():
-            table[~table["item_id"].isin(ids)].to_csv(share, index=False)
+            write_csv(paths.share_csv, table[~table["item_id"].isin(ids)])
     return removed
 
 
@@ -325,12 +317,12 @@ def apply(manifest: pd.DataFrame, target: DatasetPaths | str | Path, entries: li
     if frame.empty or not entries:
         return frame
     mask, learned = matches(frame, entries, paths)
-    new = mask.fillna(False).astype(bool) & ~((frame["status"] == EXCLUDED) & (frame["reason"] == REASON)).fillna(False)
+    new = mask.fillna(False).astype(bool) & ~((frame["status"] == EXCLUDED) & (frame["reason"] == TAKEDOWN)).fillna(False)
     if from_list and learned:
         remember_urls(paths.root.parent, entries, learned)
     if not new.any():
         return frame
-    set_status(frame, new, EXCLUDED, REASON)
+    set_status(frame, new, EXCLUDED, TAKEDOWN)
     for column in [c for c in frame.columns if c == "split" or c.startswith("split_") or c == "export_path"]:
         frame.loc[new, column] = pd.NA
     remove_files(frame[new], paths)

@@ -29,6 +29,7 @@ import pandas as pd
 
 from spiders.launch import read_jsonl, run_job
 from tasks.core import manifest as mf
+from tasks.core.atomic import read_or_absent, write_text
 from tasks.core.errors import FacesetError
 from tasks.core.paths import DatasetPaths
 from tasks.core.recipe import Recipe
@@ -39,7 +40,7 @@ CLEAN_ENDS = ("finished",)
 
 
 def crawl_state(paths: DatasetPaths) -> Path:
-    return paths.state / "crawl"
+    return paths.state_folder("crawl")
 
 
 def _needs_browser(recipe: Recipe) -> bool:
@@ -59,15 +60,18 @@ def prepare_job(recipe: Recipe, paths: DatasetPaths, today: date) -> dict[str, A
     fingerprint = hashlib.sha256(json.dumps(recipe.section("crawl"), sort_keys=True).encode()).hexdigest()
     if recipe_file.is_file() and recipe_file.read_text(encoding="utf-8") != fingerprint:
         _close_crawl(state)  # the sources changed: an unfinished crawl of the old ones is not resumed
-    recipe_file.write_text(fingerprint, encoding="utf-8")
-    resuming = started_file.is_file()
+    write_text(recipe_file, fingerprint)
+    started = read_or_absent(started_file, lambda path: float(path.read_text(encoding="utf-8")), "the crawl starts afresh")
+    resuming = started is not None
     if (state / "job").exists() and not (state / "stats.json").is_file():
         # The last crawl process was killed before it could close its JOBDIR cleanly, so
         # its queue may be half written: walk again; the HTTP cache replays fetched pages.
         shutil.rmtree(state / "job", ignore_errors=True)
-    if not resuming:
-        started_file.write_text(str(time.time()), encoding="utf-8")
-    since_start = time.time() - float(started_file.read_text(encoding="utf-8"))
+    if started is None:
+        _close_crawl(state)  # nothing of an earlier crawl is resumed without its start time
+        started = time.time()
+        write_text(started_file, str(started))
+    since_start = time.time() - started
     return {
         "kind": "crawl",
         "recipe": recipe.model_dump(mode="json"),
@@ -192,9 +196,6 @@ def summarize(stats: dict[str, Any], records: list[dict[str, Any]], merged: pd.D
     }
     write_report(paths, "crawl", summary)
     return summary
-
-
-
 
 
 def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, today: date | None = None,

@@ -27,7 +27,6 @@ import json
 import math
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from tasks.crosscheck import calibration
@@ -37,13 +36,14 @@ from tasks.crosscheck.autotag import GENDERS, RekognitionTagger, Tagger, Tags, l
 from tasks.core.manifest import KEPT, QUARANTINED, kept, set_status, with_columns
 from tasks.core.parallel import Batching, Mapper, run_per_image, serial_mapper
 from tasks.core.paths import DatasetPaths
+from tasks.core.reasons import AUTOTAGGER_DISAGREES, BUDGET_REACHED
 from tasks.core.recipe import CrosscheckConfig, CrosscheckField, Recipe
+from tasks.core.reports import write_report
 from tasks.core.vectors import encode_vector
 
 AGREE, DISAGREE, SKIPPED = "agree", "disagree", "skipped"
 DEFAULT_MARGIN = 5.0
 GENDER_MIN_CONFIDENCE = 90.0  # default crosscheck.fields.gender.min_confidence (the issue's plain rule)
-DROP_PREFIX = "autotagger disagrees: "
 BATCHING = Batching(least=16, most=256, per_worker=2)
 
 COLUMNS: dict[str, str] = {
@@ -80,7 +80,7 @@ def make_tagger(config: CrosscheckConfig, paths: DatasetPaths) -> Tagger:
     Rekognition one is new each time, so its call budget counts one build."""
     if config.autotagger == "rekognition":
         return RekognitionTagger(
-            paths.state / "rekognition", region=config.region, endpoint_url=config.endpoint_url,
+            paths.state_folder("rekognition"), region=config.region, endpoint_url=config.endpoint_url,
             rate_limit=config.rate_limit, max_calls=config.max_calls, faces=bool({"gender", "age"} & set(config.fields)),
             celebrities=config.celebrities or "celebrity" in config.fields, labels=bool(config.labels),
         )
@@ -217,8 +217,8 @@ def plain_check(row: pd.Series, recipe: Recipe) -> dict[str, Any]:
 
 def recombine(row: pd.Series, recipe: Recipe) -> dict[str, Any]:
     """The row's `crosscheck`, `crosscheck_reason` and `crosscheck_score` from its checks."""
-    if _text(row.get("autotag_note")) == "API budget reached":
-        return {"crosscheck": SKIPPED, "crosscheck_reason": "API budget reached", "crosscheck_score": None}
+    if _text(row.get("autotag_note")) == BUDGET_REACHED:
+        return {"crosscheck": SKIPPED, "crosscheck_reason": BUDGET_REACHED, "crosscheck_score": None}
     parts = [(row[f"crosscheck_{n}"], row[f"crosscheck_{n}_reason"], row[f"crosscheck_{n}_score"])
              for n in active_checks(recipe) if not pd.isna(row.get(f"crosscheck_{n}"))]
     outcome, reason, score = combine(parts)
@@ -283,8 +283,12 @@ def _budget_plan(todo: pd.DataFrame, tagger: Tagger, config: CrosscheckConfig, p
 
 def _checked(frame: pd.DataFrame) -> pd.Series:
     """Rows this stage decides on: kept ones, and ones it quarantined itself on an earlier run."""
-    own = frame["status"].eq(QUARANTINED) & frame["reason"].astype("string").str.startswith(DROP_PREFIX).fillna(False)
-    return kept(frame).fillna(False) | own
+    return kept(frame).fillna(False) | _dropped_here(frame)
+
+
+def _dropped_here(frame: pd.DataFrame) -> pd.Series:
+    """Rows this stage quarantined (`on_disagreement: drop`) on an earlier run."""
+    return frame["status"].eq(QUARANTINED) & frame["reason"].astype("string").str.startswith(AUTOTAGGER_DISAGREES).fillna(False)
 
 
 def _to_tag(out: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, tagger: Tagger | None) -> pd.Series:
@@ -301,7 +305,7 @@ def _to_tag(out: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, tagger: Tagg
     out.loc[no_face, "crosscheck_reason"] = "no face crop to check"
     # Tagged before by this tagger: not again, unless the budget or the service stopped it.
     note = out["autotag_note"].astype("string")
-    retry = note.eq("API budget reached").fillna(False) | note.str.startswith("Rekognition ").fillna(False)
+    retry = note.eq(BUDGET_REACHED).fillna(False) | note.str.startswith("Rekognition ").fillna(False)
     stale = out["autotag_source"].ne(config.autotagger).fillna(True) | retry
     if config.embeddings:
         second_age.weights_path()  # installed? Say so before any work, not in every worker
@@ -310,8 +314,8 @@ def _to_tag(out: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, tagger: Tagg
     if todo.any() and getattr(tagger, "paid", False):
         affordable = _budget_plan(out[todo], tagger, config, paths)
         over = affordable.index[~affordable]
-        _set_many(out, over, {**tag_columns(Tags(note="API budget reached"), tagger.name),
-                              "crosscheck": SKIPPED, "crosscheck_reason": "API budget reached"})
+        _set_many(out, over, {**tag_columns(Tags(note=BUDGET_REACHED), tagger.name),
+                              "crosscheck": SKIPPED, "crosscheck_reason": BUDGET_REACHED})
         todo[over] = False
     return todo
 
@@ -351,12 +355,12 @@ def flag(frame: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
         out = calibration.apply(_typed(out), rows.index, recipe)
     for index in rows.index:
         _set(out, index, recombine(out.loc[index], recipe))
-    own = out["status"].eq(QUARANTINED) & out["reason"].astype("string").str.startswith(DROP_PREFIX).fillna(False)
+    own = _dropped_here(out)
     out.loc[own, "status"] = KEPT  # re-decided below, so a changed recipe can bring faces back
     out.loc[own, "reason"] = pd.NA
     if config.on_disagreement == "drop":
         disagree = out["crosscheck"].eq(DISAGREE).fillna(False) & kept(out)
-        set_status(out, disagree, QUARANTINED, DROP_PREFIX + out["crosscheck_reason"].astype("string"))
+        set_status(out, disagree, QUARANTINED, AUTOTAGGER_DISAGREES + out["crosscheck_reason"].astype("string"))
     return _typed(out)
 
 
@@ -402,20 +406,6 @@ def summarize(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> di
     from tasks.crosscheck import review
 
     summary = crosscheck_report.build(_typed(manifest.copy()), recipe)
-    target = paths.report_json("crosscheck")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=_json_default), encoding="utf-8")
-    tmp.replace(target)
+    write_report(paths, "crosscheck", summary)
     review.write(_typed(manifest.copy()), recipe, paths)
     return summary
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return None if math.isnan(value) else float(value)
-    return str(value)
-
-

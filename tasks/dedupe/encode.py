@@ -24,11 +24,11 @@ from PIL import Image, UnidentifiedImageError
 from tasks.core.manifest import FAILED, QUARANTINED, with_columns
 from tasks.core.paths import DatasetPaths
 from tasks.core.quarantine import quarantine
+from tasks.core.reasons import BLANK
 from tasks.core.recipe import Recipe
 from tasks.core.vectors import encode_vector
 from tasks.dedupe import identity
 
-BLANK = "blank image"
 FACE, WHOLE = "face", "image"  # hash_kind: aligned inner face, or the whole crop
 INNER = slice(8, 72)  # the inner 64 px of the 80 px aligned chip: forehead to chin, no background
 DEGENERATE = {0, 2**64 - 1, 2**63}  # hashes of flat images (only the DC term, or nothing)

@@ -30,6 +30,8 @@ import pandas as pd
 
 from tasks.core.errors import FacesetError
 from tasks.core.manifest import DUPLICATE, kept
+from tasks.core.paths import DatasetPaths
+from tasks.core.reasons import duplicate_of, in_reference_set
 from tasks.core.recipe import Recipe
 from tasks.core.unionfind import UnionFind
 from tasks.core.vectors import decode_vectors
@@ -159,7 +161,8 @@ def load_reference(spec: str) -> tuple[str, pd.DataFrame]:
     """An earlier dataset's manifest (a .parquet/.csv file or its dataset folder) and its name."""
     path = Path(spec).expanduser()
     if path.is_dir():
-        path = path / "manifest.parquet" if (path / "manifest.parquet").is_file() else path / "manifest.csv"
+        dataset = DatasetPaths(path)
+        path = dataset.manifest if dataset.manifest.is_file() else dataset.manifest_csv
     if not path.is_file():
         raise FacesetError(f"dedupe.reference: no manifest at {spec}",
                            "give the path of an earlier dataset's folder or its manifest.parquet / manifest.csv")
@@ -185,7 +188,7 @@ def reference_matches(rows: pd.DataFrame, recipe: Recipe) -> pd.Series:
         hits = firsts | {b for a, b, _ in pairs if a in firsts and b < len(local)}
         hits |= {q for q, _, _ in similar_pairs(local, test, recipe, self_join=False)}
         hit_index = rows.index[sorted(hits)]
-        reasons.loc[hit_index] = reasons.loc[hit_index].fillna(f"in reference set {name} (test split)")
+        reasons.loc[hit_index] = reasons.loc[hit_index].fillna(in_reference_set(name))
     return reasons
 
 
@@ -219,7 +222,7 @@ def cluster(manifest: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
     is_dup = (keeper_of.to_numpy() != np.arange(len(local)))
     dup_index = rows.index[is_dup]
     out.loc[dup_index, "status"] = DUPLICATE
-    out.loc[dup_index, "reason"] = [f"duplicate of {k}" for k in keeper_ids[is_dup]]
+    out.loc[dup_index, "reason"] = [duplicate_of(k) for k in keeper_ids[is_dup]]
     out.loc[dup_index, "dup_match"] = [how_joined.get(int(p), "similar") for p in np.flatnonzero(is_dup)]
     if recipe.dedupe.identity:
         out = group_identities(out, recipe)

@@ -17,10 +17,11 @@ import pandas as pd
 from tasks.core.manifest import DUPLICATE, KEPT, kept
 from tasks.core.parallel import Batching, Mapper, run_per_image
 from tasks.core.paths import DatasetPaths
+from tasks.core.reasons import BLANK, DUPLICATE_OF, IN_REFERENCE_SET
 from tasks.core.recipe import Recipe
 from tasks.core.reports import write_report
 from tasks.dedupe import identity
-from tasks.dedupe.encode import BLANK, COLUMNS, process_batch, typed
+from tasks.dedupe.encode import COLUMNS, process_batch, typed
 from tasks.dedupe.group import cluster, descriptor_array
 
 SAMPLE_CLUSTERS = 24
@@ -74,8 +75,8 @@ def summarize(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *,
         "rows_compared": int(len(seen)),
         "kept": int((seen["status"] == KEPT).sum()),
         "blank": int((frame["reason"] == BLANK).sum()),
-        "duplicates": int(dups["reason"].astype("string").str.startswith("duplicate of").sum()),
-        "in_reference_sets": int(dups["reason"].astype("string").str.startswith("in reference set").sum()),
+        "duplicates": int(dups["reason"].astype("string").str.startswith(DUPLICATE_OF).sum()),
+        "in_reference_sets": int(dups["reason"].astype("string").str.startswith(IN_REFERENCE_SET).sum()),
         "duplicates_by_match": {str(k): int(v) for k, v in dups["dup_match"].value_counts().items()},
         "duplicate_clusters": int((sizes > 1).sum()),
         "largest_cluster": int(sizes.max()) if len(sizes) else 0,

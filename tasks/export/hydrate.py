@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import time
 import urllib.error
 import urllib.request
@@ -29,7 +28,8 @@ import pandas as pd
 from PIL import Image
 
 from tasks.core.errors import FacesetError
-from tasks.core.paths import METADATA, SHARE_JSON, SPLITS
+from tasks.core.atomic import atomic_write, read_json, write_bytes, write_json, write_jsonl
+from tasks.core.paths import HYDRATE_REPORT, METADATA, SHARE_JSON, SPLITS, tree_folder
 from tasks.export.stage import attribute_values
 from tasks.core.recipe import FacesConfig
 
@@ -37,7 +37,6 @@ from tasks.core.recipe import FacesConfig
 USER_AGENT = "faceset-hydrate/0.1 (research dataset rebuild{contact})"
 MAX_BYTES = 20_000_000
 GONE_STATUSES = {404, 410, 451}
-REPORT = "hydrate_report.json"
 
 
 @dataclass
@@ -88,13 +87,11 @@ def face_crop(data: bytes, box: str, faces: dict[str, Any]) -> np.ndarray | None
 
 
 def _save(data: bytes, crop: np.ndarray | None, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
+    """The face crop as JPEG, or the verified original as downloaded."""
     if crop is not None:
-        Image.fromarray(crop).save(tmp, "JPEG", quality=95)
+        atomic_write(target, lambda tmp: Image.fromarray(crop).save(tmp, "JPEG", quality=95), durable=False)
     else:
-        tmp.write_bytes(data)
-    os.replace(tmp, target)
+        write_bytes(target, data, durable=False)
 
 
 def _extension(data: bytes) -> str:
@@ -116,15 +113,15 @@ def read_share(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise FacesetError(f"{path} lacks the columns {sorted(needed - set(table.columns))}",
                            "give the manifest_share.csv that 'faceset build' wrote, not manifest.csv")
     about_file = path.with_name(SHARE_JSON) if path.name.endswith(".csv") else path.with_suffix(".json")
-    about = json.loads(about_file.read_text(encoding="utf-8")) if about_file.is_file() else {}
-    return table, about
+    about = read_json(about_file, "the folders are named from the columns alone")
+    return table, about if isinstance(about, dict) else {}
 
 
 def split_folders(table: pd.DataFrame, about: dict[str, Any]) -> dict[str, str]:
     """Split column -> folder under OUT_DIR, as the export laid them out."""
     given = about.get("split_columns") or {}
     columns = [c for c in table.columns if c == "split" or c.startswith("split_")]
-    return {c: given.get(c, "splits" if c == "split" else f"variants/{c.removeprefix('split_')}") for c in columns}
+    return {c: given.get(c, tree_folder(c)) for c in columns}
 
 
 def hydrate(share_csv: str | Path, out_dir: str | Path, *, crop: bool = True, delay: float = 1.0,
@@ -179,10 +176,9 @@ def hydrate(share_csv: str | Path, out_dir: str | Path, *, crop: bool = True, de
             placed.setdefault(folder, {}).setdefault(split, []).append(line)
     for folder, splits in placed.items():
         for split, lines in splits.items():
-            (out / folder / split / METADATA).write_text(
-                "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
+            write_jsonl(out / folder / split / METADATA, lines)
     report = summarize(results, len(table))
-    (out / REPORT).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_json(out / HYDRATE_REPORT, report)
     return report
 
 

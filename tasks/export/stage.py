@@ -9,7 +9,7 @@ them in, as Hugging Face's split detection would with `splits/balanced/train/`):
     splits/<split>/metadata.jsonl                 Hugging Face `imagefolder` (file_name, label, attributes)
     variants/<name>/<split>/<class>/<item_id>.jpg  one tree per recipe variant (balanced, biased)
     manifest_share.csv (+ .json)                  URLs, hashes, labels, splits: no images (faceset hydrate)
-    DATASET_CARD.md                               tasks/card.py
+    DATASET_CARD.md                               card.py
 
 Files are hard links to the crops in `faces/` where the file system allows (no extra
 space), copies otherwise. The trees are rebuilt to match the manifest exactly: a file
@@ -20,7 +20,6 @@ idempotent and never serves a taken-down image.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -30,11 +29,12 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.core.manifest import kept
-from tasks.core.paths import DatasetPaths
-from tasks.core.recipe import Recipe
+from tasks.core.atomic import atomic_write, write_csv, write_json, write_jsonl
 from tasks.core.binning import is_numeric
-from tasks.core.paths import METADATA, SHARE_CSV, SHARE_JSON, SPLITS
+from tasks.core.manifest import kept
+from tasks.core.paths import METADATA, SHARE_CSV, SPLITS, DatasetPaths, tree_folder
+from tasks.core.recipe import Recipe
+from tasks.core.reports import write_report
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +44,10 @@ SHARE_COLUMNS = ("item_id", "source", "page_url", "image_url", "crawled_at", "sh
                  "dup_group", "person_group")
 
 
-def variants_root(paths: DatasetPaths) -> Path:
-    return paths.root / "variants"
-
-
 def trees(recipe: Recipe, paths: DatasetPaths) -> dict[str, Path]:
     """Manifest column -> folder holding that variant's <split>/<class>/ tree."""
-    found = {"split": paths.splits}
-    for variant in recipe.split.variants:
-        found[f"split_{variant.name}"] = variants_root(paths) / variant.name
-    return found
+    columns = ["split", *(f"split_{variant.name}" for variant in recipe.split.variants)]
+    return {column: paths.tree(column) for column in columns}
 
 
 def safe_name(value: str) -> str:
@@ -97,9 +91,7 @@ def place(source: Path, target: Path) -> str:
         os.link(source, target)
         return "linked"
     except OSError:  # another file system, or links not allowed (some network shares)
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        atomic_write(target, lambda tmp: shutil.copyfile(source, tmp), durable=False)
         return "copied"
 
 
@@ -114,13 +106,6 @@ def attribute_values(frame: pd.DataFrame, attributes: list[str]) -> dict[str, pd
             column = numbers.map(lambda n: None if pd.isna(n) else (int(n) if float(n).is_integer() else float(n)))
         values[attribute] = column.astype(object).where(column.notna(), None)
     return values
-
-
-def _write_lines(path: Path, lines: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def export_tree(frame: pd.DataFrame, column: str, folder: Path, recipe: Recipe, paths: DatasetPaths,
@@ -152,7 +137,7 @@ def export_tree(frame: pd.DataFrame, column: str, folder: Path, recipe: Recipe, 
             counts.setdefault(split, {}).setdefault(classes[label], 0)
             counts[split][classes[label]] += 1
         if lines:
-            _write_lines(folder / split / METADATA, lines)
+            write_jsonl(folder / split / METADATA, lines)
             metadata.append(folder / split / METADATA)
     if missing:
         log.warning("export: %d kept images have no file to export (e.g. %s)", len(missing), ", ".join(missing[:3]))
@@ -192,9 +177,7 @@ def share_frame(frame: pd.DataFrame, recipe: Recipe, classes: dict[str, str], co
 
 def write_share(share: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, columns: list[str]) -> None:
     """manifest_share.csv and a JSON beside it saying how to rebuild the folders."""
-    tmp = paths.root / f".{SHARE_CSV}.tmp"
-    share.to_csv(tmp, index=False)
-    os.replace(tmp, paths.root / SHARE_CSV)
+    write_csv(paths.share_csv, share)
     about = {
         "dataset": recipe.name,
         "description": recipe.description,
@@ -202,12 +185,12 @@ def write_share(share: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, column
         "contact": recipe.contact,
         "target": recipe.target,
         "attributes": recipe.attributes,
-        "split_columns": {c: ("splits" if c == "split" else f"variants/{c.removeprefix('split_')}") for c in columns},
+        "split_columns": {c: tree_folder(c) for c in columns},
         "faces": recipe.faces.model_dump(mode="json") if recipe.faces is not None else None,
         "rows": len(share),
         "how_to_rebuild": f"faceset hydrate {SHARE_CSV} OUT_DIR",
     }
-    (paths.root / SHARE_JSON).write_text(json.dumps(about, indent=2), encoding="utf-8")
+    write_json(paths.share_json, about)
 
 
 def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> pd.DataFrame:
@@ -227,12 +210,11 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> pd.DataF
         if column == "split":
             for index, path in placed.items():
                 frame.at[index, "export_path"] = path.relative_to(paths.root).as_posix()
-    figures["removed_stale_files"] = prune([paths.splits, variants_root(paths)], wanted)
+    figures["removed_stale_files"] = prune([paths.splits, paths.variants], wanted)
     share = share_frame(frame, recipe, classes, list(columns))
     write_share(share, recipe, paths, list(columns))
     figures["shared_rows"] = len(share)
-    paths.report_json("export").parent.mkdir(parents=True, exist_ok=True)
-    paths.report_json("export").write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    write_report(paths, "export", figures)
     card.write(frame, recipe, paths)
     return frame
 

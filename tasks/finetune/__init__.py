@@ -8,7 +8,6 @@ Modules: `backbones` (models, weights, freeze policy), `data` (image tree, trans
 
 from __future__ import annotations
 
-import json
 import logging
 
 import pandas as pd
@@ -16,16 +15,11 @@ import pandas as pd
 from tasks.finetune.pipeline import finetune_tree
 from tasks.core.paths import DatasetPaths
 from tasks.core.recipe import Recipe
+from tasks.core.reports import write_report
 
 log = logging.getLogger(__name__)
 
 __all__ = ["finetune_tree", "run"]
-
-
-def _write(summary: dict, paths: DatasetPaths) -> None:
-    target = paths.report_json("finetune")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
 
 
 def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, device: str | None = None) -> pd.DataFrame:
@@ -41,5 +35,5 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, device: 
                                 bins=recipe.split.bins, device=device, crop_faces=crop, log=log.info)
     if summary.get("skipped"):
         log.warning("finetune skipped: %s", summary["reason"])
-    _write(summary, paths)
+    write_report(paths, "finetune", summary)
     return manifest

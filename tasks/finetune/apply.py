@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 from tasks.core.errors import FacesetError
+from tasks.core.paths import ModelPaths
 from tasks.finetune import ensemble
 from tasks.vision.backbones import Net, Normalization, build_net
 from tasks.finetune.data import IMAGE_SUFFIXES
-from tasks.finetune.pipeline import MODEL_FILE
 from tasks.finetune.training import pick_device
 from tasks.core.recipe import FinetuneConfig
 
@@ -32,7 +32,7 @@ def trained_config(checkpoint: dict) -> FinetuneConfig:
 def load_model(model_dir: Path) -> tuple[Net, dict]:
     """The saved best model (architecture rebuilt, weights loaded) and its checkpoint info."""
     model_dir = Path(model_dir)
-    path = model_dir / MODEL_FILE if model_dir.is_dir() else model_dir
+    path = ModelPaths(model_dir).model if model_dir.is_dir() else model_dir
     if not path.is_file():
         raise FacesetError(f"no trained model at {path}",
                            "give the folder 'faceset finetune' wrote (it holds model.pt), e.g. <dataset>/models")
@@ -51,9 +51,9 @@ def load_models(model_dir: Path) -> tuple[list[ensemble.Model], dict]:
     net, checkpoint = load_model(model_dir)
     trained = trained_config(checkpoint)
     models = [(net, _normalization(checkpoint), trained)]
-    folder = model_dir if model_dir.is_dir() else model_dir.parent
+    folder = ModelPaths(model_dir if model_dir.is_dir() else model_dir.parent)
     for number in range(1, len(trained.ensemble) + 1):
-        member, saved = load_model(ensemble.member_dir(folder, number))
+        member, saved = load_model(folder.member(number).root)
         models.append((member, _normalization(saved), trained_config(saved)))
     return models, checkpoint
 

@@ -6,7 +6,7 @@ stages, and their errors differ, so averaging frozen-head models on several view
 split tried, for about one more training run per member (measured: docs/benchmarks.md,
 'finetune').
 
-Each member is a whole model, saved like the main one under `ensemble/member_<n>/`
+Each member is a whole model, saved like the main one under `ensemble/member_<n>/` (`ModelPaths.member`)
 (so any member can also be applied on its own); the main model.pt's settings list the
 members, which is how `faceset apply` finds them.
 """
@@ -14,7 +14,6 @@ members, which is how `faceset apply` finds them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,10 +25,6 @@ from tasks.finetune.training import predict
 from tasks.core.recipe import FinetuneConfig
 
 Model = tuple[Net, Normalization, FinetuneConfig]
-
-
-def member_dir(out_dir: Path, number: int) -> Path:
-    return Path(out_dir) / "ensemble" / f"member_{number}"
 
 
 def average_probabilities(models: list[Model], batches_for: Callable[[transforms.Compose], Iterable],

@@ -7,7 +7,6 @@ that is right 90% of the time overall can be right far less often for one group.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +18,7 @@ import pandas as pd  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support  # noqa: E402
 
+from tasks.core.atomic import write_figure  # noqa: E402
 from tasks.core.binning import UNKNOWN, group_labels, label_order, small_groups  # noqa: E402
 
 
@@ -107,7 +107,7 @@ def plot_confusion(result: dict, path: Path) -> Path:
     for (i, j), value in np.ndenumerate(matrix):
         ax.text(j, i, str(value), ha="center", va="center", color="white" if value > matrix.max() / 2 else "black")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_figure(path, fig)
     plt.close(fig)
     return path
 
@@ -123,7 +123,7 @@ def plot_curves(history: list[dict], path: Path) -> Path:
         ax.set_ylabel("accuracy" if key == "acc" else "loss")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_figure(path, fig)
     plt.close(fig)
     return path
 
@@ -137,7 +137,7 @@ def _montage(paths: list[str], captions: list[str], out: Path, thumb: int = 96) 
         ax.set_title(caption, fontsize=7)
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    write_figure(out, fig)
     plt.close(fig)
     return out
 
@@ -173,9 +173,3 @@ def galleries(frame: pd.DataFrame, probs: np.ndarray, classes: list[str], out_di
 
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
-
-
-def write_json(data: dict | list, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    return path

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from tasks.core.atomic import atomic_write, write_csv, write_json
+from tasks.core.paths import ModelPaths
 from tasks.finetune import data, ensemble, evaluate
 from tasks.vision.backbones import Net, Normalization, apply_freeze, build_net, resolve_arch
 from tasks.finetune.grid import GridResult, run_grid
@@ -23,38 +25,34 @@ from tasks.finetune.training import pick_device
 from tasks.finetune.unlearn import run_unlearning
 from tasks.core.recipe import FinetuneConfig
 
-MODEL_FILE = "model.pt"
-
-
-def save_model(net: Net, norm: Normalization, classes: list[str], config: FinetuneConfig, out_dir: Path,
+def save_model(net: Net, norm: Normalization, classes: list[str], config: FinetuneConfig, folder: ModelPaths,
                crop_faces: dict | None) -> Path:
     """The book's MODELS folder: weights with class map and recipe, loadable by `faceset apply`."""
-    path = out_dir / MODEL_FILE
-    torch.save({
+    checkpoint = {
         "arch": net.arch, "classes": classes, "state_dict": net.state_dict(),
         "mean": list(norm.mean), "std": list(norm.std), "image_size": config.image_size,
         "finetune": config.model_dump(mode="json"), "crop_faces": crop_faces,
-    }, path)
-    evaluate.write_json({str(i): c for i, c in enumerate(classes)}, out_dir / "class_map.json")
-    evaluate.write_json({"finetune": config.model_dump(mode="json"), "crop_faces": crop_faces}, out_dir / "recipe.json")
-    return path
+    }
+    atomic_write(folder.model, lambda tmp: torch.save(checkpoint, tmp))
+    write_json(folder.class_map, {str(i): c for i, c in enumerate(classes)})
+    write_json(folder.settings, {"finetune": config.model_dump(mode="json"), "crop_faces": crop_faces})
+    return folder.model
 
 
-def _write_grid(grid: GridResult, out_dir: Path) -> None:
-    evaluate.write_json({"cached_features": grid.cached, "feature_seconds": round(grid.feature_seconds, 2),
-                         "seconds": round(grid.seconds, 2), "chosen": grid.chosen, "points": grid.table},
-                        out_dir / "grid.json")
-    pd.DataFrame(grid.table).to_csv(out_dir / "grid.csv", index=False)
+def _write_grid(grid: GridResult, folder: ModelPaths) -> None:
+    write_json(folder.grid_json, {"cached_features": grid.cached, "feature_seconds": round(grid.feature_seconds, 2),
+                                  "seconds": round(grid.seconds, 2), "chosen": grid.chosen, "points": grid.table})
+    write_csv(folder.grid_csv, pd.DataFrame(grid.table))
     for row, fitted in zip(grid.table, grid.fits):
-        evaluate.write_json(fitted.history, out_dir / "accuracy" / f"point_{row['point']:02d}.json")
-    evaluate.write_json(grid.fits[grid.best].history, out_dir / "metrics_per_epoch.json")
+        write_json(folder.grid_point(row["point"]), fitted.history)
+    write_json(folder.metrics_per_epoch, grid.fits[grid.best].history)
 
 
 def _build(config: FinetuneConfig, classes: list[str]) -> tuple[Net, Normalization]:
     return build_net(config.model, config.weights, len(classes), features_from=config.features_from, pool=config.pool)
 
 
-def _ensemble_summary(members: list[ensemble.Model], grids: list[GridResult], out_dir: Path,
+def _ensemble_summary(members: list[ensemble.Model], grids: list[GridResult], folder: ModelPaths,
                       probabilities: Callable[[str], tuple[pd.DataFrame, np.ndarray]]) -> dict:
     """Each member's settings and chosen grid point, and the averaged model's validation
     accuracy (to compare with the main model's: the ensemble is only worth its cost if higher)."""
@@ -62,7 +60,7 @@ def _ensemble_summary(members: list[ensemble.Model], grids: list[GridResult], ou
     return {
         "val_accuracy": float((probs.argmax(1) == rows["target"].to_numpy()).mean()),
         "members": [{"image_size": c.image_size, "pool": c.pool, "features_from": c.features_from,
-                     "val_acc": g.chosen["val_acc"], "model": str(ensemble.member_dir(out_dir, n) / MODEL_FILE)}
+                     "val_acc": g.chosen["val_acc"], "model": str(folder.member(n).model)}
                     for n, ((_, _, c), g) in enumerate(zip(members, grids), 1)],
     }
 
@@ -92,6 +90,7 @@ def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, att
     frame, classes = data.read_tree(Path(directory))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    layout = ModelPaths(out_dir)
     reason = skip_reason(frame, classes, config)
     if reason:
         if log:
@@ -114,15 +113,14 @@ def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, att
         if number and log:
             log(f"ensemble member {number}/{len(config.ensemble)}: image size {settings.image_size}, pool {settings.pool}, "
                 f"features from {settings.features_from or 'the last layer'}")
-        folder = ensemble.member_dir(out_dir, number) if number else out_dir
+        folder = layout.member(number) if number else layout
         net, norm = _build(settings, classes)
         grid = run_grid(net, apply_freeze(net, settings.freeze), frame, settings, norm, device, use_cache=use_cache, log=log)
-        folder.mkdir(parents=True, exist_ok=True)
         _write_grid(grid, folder)
         save_model(net, norm, classes, settings, folder, crop_faces)
         models.append((net, norm, settings))
         grids.append(grid)
-    (net, norm, _), grid, model_path = models[0], grids[0], out_dir / MODEL_FILE
+    (net, norm, _), grid, model_path = models[0], grids[0], layout.model
 
     def probabilities(split: str) -> tuple[pd.DataFrame, np.ndarray]:
         rows = frame[frame["split"] == split].reset_index(drop=True)
@@ -136,20 +134,19 @@ def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, att
     result["per_group"] = evaluate.per_group(rows, probs.argmax(1) == targets, attributes, bins, seed=config.seed)
     result.update(evaluated_on=eval_split, model=str(model_path), arch=net.arch, weights=config.weights,
                   freeze=config.freeze, chosen=grid.chosen)
-    evaluate.write_json(result, out_dir / "test_metrics.json")
-    evaluate.write_json(result["confusion_matrix"], out_dir / "confusion_matrix.json")
-    evaluate.plot_confusion(result, out_dir / "confusion_matrix.png")
-    evaluate.plot_curves(grid.fits[grid.best].history, out_dir / "curves.png")
-    gallery = evaluate.galleries(rows, probs, classes, out_dir / "galleries")
-    predictions = rows[["path", "class"]].assign(predicted=[classes[i] for i in probs.argmax(1)],
-                                                 confidence=probs.max(1))
-    predictions.to_csv(out_dir / "predictions.csv", index=False)
+    write_json(layout.test_metrics, result)
+    write_json(layout.confusion_json, result["confusion_matrix"])
+    evaluate.plot_confusion(result, layout.confusion_png)
+    evaluate.plot_curves(grid.fits[grid.best].history, layout.curves)
+    gallery = evaluate.galleries(rows, probs, classes, layout.galleries)
+    write_csv(layout.predictions, rows[["path", "class"]].assign(predicted=[classes[i] for i in probs.argmax(1)],
+                                                                 confidence=probs.max(1)))
 
     unlearning = None
     if config.unlearn is not None:
         unlearning = run_unlearning(frame, classes, config, config.unlearn, norm, grid.hypers[grid.best], make_net,
-                                    device, out_dir / "unlearn", log=log)
-        evaluate.write_json(unlearning, out_dir / "unlearn" / "unlearn.json")
+                                    device, layout.unlearn, log=log)
+        write_json(layout.unlearn_json, unlearning)
 
     summary = {
         "skipped": False, "classes": classes, "arch": net.arch, "weights": config.weights, "freeze": config.freeze,
@@ -160,9 +157,9 @@ def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, att
         "history": grid.fits[grid.best].history,
         "test": {k: result[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1",
                                         "per_class", "distribution", "confusion_matrix", "per_group", "evaluated_on")},
-        "ensemble": _ensemble_summary(models[1:], grids[1:], out_dir, probabilities) if config.ensemble else None,
+        "ensemble": _ensemble_summary(models[1:], grids[1:], layout, probabilities) if config.ensemble else None,
         "galleries": gallery, "unlearn": unlearning, "model_dir": str(out_dir), "model": str(model_path),
-        "figures": {"curves": str(out_dir / "curves.png"), "confusion": str(out_dir / "confusion_matrix.png")},
+        "figures": {"curves": str(layout.curves), "confusion": str(layout.confusion_png)},
         "seconds": round(time.perf_counter() - started, 2),
     }
     if log:

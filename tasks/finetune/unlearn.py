@@ -29,6 +29,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
+from tasks.core.atomic import write_figure  # noqa: E402
 from tasks.core.errors import FacesetError  # noqa: E402
 from tasks.finetune import data  # noqa: E402
 from tasks.vision.backbones import Net, Normalization, channels_last, train_mode  # noqa: E402
@@ -128,7 +129,7 @@ def _plot(embedded: dict[str, np.ndarray], values: np.ndarray, names: list[str],
         ax.set_title(title)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_figure(path, fig)
     plt.close(fig)
     return path
 

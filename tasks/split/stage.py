@@ -28,7 +28,6 @@ split, written to `split_<name>`; `split` is always the `original` variant.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -36,10 +35,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tasks.core.atomic import read_json, read_or_absent, write_json, write_parquet
 from tasks.core.binning import UNKNOWN, category_labels
 from tasks.core.manifest import kept
-from tasks.core.paths import DatasetPaths
+from tasks.core.paths import DatasetPaths, tree_folder
 from tasks.core.recipe import Recipe
+from tasks.core.reports import write_report
 from tasks.split import variants
 from tasks.split.assign import (achieved, assign, group_ids, leaks, min_stratum_size, ratios_of, strata_labels,
                                  stratify_fields)
@@ -57,26 +58,27 @@ def settings_of(recipe: Recipe) -> dict[str, Any]:
 
 
 def _assignment_files(paths: DatasetPaths) -> tuple[Path, Path]:
-    folder = paths.state / "split"
+    folder = paths.state_folder("split")
     return folder / "assignment.parquet", folder / "settings.json"
 
 
 def previous_assignment(paths: DatasetPaths, recipe: Recipe) -> pd.Series | None:
-    """item_id -> split of the last build with the same split settings, or None."""
+    """item_id -> split of the last build with the same split settings, or None.
+
+    A damaged saved assignment counts as none (with a warning): the split is then drawn
+    afresh, which only loses the stability across builds.
+    """
     table, settings = _assignment_files(paths)
-    if not (table.is_file() and settings.is_file()):
+    if read_json(settings, "the split is drawn afresh") != settings_of(recipe):
         return None
-    if json.loads(settings.read_text(encoding="utf-8")) != settings_of(recipe):
-        return None
-    saved = pd.read_parquet(table)
-    return pd.Series(saved["split"].to_numpy(), index=saved["item_id"].to_numpy())
+    saved = read_or_absent(table, lambda p: pd.read_parquet(p, columns=["item_id", "split"]), "the split is drawn afresh")
+    return None if saved is None else pd.Series(saved["split"].to_numpy(), index=saved["item_id"].to_numpy())
 
 
 def save_assignment(paths: DatasetPaths, recipe: Recipe, splits: pd.Series, item_ids: pd.Series) -> None:
     table, settings = _assignment_files(paths)
-    table.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"item_id": item_ids.astype(str).to_numpy(), "split": splits.astype(str).to_numpy()}).to_parquet(table, index=False)
-    settings.write_text(json.dumps(settings_of(recipe)), encoding="utf-8")
+    write_parquet(table, pd.DataFrame({"item_id": item_ids.astype(str).to_numpy(), "split": splits.astype(str).to_numpy()}))
+    write_json(settings, settings_of(recipe), indent=None)
 
 
 def split_rows(frame: pd.DataFrame, strata: pd.Series, ratios: dict[str, float], seed: int,
@@ -133,7 +135,7 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> pd.DataF
     summary["variants"]["original"] = {
         "kind": "original",
         "column": "split",
-        "folder": "splits",
+        "folder": tree_folder("split"),
         **achieved(splits, strata, ratios),
         "leaks": leaks(frame.loc[labelled.index], "split", recipe.split.group_by),
         "warnings": warnings,
@@ -145,13 +147,12 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> pd.DataF
         frame.loc[chosen.index, column] = chosen
         figures["leaks"] = leaks(frame.loc[labelled.index], column, recipe.split.group_by)
         summary["variants"][variant.name] = {"kind": variant.kind, "column": column,
-                                             "folder": f"variants/{variant.name}", **figures, "warnings": notes}
+                                             "folder": tree_folder(column), **figures, "warnings": notes}
         warnings += [f"{variant.name}: {note}" for note in notes]
     for warning in warnings:
         log.warning("split: %s", warning)
     summary["warnings"] = warnings
-    paths.report_json("split").parent.mkdir(parents=True, exist_ok=True)
-    paths.report_json("split").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    write_report(paths, "split", summary)
     return frame
 
 
@@ -163,8 +164,3 @@ def _group_figures(frame: pd.DataFrame, group_by: str | None) -> dict[str, int]:
         "images_in_multi_image_groups": int(sizes[sizes > 1].sum()),
         "largest_group": int(sizes.max()) if len(sizes) else 0,
     }
-
-
-# ---------------------------------------------------------------- report
-
-
