@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 from tasks.core.paths import DatasetPaths
@@ -127,5 +126,5 @@ class ProgressArtifact:
 def report_url(paths: DatasetPaths, remote_root: str | None) -> str:
     """Where report.html can be opened: its S3 URL when the data root is remote, else a file URL."""
     if remote_root and remote_root.startswith("s3://"):
-        return remote_root.rstrip("/") + "/reports/report.html"
-    return Path(paths.reports / "report.html").resolve().as_uri()
+        return remote_root.rstrip("/") + "/" + paths.report_html.relative_to(paths.root).as_posix()
+    return paths.report_html.resolve().as_uri()

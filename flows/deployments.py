@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from prefect import flow
 
+from tasks.core.atomic import write_text
 from tasks.core.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +95,7 @@ def render(datasets: Path = REPO / "datasets") -> str:
 
 def main() -> int:
     target = REPO / "prefect.yaml"
-    target.write_text(render())
+    write_text(target, render())
     print(f"wrote {target}")
     return 0
 

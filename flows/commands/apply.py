@@ -22,12 +22,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
+    from tasks.core.atomic import write_csv
     from tasks.finetune.apply import predict_images
 
     table = predict_images(Path(args.model_dir), args.images, device=args.device)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
+    write_csv(out, table)
     labelled = int(table["predicted"].notna().sum())
     print(f"{labelled} of {len(table)} images labelled; predictions: {out}")
     for status, count in table.loc[table["predicted"].isna(), "status"].value_counts().items():

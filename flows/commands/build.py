@@ -43,17 +43,18 @@ def main(args: argparse.Namespace) -> int:
 
     from flows import progress
     from flows.build import build
+    from tasks.core.paths import DatasetPaths
     from tasks.core.recipe import STAGES as order
 
     bars = progress.TerminalProgress(list(order)) if sys.stderr.isatty() else progress.Progress()
     with progress.showing(bars):
         root = build(args.recipe, data_root=args.data_root, rebuild=args.rebuild, from_stage=args.from_stage,
                      runner=args.runner, dask_address=args.dask_address, recrawl=args.recrawl, dry_run=args.dry_run)
+    paths = DatasetPaths(root)
     print(f"dataset: {root}")
-    print(f"manifest: {root / 'manifest.parquet'}")
-    report = root / "reports" / "report.html"
-    if report.is_file():
-        print(f"report: {report}")
+    print(f"manifest: {paths.manifest}")
+    if paths.report_html.is_file():
+        print(f"report: {paths.report_html}")
     if str(args.data_root).startswith("s3://"):
         print(f"uploaded to: {str(args.data_root).rstrip('/')}/{root.name}/")
     return 0

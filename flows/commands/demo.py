@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 from flows.demo_site import DemoServer, build_site, recipe_text
+from tasks.core.atomic import write_text
 from tasks.core.errors import FacesetError
+from tasks.core.paths import DatasetPaths
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,14 +69,15 @@ def main(args: argparse.Namespace) -> int:
         print(f"demo: port {args.port} is taken, using a free port (caches from earlier runs will not apply)")
         server = DemoServer(site)
     with server:
-        recipe_path.write_text(recipe_text(site, server.url, epochs=args.epochs), encoding="utf-8")
+        write_text(recipe_path, recipe_text(site, server.url, epochs=args.epochs))
         print(f"demo: site on {server.url}, recipe {recipe_path}")
         dataset = build(recipe_path, data_root=str(data_root), rebuild=args.rebuild)
     minutes = (time.monotonic() - started) / 60
     print(f"\ndemo finished in {minutes:.1f} min")
+    paths = DatasetPaths(dataset)
     print(f"  dataset:  {dataset}")
-    print(f"  manifest: {dataset / 'manifest.csv'}")
-    print(f"  report:   {dataset / 'reports' / 'report.html'}")
-    print(f"  card:     {dataset / 'DATASET_CARD.md'}")
-    print(f"  model:    {dataset / 'models'}")
+    print(f"  manifest: {paths.manifest_csv}")
+    print(f"  report:   {paths.report_html}")
+    print(f"  card:     {paths.card}")
+    print(f"  model:    {paths.models}")
     return 0

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from tasks.core.paths import DatasetPaths, ModelPaths
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -49,7 +51,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _dataset_info(directory: Path) -> dict:
     """A built dataset's manifest_share.json (faces settings, attributes), or nothing."""
-    about = directory / "manifest_share.json"
+    about = DatasetPaths(directory).share_json
     return json.loads(about.read_text(encoding="utf-8")) if about.is_file() else {}
 
 
@@ -71,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
     splits = locate_splits(directory)
     built = splits != directory
     info = _dataset_info(directory) if built else {}
-    out = Path(args.out) if args.out else directory / ("models" if built else "finetune")
+    out = Path(args.out) if args.out else DatasetPaths(directory).models if built else directory / "finetune"
     summary = finetune_tree(splits, out, config, attributes=info.get("attributes"), device=args.device,
                             crop_faces=info.get("faces"))
     if summary.get("skipped"):
@@ -84,5 +86,5 @@ def main(args: argparse.Namespace) -> int:
         gap = groups["largest_gap"]
         print(f"  {attribute}: largest accuracy gap {gap['gap']:.3f} ({gap['highest']} vs {gap['lowest']})")
     print(f"model: {summary['model']}")
-    print(f"metrics: {out / 'test_metrics.json'}")
+    print(f"metrics: {ModelPaths(out).test_metrics}")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tasks.core.atomic import write_text
 from tasks.core.recipe import Recipe
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "datasets" / "recipe.schema.json"
@@ -22,5 +23,5 @@ def schema_text() -> str:
 
 
 if __name__ == "__main__":
-    SCHEMA_PATH.write_text(schema_text(), encoding="utf-8")
+    write_text(SCHEMA_PATH, schema_text())
     print(f"wrote {SCHEMA_PATH}")
