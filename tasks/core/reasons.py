@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 TAKEDOWN = "takedown"  # on the takedown list (tasks/core/takedown.py)
+NO_FACE = "no face"  # the detector found none (the faces stage; `faceset apply` says it too)
 BLANK = "blank image"  # a crop of almost one grey level (dedupe)
 DUPLICATE_OF = "duplicate of"  # + the keeper's item_id (dedupe)
 IN_REFERENCE_SET = "in reference set"  # + the set's name: in an earlier dataset's test split (dedupe)

@@ -1,6 +1,6 @@
 """The data root: a local folder, or an S3 prefix mirrored to a local working copy.
 
-Stages always work on local files (`tasks.paths.DatasetPaths`); OpenCV, Scrapy and torch
+Stages always work on local files (`tasks.core.paths.DatasetPaths`); OpenCV, Scrapy and torch
 want paths, not streams. With `--data-root s3://bucket/prefix` the dataset lives at
 `s3://bucket/prefix/<name>/`; the build pulls it into a local mirror first and pushes what
 changed after every stage, so a build resumed on another machine finds the finished

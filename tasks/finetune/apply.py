@@ -1,7 +1,7 @@
 """Applying a trained model to new images: predicted class and probabilities, as a table.
 
 When the model was trained on faceset's face crops, new images are cropped the same
-way first (tasks.faces, same settings), because a model trained on tight crops sees
+way first (the faces stage's detector, same settings), because a model trained on tight crops sees
 whole photos as something else entirely.
 """
 
@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from tasks.core.errors import FacesetError
+from tasks.core.reasons import NO_FACE
 from tasks.core.paths import ModelPaths
 from tasks.finetune import ensemble
 from tasks.vision.backbones import Net, Normalization, build_net
@@ -102,7 +103,7 @@ def _load(path: Path, cropper: Callable | None) -> tuple[Image.Image | None, str
     if cropper is None:
         return rgb, "whole image"
     crop, reason = cropper(np.asarray(rgb))
-    return (Image.fromarray(crop), "face crop") if crop is not None else (None, reason or "no face")
+    return (Image.fromarray(crop), "face crop") if crop is not None else (None, reason or NO_FACE)
 
 
 def predict_images(model_dir: Path, images: Iterable[str | Path], *, device: str | None = None,

