@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import threading
 import time
 from collections.abc import Sequence
@@ -29,7 +28,9 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from tasks.core.atomic import read_json, write_json
 from tasks.core.errors import FacesetError
+from tasks.core.reasons import BUDGET_REACHED
 
 GENDERS = ("female", "male")
 
@@ -182,17 +183,11 @@ class ResponseCache:
         return self.folder / operation / sha256[:2] / f"{sha256}.json"
 
     def get(self, operation: str, sha256: str) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.path(operation, sha256).read_text())
-        except (OSError, ValueError):
-            return None
+        response = read_json(self.path(operation, sha256), "the image is sent to Rekognition again")
+        return response if isinstance(response, dict) else None
 
     def put(self, operation: str, sha256: str, response: dict[str, Any]) -> None:
-        target = self.path(operation, sha256)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(json.dumps(response, default=str))
-        tmp.replace(target)
+        write_json(self.path(operation, sha256), response, indent=None)
 
 
 def image_payload(path: Path) -> bytes:
@@ -339,7 +334,7 @@ class RekognitionTagger:
                 if "detect_labels" in self.operations:
                     tags.labels = parse_labels(self._call("detect_labels", sha, payload))
             except BudgetReached:
-                tags = Tags(note="API budget reached")
+                tags = Tags(note=BUDGET_REACHED)
             except (OSError, ValueError) as exc:
                 tags = Tags(note=f"unreadable face crop: {exc}")
             except ClientError as exc:

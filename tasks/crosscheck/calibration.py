@@ -40,6 +40,7 @@ from sklearn.svm import SVR
 from sklearn.model_selection import KFold
 
 from tasks.crosscheck.autotag import GENDERS
+from tasks.core.reasons import BUDGET_REACHED
 from tasks.core.recipe import Recipe
 
 MIN_ROWS = 100  # fewer labelled faces than this: the plain rules decide
@@ -280,7 +281,7 @@ def apply(frame: pd.DataFrame, index: pd.Index, recipe: Recipe) -> pd.DataFrame:
     are enough labelled faces (the caller recombines each row's outcome and score)."""
     out = frame
     rows = out.loc[index]
-    rows = rows[rows["autotag_note"].ne("API budget reached").fillna(True)]
+    rows = rows[rows["autotag_note"].ne(BUDGET_REACHED).fillna(True)]
     for name, calibrate in (("gender", calibrate_gender), ("age", calibrate_age)):
         result = calibrate(rows, recipe) if name in recipe.crosscheck.fields else None
         if result is None:
