@@ -84,7 +84,8 @@ def main(args: argparse.Namespace) -> int:
           f"({test['n']} images)")
     for attribute, groups in test["per_group"].items():
         gap = groups["largest_gap"]
-        print(f"  {attribute}: largest accuracy gap {gap['gap']:.3f} ({gap['highest']} vs {gap['lowest']})")
+        judged = "" if not gap["too_few_to_judge"] else "; too few images per group to judge"
+        print(f"  {attribute}: largest accuracy gap {gap['gap']:.3f} ({gap['highest']} vs {gap['lowest']}){judged}")
     print(f"model: {summary['model']}")
     print(f"metrics: {ModelPaths(out).test_metrics}")
     return 0

@@ -16,6 +16,7 @@ import pandas as pd
 
 from tasks.crosscheck.autotag import GENDERS
 from tasks.core.binning import UNKNOWN, field_labels, label_order, small_groups
+from tasks.core.reasons import AUTOTAGGER_DISAGREES
 from tasks.core.recipe import Recipe
 
 AGE_ERROR_BINS = [-np.inf, -20, -10, -5, 5, 10, 20, np.inf]
@@ -134,7 +135,7 @@ def build(manifest: pd.DataFrame, recipe: Recipe) -> dict[str, Any]:
         "rows": int(len(frame)),
         "tagged": int(len(tagged)),
         "outcomes": outcome_counts(frame, "crosscheck"),
-        "quarantined": int(frame["reason"].astype("string").str.startswith("autotagger disagrees").fillna(False).sum()),
+        "quarantined": int(frame["reason"].astype("string").str.startswith(AUTOTAGGER_DISAGREES).fillna(False).sum()),
         "skipped_reasons": {str(k): int(v) for k, v in skipped.str.split(";").str[0].value_counts().head(10).items()},
         "calibration": calibration_mode(tagged, recipe),
         "fields": {},

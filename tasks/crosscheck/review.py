@@ -21,7 +21,7 @@ from tasks.core.templates import render
 
 
 def review_path(paths: DatasetPaths) -> Path:
-    return paths.reports / "review.html"
+    return paths.review_html
 
 
 def disagreements(manifest: pd.DataFrame) -> pd.DataFrame:

@@ -131,7 +131,8 @@ def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, att
     rows, probs = probabilities(eval_split)
     targets = rows["target"].to_numpy()
     result = evaluate.metrics(targets, probs, classes)
-    result["per_group"] = evaluate.per_group(rows, probs.argmax(1) == targets, attributes, bins, seed=config.seed)
+    result["per_group"] = evaluate.per_group(rows, probs.argmax(1) == targets, attributes, bins, seed=config.seed,
+                                             reference=frame)
     result.update(evaluated_on=eval_split, model=str(model_path), arch=net.arch, weights=config.weights,
                   freeze=config.freeze, chosen=grid.chosen)
     write_json(layout.test_metrics, result)
@@ -145,7 +146,7 @@ def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, att
     unlearning = None
     if config.unlearn is not None:
         unlearning = run_unlearning(frame, classes, config, config.unlearn, norm, grid.hypers[grid.best], make_net,
-                                    device, layout.unlearn, log=log)
+                                    device, layout.unlearn, bins=bins, log=log)
         write_json(layout.unlearn_json, unlearning)
 
     summary = {

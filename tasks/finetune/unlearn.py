@@ -136,12 +136,13 @@ def _plot(embedded: dict[str, np.ndarray], values: np.ndarray, names: list[str],
 
 def run_unlearning(frame: pd.DataFrame, classes: list[str], config: FinetuneConfig, unlearn: UnlearnConfig,
                    norm: Normalization, hyper: Hyper, make_net: Callable[[], tuple[Net, list[nn.Module]]],
-                   device: torch.device, out_dir: Path, log: Callable[[str], None] | None = None) -> dict:
-    """Train with alpha=0 and with the recipe's alpha; probe the attribute on both embeddings."""
+                   device: torch.device, out_dir: Path, bins: dict[str, list[float]] | None = None,
+                   log: Callable[[str], None] | None = None) -> dict:
+    """Train with alpha=0 and with the recipe's alpha; probe the attribute (grouped as the split groups it) on both embeddings."""
     if unlearn.attribute not in frame.columns:
         raise FacesetError(f"unlearn.attribute {unlearn.attribute!r} is not in metadata.jsonl",
                            f"use one of the recipe's attributes present there: {data.attribute_columns(frame)}")
-    groups = group_values(frame[unlearn.attribute], unlearn.attribute)
+    groups = group_values(frame[unlearn.attribute], unlearn.attribute, bins)
     frame = frame.assign(_attribute=groups).dropna(subset=["_attribute"])
     names = sorted(frame["_attribute"].unique())
     frame["_attribute_index"] = frame["_attribute"].map({n: i for i, n in enumerate(names)}).astype(int)

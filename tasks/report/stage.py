@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
 import pandas as pd  # noqa: E402
 from markupsafe import Markup  # noqa: E402
 
-from tasks.core.atomic import write_text  # noqa: E402
+from tasks.core.atomic import write_figure, write_text  # noqa: E402
 from tasks.core.binning import MIN_GROUP  # noqa: E402
 from tasks.core.funnel import distribution, funnel, reasons, thin  # noqa: E402
 from tasks.core.manifest import DUPLICATE, FAILED, KEPT, QUARANTINED  # noqa: E402
@@ -47,7 +47,7 @@ def _bar_plot(series: pd.Series, title: str, path: Path) -> None:
     ax.set_title(title)
     ax.set_xlabel("images")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    write_figure(path, fig, dpi=80)
     plt.close(fig)
 
 
@@ -97,5 +97,5 @@ def render_page(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> 
 def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> pd.DataFrame:
     """Write reports/report.html (atomically) and return the manifest unchanged."""
     paths.reports.mkdir(parents=True, exist_ok=True)
-    write_text(paths.reports / "report.html", render_page(manifest, recipe, paths))
+    write_text(paths.report_html, render_page(manifest, recipe, paths))
     return manifest
