@@ -110,10 +110,11 @@ def field_labels(frame: pd.DataFrame, field: str, recipe: Recipe, reference: pd.
 
 def label_order(label: str) -> tuple[int, float, str]:
     """Sort key: bins in numeric order ('<34', '34-43', ..., '>=52'), other values
-    alphabetically, 'unknown' last."""
+    alphabetically, 'unknown' last. Only a whole bin label reads as a number: labels such
+    as '.NET', '1.2.3' or '..' are text."""
     if label == UNKNOWN:
         return (2, 0.0, label)
-    match = re.match(r"^(<|>=)?(-?[\d.]+(?:e[+-]?\d+)?)", label)
+    match = re.match(r"^(<|>=)?(-?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)(?:-|$)", label)
     if match:
         number = float(match.group(2))
         return (0, -math.inf if match.group(1) == "<" else number, label)
