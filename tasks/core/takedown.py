@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,12 +48,17 @@ from tasks.core.errors import FacesetError
 from tasks.core.manifest import EXCLUDED, set_status
 from tasks.core.paths import METADATA, TAKEDOWNS, DatasetPaths
 from tasks.core.reasons import TAKEDOWN
+from tasks.core.recipe import FacesConfig
 
 MAX_DISTANCE = 6
 Kind = Literal["url", "name", "image"]
 # folders whose files derive from an image and are named by its item_id or sha256
 PHASH_CACHE = "takedown-phash.json"  # under the dataset's state folder
 DRAFT_SIDE = 256  # smallest side JPEGs are decoded at for hashing
+# the faces stage's decompression-bomb limit: a larger image is never decoded for hashing
+MAX_PIXELS: int = FacesConfig.model_fields["max_pixels"].default
+UNREADABLE = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,11 +121,19 @@ def fingerprint(data_root: str | Path) -> str:
 
 def image_hashes(path: Path) -> tuple[imagehash.ImageHash, imagehash.ImageHash]:
     """pHash of an image and of its mirror image. JPEGs are decoded at reduced scale (the
-    hash looks at 32x32 pixels), which makes hashing a large photo about ten times faster."""
-    with Image.open(path) as image:
-        image.draft("RGB", (DRAFT_SIDE, DRAFT_SIDE))
-        image = ImageOps.exif_transpose(image).convert("RGB")
-        return imagehash.phash(image), imagehash.phash(ImageOps.mirror(image))
+    hash looks at 32x32 pixels), which makes hashing a large photo about ten times faster.
+
+    The pixel count is read from the header before any pixel is decoded, so a
+    decompression bomb (a few KB inflating to gigapixels) raises ValueError, never fills memory."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ValueError(f"image too large ({width}x{height} pixels)")
+            image.draft("RGB", (DRAFT_SIDE, DRAFT_SIDE))
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            return imagehash.phash(image), imagehash.phash(ImageOps.mirror(image))
 
 
 def looks_like_url(key: str) -> bool:
@@ -152,7 +167,7 @@ def make_entry(key: str, kind: Kind | Literal["auto"] = "auto", dataset: str | N
         raise FacesetError(f"no image file at {path}", "give the path of the image to remove, a URL or a name")
     try:
         phash, mirror = image_hashes(path)
-    except (UnidentifiedImageError, OSError) as exc:
+    except UNREADABLE as exc:
         raise FacesetError(f"{path} is not an image that can be read ({exc})", "give a JPEG, PNG or WebP file") from exc
     return Entry("image", str(phash), path.name, now, dataset, mirror=str(mirror),
                  sha256=hashlib.sha256(path.read_bytes()).hexdigest(), note=note)
@@ -172,7 +187,8 @@ def add(data_root: str | Path, entry: Entry) -> tuple[Entry, bool]:
 
 
 def _hash_of(path: Path, cache: dict[str, str]) -> imagehash.ImageHash | None:
-    """pHash of a stored file, cached by path, size and modification time."""
+    """pHash of a stored file, cached by path, size and modification time; None (with a
+    warning, once) for a file that cannot be hashed safely, so one bad image never stops a build."""
     try:
         stat = path.stat()
     except OSError:
@@ -181,7 +197,8 @@ def _hash_of(path: Path, cache: dict[str, str]) -> imagehash.ImageHash | None:
     if key not in cache:
         try:
             cache[key] = str(image_hashes(path)[0])
-        except (UnidentifiedImageError, OSError, ValueError):
+        except UNREADABLE as exc:
+            log.warning("takedown check: %s cannot be compared with the takedown images (%s); it is skipped", path, exc)
             cache[key] = ""
     return imagehash.hex_to_hash(cache[key]) if cache[key] else None
 
