@@ -132,11 +132,15 @@ def _new_rows(records: list[dict[str, Any]], fields: list[str], now: str) -> pd.
             row[name] = rec["fields"].get(name) or pd.NA
         rows.append(row)
     frame = pd.DataFrame(rows, columns=["item_id", "source", "page_url", "image_url", "crawled_at", LAST_SEEN, *fields])
+    # an item found twice (two sources) keeps the same copy whatever the order pages arrived in
+    frame = frame.sort_values(["item_id", "source"], kind="stable")
     return frame.drop_duplicates("item_id", keep="first").reset_index(drop=True)
 
 
 def merge(manifest: pd.DataFrame, found: pd.DataFrame, fields: list[str], now: str) -> pd.DataFrame:
-    """Previous rows (refreshed when found again, untouched otherwise) plus the new ones as `kept`."""
+    """Previous rows (refreshed when found again, untouched otherwise) plus the new ones as `kept`,
+    sorted by item_id: the row order, which later stages keep, never follows the order in
+    which a concurrent crawl happened to receive its pages."""
     previous = mf.conform(manifest, fields)
     if LAST_SEEN not in previous.columns:
         previous[LAST_SEEN] = pd.Series(previous["crawled_at"], dtype="string")
@@ -153,7 +157,7 @@ def merge(manifest: pd.DataFrame, found: pd.DataFrame, fields: list[str], now: s
     merged = pd.concat([previous, mf.conform(new, fields)], ignore_index=True) if len(new) else previous.reset_index(drop=True)
     merged = mf.conform(merged, fields)
     merged[LAST_SEEN] = merged[LAST_SEEN].astype("string")
-    return merged
+    return merged.sort_values("item_id", kind="stable").reset_index(drop=True)
 
 
 def summarize(stats: dict[str, Any], records: list[dict[str, Any]], merged: pd.DataFrame, before: int,

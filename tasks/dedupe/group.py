@@ -11,11 +11,12 @@
    With `mirror: true` each mirrored hash is searched too;
 3. union-find clusters pairs into `dup_group` (the keeper's item_id). The keeper is the
    largest face (face box area in source pixels; else the image's), then the sharpest
-   (`face_blur`), then the most confident (`face_score`), then the smallest item_id.
+   (`face_blur`), then the most confident (`face_score`), then the smallest item_id, so
+   a group's name never depends on the order of the rows.
    The others become `duplicate`, `duplicate of <keeper>`, with `dup_match` saying how;
 4. identity (`dedupe.identity`): kept faces are grouped into `person_group` by
-   `identity.group_people` (no chaining; names corroborate). Duplicates take their
-   keeper's group. No image is ever removed for identity.
+   `identity.group_people` (no chaining; names corroborate), named by their smallest
+   item_id. Duplicates take their keeper's group. No image is ever removed for identity.
 """
 
 from __future__ import annotations
@@ -198,7 +199,9 @@ def reference_matches(rows: pd.DataFrame, recipe: Recipe) -> pd.Series:
 def cluster(manifest: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
     """Mark duplicates among kept rows and group people; returns the manifest."""
     out = typed(manifest.copy())
-    rows = out[kept(out) & out["phash"].notna()]
+    # in item_id order, so that pairs, how each was joined and identity clusters never
+    # depend on the order in which the crawl found the rows
+    rows = out[kept(out) & out["phash"].notna()].sort_values("item_id", kind="stable")
     if recipe.dedupe.reference and len(rows):
         in_reference = reference_matches(rows, recipe)
         hit = in_reference.notna()
@@ -231,7 +234,7 @@ def cluster(manifest: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
 
 def group_identities(out: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
     """person_group for kept faces (descriptor clusters) and for their duplicates."""
-    faces = out[kept(out) & out["face_descriptor"].notna()]
+    faces = out[kept(out) & out["face_descriptor"].notna()].sort_values("item_id", kind="stable")
     if len(faces):
         config = recipe.dedupe
         names = None
