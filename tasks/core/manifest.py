@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.core.atomic import write_csv, write_parquet
+from tasks.core.atomic import write_parquet
+from tasks.core.text import write_spreadsheet_csv
 
 KEPT, QUARANTINED, DUPLICATE, EXCLUDED, FAILED = "kept", "quarantined", "duplicate", "excluded", "failed"
 STATUSES: tuple[str, ...] = (KEPT, QUARANTINED, DUPLICATE, EXCLUDED, FAILED)
@@ -117,11 +118,12 @@ def set_status(frame: pd.DataFrame, mask: pd.Series, status: str, reason: str | 
 
 
 def write(frame: pd.DataFrame, path: str | Path, csv: bool = True) -> Path:
-    """Write the manifest as Parquet (and CSV beside it), each file atomically."""
+    """Write the manifest as Parquet (raw values) and CSV beside it (for people: safe to open
+    in a spreadsheet, see tasks.core.text), each file atomically."""
     path = Path(path)
     write_parquet(path, frame)
     if csv:
-        write_csv(path.with_suffix(".csv"), frame)
+        write_spreadsheet_csv(path.with_suffix(".csv"), frame)
     return path
 
 

@@ -25,12 +25,14 @@ from tasks.core.funnel import distribution, dropped, fold_reason, funnel, split_
 from tasks.core.manifest import KEPT
 from tasks.core.paths import DatasetPaths
 from tasks.core.recipe import Recipe
+from tasks.core.text import md_block, md_code, md_text
 
 THIN_SHOWN = 12  # thin combinations named in the card, thinnest first
 
 
 def md_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
-    """A Markdown table ('|' in values escaped); numbers right-aligned."""
+    """A Markdown table of literal text (labels and reasons come from the web: no HTML, link
+    or formatting in them is rendered); numbers right-aligned."""
     if not rows:
         return "_none_\n"
     columns = columns or list(rows[0])
@@ -38,10 +40,10 @@ def md_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> st
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return f"{value:.1%}" if 0 <= value <= 1 else f"{value:.3g}"
-        return str(value).replace("|", "\\|").replace("\n", " ")
+        return md_text(value)
 
     align = ["---:" if all(isinstance(r.get(c), (int, float)) for r in rows) else "---" for c in columns]
-    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join(align) + " |"]
+    lines = ["| " + " | ".join(map(md_text, columns)) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
@@ -114,7 +116,7 @@ def gaps(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> list[st
     target = field_labels(manifest, recipe.target, recipe).loc[rows.index]
     for label, n in target.value_counts().items():
         if n < MIN_GROUP:
-            found.append(f"class `{label}` has only {n} kept image{'s' if n != 1 else ''}")
+            found.append(f"class {md_code(label)} has only {n} kept image{'s' if n != 1 else ''}")
     for attribute in recipe.attributes:
         if attribute not in rows.columns:
             continue
@@ -123,14 +125,14 @@ def gaps(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> list[st
         if unknown:
             found.append(f"{attribute} is unknown for {unknown} of {len(rows)} kept images ({unknown / len(rows):.0%})")
         table = pd.crosstab(target, values).drop(columns=[UNKNOWN], errors="ignore").stack().sort_values(kind="stable")
-        few = [f"{label} with {value} ({n})" for (label, value), n in table.items() if n < MIN_GROUP]
+        few = [md_text(f"{label} with {value} ({n})") for (label, value), n in table.items() if n < MIN_GROUP]
         if few:
             found.append(f"{len(few)} combinations of `{recipe.target}` and `{attribute}` have fewer than {MIN_GROUP} images: "
                          + "; ".join(few[:THIN_SHOWN]) + (f"; and {len(few) - THIN_SHOWN} more" if len(few) > THIN_SHOWN else ""))
     report = paths.report_json("split")
     if report.is_file():
         for warning in json.loads(report.read_text(encoding="utf-8")).get("warnings", []):
-            found.append(f"split: {warning}")
+            found.append(f"split: {md_text(warning)}")
     return found
 
 
@@ -195,7 +197,7 @@ def render(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> str:
         "`faceset hydrate manifest_share.csv OUT_DIR` downloads and verifies the images again.\n",
         "## Recipe\n",
         "The recipe this dataset was built from (settings left at their defaults are not shown):\n",
-        f"```yaml\n{recipe_yaml}```\n",
+        md_block(recipe_yaml, "yaml"),
     ]
     return "\n".join(out)
 
@@ -205,7 +207,7 @@ def _distribution_text(rows: list[dict[str, Any]], field: str) -> str:
     few = thin(rows, field)
     if not few:
         return md_table(rows)
-    return md_table(rows) + f"\n_{TOO_FEW.capitalize()} (fewer than {MIN_GROUP} images): {', '.join(few)}._\n"
+    return md_table(rows) + f"\n_{TOO_FEW.capitalize()} (fewer than {MIN_GROUP} images): {', '.join(map(md_text, few))}._\n"
 
 
 def _splits_text(recipe: Recipe, report: dict[str, Any]) -> str:
@@ -223,7 +225,7 @@ def _splits_text(recipe: Recipe, report: dict[str, Any]) -> str:
         leaks = sum(original.get("leaks", {}).values())
         text += (" Achieved shares: " + ", ".join(f"{s} {v:.1%}" for s, v in original.get("share", {}).items())
                  + "; " + (f"among strata large enough to come within {tolerance} points of the ratios, the furthest "
-                           f"off is {worst['stratum']} ({worst['split']}, {worst['deviation']:.1%} off)"
+                           f"off is {md_text(worst['stratum'])} ({worst['split']}, {worst['deviation']:.1%} off)"
                            if worst.get("stratum") else f"every stratum large enough to come within {tolerance} points "
                            "of the ratios does")
                  + f"; groups found in more than one split: {leaks}.")

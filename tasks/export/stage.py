@@ -22,19 +22,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from tasks.core.atomic import atomic_write, write_csv, write_json, write_jsonl
+from tasks.core.atomic import atomic_write, write_json, write_jsonl
 from tasks.core.binning import is_numeric
 from tasks.core.manifest import kept
 from tasks.core.paths import METADATA, SHARE_CSV, SPLITS, DatasetPaths, tree_folder
 from tasks.core.recipe import Recipe
 from tasks.core.reports import write_report
+from tasks.core.safepaths import folder_name
+from tasks.core.text import write_spreadsheet_csv
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +51,12 @@ def trees(recipe: Recipe, paths: DatasetPaths) -> dict[str, Path]:
     return {column: paths.tree(column) for column in columns}
 
 
-def safe_name(value: str) -> str:
-    """A folder name that is valid on Linux, macOS and Windows and readable: 'Computer
-    Science' stays, 'R&D/ops' becomes 'R_D_ops'."""
-    cleaned = re.sub(r"[^\w .+-]+", "_", str(value), flags=re.UNICODE).strip(" ._")
-    return cleaned[:80] or "unnamed"
-
-
 def class_dirs(values: pd.Series) -> dict[str, str]:
-    """Target value -> folder name; distinct values that clean to the same name (or differ
-    only by case, which macOS and Windows do not tell apart) get a short hash appended."""
+    """Target value -> folder name (labels stay text: '..' or '.NET' are labels like any other);
+    distinct values that clean to the same name (or differ only by case, which macOS and
+    Windows do not tell apart) get a short hash appended. The export report records the map."""
     distinct = sorted(values.dropna().astype(str).unique())
-    names = {v: safe_name(v) for v in distinct}
+    names = {v: folder_name(v) for v in distinct}
     clashes = pd.Series(names).str.casefold().duplicated(keep=False)
     for value in clashes[clashes].index:
         names[value] = f"{names[value]}_{hashlib.sha256(value.encode()).hexdigest()[:6]}"
@@ -176,8 +171,9 @@ def share_frame(frame: pd.DataFrame, recipe: Recipe, classes: dict[str, str], co
 
 
 def write_share(share: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, columns: list[str]) -> None:
-    """manifest_share.csv and a JSON beside it saying how to rebuild the folders."""
-    write_csv(paths.share_csv, share)
+    """manifest_share.csv (safe to open in a spreadsheet: tasks.core.text) and a JSON beside it
+    saying how to rebuild the folders."""
+    write_spreadsheet_csv(paths.share_csv, share)
     about = {
         "dataset": recipe.name,
         "description": recipe.description,
