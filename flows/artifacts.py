@@ -3,7 +3,9 @@
 Each stage writes its figures to `reports/<stage>.json`; this module turns any such JSON
 into markdown tables (numbers as a two-column table, counts by reason or class as tables,
 lists of records as tables), so a stage that adds figures shows them in the UI without a
-change here. Artifacts are only created inside a Prefect run; outside one they are skipped.
+change here. Reports hold text from the web (labels, reasons, URLs): every key and value
+goes in as literal text (tasks.core.text.md_text), so no HTML or link in it is rendered.
+Artifacts are only created inside a Prefect run; outside one they are skipped.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 from typing import Any
 
 from tasks.core.paths import DatasetPaths
+from tasks.core.text import md_text
 
 MAX_ROWS = 50  # longer tables are cut (the full figures stay in the JSON and report.html)
 
@@ -27,17 +30,21 @@ def _cell(value: Any) -> str:
         return f"{value:.4g}"
     if isinstance(value, (dict, list)):
         text = json.dumps(value, default=str)
-        return text if len(text) <= 80 else text[:77] + "..."
-    return str(value).replace("|", "\\|").replace("\n", " ")
+        return md_text(text if len(text) <= 80 else text[:77] + "...")
+    return md_text(value)
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(map(md_text, header)) + " |", "|" + "---|" * len(header)]
     for row in rows[:MAX_ROWS]:
         lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
     if len(rows) > MAX_ROWS:
         lines.append(f"\n_{len(rows) - MAX_ROWS} more rows in the JSON report_")
     return "\n".join(lines)
+
+
+def _section(key: Any, table: str) -> str:
+    return f"## {md_text(key)}\n\n{table}"
 
 
 def _is_scalar(value: Any) -> bool:
@@ -46,26 +53,26 @@ def _is_scalar(value: Any) -> bool:
 
 def summary_markdown(title: str, summary: dict[str, Any]) -> str:
     """Markdown for one stage's report JSON: scalars first, then one table per nested part."""
-    parts = [f"# {title}"]
+    parts = [f"# {md_text(title)}"]
     scalars = [[k, v] for k, v in summary.items() if _is_scalar(v)]
     if scalars:
         parts.append(_table(["figure", "value"], scalars))
     for key, value in summary.items():
         if isinstance(value, dict) and value:
             if all(_is_scalar(v) for v in value.values()):
-                parts.append(f"## {key}\n\n" + _table([key, "value"], [[k, v] for k, v in value.items()]))
+                parts.append(_section(key, _table([key, "value"], [[k, v] for k, v in value.items()])))
             elif all(isinstance(v, dict) for v in value.values()):
                 columns = sorted({c for v in value.values() for c in v})
                 rows = [[k, *(v.get(c, "") for c in columns)] for k, v in value.items()]
-                parts.append(f"## {key}\n\n" + _table([key, *columns], rows))
+                parts.append(_section(key, _table([key, *columns], rows)))
             else:
-                parts.append(f"## {key}\n\n" + _table([key, "value"], [[k, v] for k, v in value.items()]))
+                parts.append(_section(key, _table([key, "value"], [[k, v] for k, v in value.items()])))
         elif isinstance(value, list) and value:
             if all(isinstance(v, dict) for v in value):
                 columns = list(dict.fromkeys(c for v in value for c in v))
-                parts.append(f"## {key}\n\n" + _table(columns, [[v.get(c, "") for c in columns] for v in value]))
+                parts.append(_section(key, _table(columns, [[v.get(c, "") for c in columns] for v in value])))
             else:
-                parts.append(f"## {key}\n\n" + _table([key], [[v] for v in value]))
+                parts.append(_section(key, _table([key], [[v] for v in value])))
     return "\n\n".join(parts)
 
 
