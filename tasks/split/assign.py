@@ -39,6 +39,13 @@ def strata_labels(frame: pd.DataFrame, fields: list[str], recipe: Recipe, refere
     return joined.astype("string")
 
 
+def in_id_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows sorted by item_id. Groups and strata are numbered in row order and the seeded
+    draws below run over those numbers, so sorted rows make the split a function of the rows
+    alone, never of the order in which a crawl happened to find them."""
+    return frame.sort_values("item_id", kind="stable")
+
+
 # ---------------------------------------------------------------- groups
 
 
@@ -160,13 +167,56 @@ def _keep_previous(groups: np.ndarray, previous: np.ndarray, names: list[str], r
     return placed
 
 
+def _cover_classes(placed: np.ndarray, movable: np.ndarray, members: Groups, composed: Groups,
+                   filled: np.ndarray, targets: np.ndarray, weight: np.ndarray, rates: np.ndarray) -> None:
+    """Move single groups (in place) so that every class has rows in every split with a ratio
+    above 0, wherever its groups allow: a loader numbers classes by the folders it finds, so a
+    class missing from test shifts every label after it. Splits are filled in order (train
+    first); a move never empties a split of another class, nor an earlier split of this one;
+    among the moves allowed, the one that costs the strata's targets least is taken."""
+    open_splits = np.flatnonzero(rates > 0)
+    n_classes = max((int(c.max()) for c in members.strata if len(c)), default=-1) + 1
+    rows = np.zeros((n_classes, len(rates)), dtype=int)
+    for g in range(len(placed)):
+        rows[members.strata[g], placed[g]] += members.counts[g]
+    holders: list[list[int]] = [[] for _ in range(n_classes)]
+    for g in np.flatnonzero(movable):
+        for c in members.strata[g]:
+            holders[c].append(int(g))
+    for c in range(n_classes):
+        for rank, split in enumerate(open_splits):
+            if rows[c, split]:
+                continue
+            best, best_cost = -1, np.inf
+            for g in holders[c]:
+                here = placed[g]
+                left = rows[members.strata[g], here] - members.counts[g]
+                later = here in open_splits[rank + 1:]
+                if here == split or (left[members.strata[g] != c] <= 0).any() or (left.min() <= 0 and not later):
+                    continue
+                strata_g, counts_g = composed.strata[g], composed.counts[g]
+                cost = (_delta(filled, targets, weight, strata_g, counts_g, -1)[here]
+                        + _delta(filled, targets, weight, strata_g, counts_g, 1)[split] + (left.min() <= 0) * 1e6)
+                if cost < best_cost:
+                    best, best_cost = g, cost
+            if best >= 0:
+                here = placed[best]
+                rows[members.strata[best], here] -= members.counts[best]
+                rows[members.strata[best], split] += members.counts[best]
+                filled[composed.strata[best], here] -= composed.counts[best]
+                filled[composed.strata[best], split] += composed.counts[best]
+                placed[best] = split
+
+
 def assign(groups: np.ndarray, strata: np.ndarray, ratios: dict[str, float], seed: int,
-           previous: np.ndarray | None = None) -> np.ndarray:
+           previous: np.ndarray | None = None, classes: np.ndarray | None = None) -> np.ndarray:
     """A split name per row; every group lands in exactly one split.
 
     `groups` and `strata` are integer codes per row (0..n-1). Splits with ratio 0 get nothing.
     `previous` (a split name or None per row) keeps groups where an earlier build put them,
     so that a growing dataset never moves a test image into training; new groups fill the gaps.
+    `classes` (a code per row) puts every class in every split where its groups allow; a
+    group kept from the previous build may then leave train only, never enter it.
     """
     names = [s for s in SPLITS if s in ratios]
     rates = np.array([ratios[s] for s in names], dtype=float)
@@ -205,8 +255,25 @@ def assign(groups: np.ndarray, strata: np.ndarray, ratios: dict[str, float], see
             placed[g] = choice
         if not moved:
             break
+    if classes is not None:
+        movable = ~fixed | (placed == (names.index("train") if "train" in names else -1))
+        _cover_classes(placed, movable, compose_groups(groups, classes), composed, filled, targets, weight, rates)
     result[:] = np.asarray(names, dtype=object)[placed[groups]]
     return result
+
+
+def split_frame(frame: pd.DataFrame, strata: pd.Series, ratios: dict[str, float], seed: int, group_by: str | None,
+                target: str, previous: pd.Series | None = None) -> tuple[pd.Series, list[str]]:
+    """A split per row (`previous`, item_id -> split, kept where groups allow), every class
+    (the target's value, as the export names folders) in every split where its groups
+    allow, and a warning per class that is not."""
+    groups = group_ids(frame, group_by)
+    codes, _ = pd.factorize(strata)
+    classes = frame[target].astype("string")
+    before = None if previous is None else frame["item_id"].map(previous).astype(object).to_numpy()
+    chosen = assign(groups, codes, ratios, seed, before, pd.factorize(classes)[0])
+    splits = pd.Series(chosen, index=frame.index, dtype="string")
+    return splits, class_warnings(missing_classes(splits, classes, ratios), classes, groups)
 
 
 def ratios_of(recipe: Recipe) -> dict[str, float]:
@@ -265,6 +332,26 @@ def achieved(splits: pd.Series, strata: pd.Series, ratios: dict[str, float]) -> 
         "largest_deviation_where_size_allows": worst_sized,
         "tolerance": TOLERANCE,
     }
+
+
+def missing_classes(splits: pd.Series, classes: pd.Series, ratios: dict[str, float]) -> dict[str, list[str]]:
+    """Class -> the splits (with a ratio above 0) that hold none of its images."""
+    names = [s for s in SPLITS if ratios.get(s, 0) > 0]
+    table = pd.crosstab(classes.astype("string"), splits).reindex(columns=names, fill_value=0)
+    return {str(c): [s for s in names if row[s] == 0] for c, row in table.iterrows() if (row == 0).any()}
+
+
+def class_warnings(missing: dict[str, list[str]], classes: pd.Series, groups: np.ndarray) -> list[str]:
+    """One warning per class missing from a split, with the images and groups it has."""
+    text = classes.astype("string").to_numpy()
+    notes = []
+    for name, lacking in sorted(missing.items()):
+        mine = text == name
+        images, together = int(mine.sum()), len(np.unique(groups[mine]))
+        notes.append(f"class {name!r} has no images in {', '.join(lacking)}: {images} image{'s' * (images != 1)} in "
+                     f"{together} group{'s' * (together != 1)} (a person's photos and near-copies stay in one split) "
+                     f"are too few for every split; the export leaves its folder there empty")
+    return notes
 
 
 def leaks(frame: pd.DataFrame, column: str, group_by: str | None) -> dict[str, int]:

@@ -14,7 +14,14 @@ numbers binned) gets as close to the recipe's ratios as whole groups allow:
 2. groups, largest first, go to the split whose targets they help most (least squared
    error, weighted by 1/stratum size), so the many single images at the end fill the
    remaining gaps exactly;
-3. a few passes move single groups wherever that lowers the error further.
+3. a few passes move single groups wherever that lowers the error further;
+4. every class (target value) gets images in every split where its groups allow, train
+   first, by moving single groups at the least cost: a loader that numbers classes by
+   the folders it finds would otherwise number a split missing a class differently.
+   A class with too few groups is named in a warning.
+
+Rows are taken in item_id order and every draw is seeded, so the split is a function of
+the rows and the recipe, never of the order in which the crawl found the pages.
 
 A dataset rebuilt with more images keeps every earlier image in its split (the
 assignment is saved under `.faceset/split/`) as long as the split settings are
@@ -42,8 +49,8 @@ from tasks.core.paths import DatasetPaths, tree_folder
 from tasks.core.recipe import Recipe
 from tasks.core.reports import write_report
 from tasks.split import variants
-from tasks.split.assign import (achieved, assign, group_ids, leaks, min_stratum_size, ratios_of, strata_labels,
-                                 stratify_fields)
+from tasks.split.assign import (achieved, group_ids, in_id_order, leaks, min_stratum_size, ratios_of, split_frame,
+                                 strata_labels, stratify_fields)
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +88,15 @@ def save_assignment(paths: DatasetPaths, recipe: Recipe, splits: pd.Series, item
     write_json(settings, settings_of(recipe), indent=None)
 
 
-def split_rows(frame: pd.DataFrame, strata: pd.Series, ratios: dict[str, float], seed: int,
-               group_by: str | None, previous: pd.Series | None = None) -> tuple[pd.Series, list[str]]:
+def split_rows(frame: pd.DataFrame, strata: pd.Series, ratios: dict[str, float], recipe: Recipe,
+               previous: pd.Series | None = None) -> tuple[pd.Series, list[str]]:
     """Assign the given rows to splits (keeping `previous`, item_id -> split, where groups
-    allow); returns the splits and warnings naming small strata."""
-    groups = group_ids(frame, group_by)
-    codes, _ = pd.factorize(strata)
-    before = None if previous is None else frame["item_id"].map(previous).astype(object).to_numpy()
-    result = pd.Series(assign(groups, codes, ratios, seed, before), index=frame.index, dtype="string")
+    allow); returns the splits and warnings naming small strata and classes missing from a split."""
+    result, warnings = split_frame(frame, strata, ratios, recipe.split.seed, recipe.split.group_by, recipe.target,
+                                   previous)
     smallest = min_stratum_size(ratios)
     sizes = strata.value_counts()
     small = sizes[sizes < smallest]
-    warnings = []
     if len(small):
         listed = "; ".join(f"{name} ({n})" for name, n in small.sort_values().items())
         warnings.append(
@@ -107,13 +111,13 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> pd.DataF
     frame = manifest.copy()
     is_kept = kept(frame).fillna(False).astype(bool)
     fields = stratify_fields(recipe)
-    pool = frame[is_kept]
+    pool = in_id_order(frame[is_kept])
     labelled = pool[category_labels(pool[recipe.target]) != UNKNOWN]
     unlabelled = len(pool) - len(labelled)
     ratios = ratios_of(recipe)
     strata = strata_labels(labelled, fields, recipe, reference=labelled)
     previous = previous_assignment(paths, recipe)
-    splits, warnings = split_rows(labelled, strata, ratios, recipe.split.seed, recipe.split.group_by, previous)
+    splits, warnings = split_rows(labelled, strata, ratios, recipe, previous)
     save_assignment(paths, recipe, splits, labelled["item_id"])
     earlier = labelled["item_id"].map(previous) if previous is not None else pd.Series(pd.NA, index=labelled.index)
     stable = {"kept_from_previous_build": int((earlier == splits).fillna(False).sum()),
@@ -138,7 +142,7 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> pd.DataF
         "folder": tree_folder("split"),
         **achieved(splits, strata, ratios),
         "leaks": leaks(frame.loc[labelled.index], "split", recipe.split.group_by),
-        "warnings": warnings,
+        "warnings": list(warnings),
     }
     for variant in recipe.split.variants:
         column = f"split_{variant.name}"

@@ -25,15 +25,7 @@ import pandas as pd
 
 from tasks.core.recipe import BalancedVariant, BiasedVariant, Recipe
 from tasks.core.binning import UNKNOWN, category_labels, field_labels
-from tasks.split.assign import (
-    achieved,
-    assign,
-    compose_groups,
-    group_ids,
-    ratios_of,
-    stratify_fields,
-    strata_labels,
-)
+from tasks.split.assign import achieved, compose_groups, group_ids, ratios_of, split_frame, strata_labels, stratify_fields
 
 MAX_ROUNDS = 20  # re-selections of the balanced variant before giving up on exact equality
 SEP = "\x1f"  # joins block and cell labels in one key
@@ -41,7 +33,10 @@ SEP = "\x1f"  # joins block and cell labels in one key
 
 def build(variant: BalancedVariant | BiasedVariant, rows: pd.DataFrame, recipe: Recipe
           ) -> tuple[pd.Series, dict[str, Any], list[str]]:
-    """The split of each row the variant uses (index: those rows), its figures and warnings."""
+    """The split of each row the variant uses (index: those rows), its figures and warnings.
+
+    `rows` come in item_id order (`assign.in_id_order`): the seeded draws run over groups
+    numbered in row order."""
     if isinstance(variant, BalancedVariant):
         return balanced(variant, rows, recipe)
     return biased(variant, rows, recipe)
@@ -88,12 +83,12 @@ def _select(groups: np.ndarray, cells: np.ndarray, quota: dict[str, int], seed: 
     return mask
 
 
-def _split_chosen(rows: pd.DataFrame, fields: list[str], recipe: Recipe, ratios: dict[str, float]
-                  ) -> tuple[pd.Series, pd.Series]:
+def _split_chosen(rows: pd.DataFrame, fields: list[str], recipe: Recipe, ratios: dict[str, float],
+                  notes: list[str]) -> tuple[pd.Series, pd.Series]:
+    """The chosen rows' splits and strata; a note per class missing from a split."""
     strata = strata_labels(rows, fields, recipe, reference=rows)
-    groups = group_ids(rows, recipe.split.group_by)
-    codes, _ = pd.factorize(strata)
-    splits = pd.Series(assign(groups, codes, ratios, recipe.split.seed), index=rows.index, dtype="string")
+    splits, missing = split_frame(rows, strata, ratios, recipe.split.seed, recipe.split.group_by, recipe.target)
+    notes.extend(missing)
     return splits, strata
 
 
@@ -129,7 +124,7 @@ def balanced(variant: BalancedVariant, rows: pd.DataFrame, recipe: Recipe) -> tu
     for (b, c), n in pd.crosstab(block[chosen.index], cell[chosen.index]).stack().items():
         composition.setdefault(str(b), {})[str(c)] = int(n)
     fields = list(dict.fromkeys([*stratify_fields(recipe), *by, *variant.within]))
-    splits, strata = _split_chosen(chosen, fields, recipe, ratios_of(recipe))
+    splits, strata = _split_chosen(chosen, fields, recipe, ratios_of(recipe), notes)
     figures = {
         "by": by,
         "within": variant.within,
@@ -192,7 +187,7 @@ def biased(variant: BiasedVariant, rows: pd.DataFrame, recipe: Recipe) -> tuple[
     share = recipe.split.train + recipe.split.val
     ratios = {"train": recipe.split.train / share, "val": recipe.split.val / share}
     fields = list(dict.fromkeys([recipe.target, variant.attribute]))
-    splits, strata = _split_chosen(train_val, fields, recipe, ratios)
+    splits, strata = _split_chosen(train_val, fields, recipe, ratios, notes)
     splits = pd.concat([splits, pd.Series("test", index=complement.index, dtype="string")])
     if complement.empty:
         notes.append("the complement is empty, so there is no test set; lower or raise 'strength'")

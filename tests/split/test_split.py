@@ -96,15 +96,16 @@ def test_strata_within_two_points_where_size_allows(ratios, paths):
 
 def test_small_strata_are_spread_and_named(paths, caplog):
     manifest = synthetic_people(3, people=600)
-    rare = manifest.index[manifest["status"] == "kept"][:12]
-    manifest.loc[rare, "label"] = [f"rare{i}" for i in range(12)]  # twelve one-image classes
+    rare = manifest.index[(manifest["status"] == "kept") & (manifest["label"] == "cs")][:12]
+    manifest["gender"] = manifest["gender"].fillna("female")  # no other small strata to take the remainders
+    manifest.loc[rare, "gender"] = [f"rare{i}" for i in range(12)]  # twelve one-image strata of one class
     manifest.loc[rare, ["person_group", "dup_group", "name"]] = pd.NA
-    recipe = split_recipe(stratify=["label"])
+    recipe = split_recipe(stratify=["label", "gender"])
     with caplog.at_level(logging.WARNING, logger="tasks.split.stage"):
         out = run(manifest, recipe, paths)
     report = json.loads(paths.report_json("split").read_text())
     warning = " ".join(report["warnings"])
-    assert "label=rare0 (1)" in warning and "label=rare11 (1)" in warning
+    assert "label=cs, gender=rare0 (1)" in warning and "label=cs, gender=rare11 (1)" in warning
     assert "rare5" in caplog.text
     # the twelve singletons are not all dumped into train: controlled rounding spreads them
     assert out.loc[rare, "split"].nunique() >= 2
