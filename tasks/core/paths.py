@@ -14,6 +14,7 @@ from pathlib import Path
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 METADATA = "metadata.jsonl"  # one JSON line per exported image, beside its folders
+CLASSES = "classes.json"  # in each image tree, beside its split folders: one class numbering for every split
 SHARE_CSV = "manifest_share.csv"  # the shareable manifest: URLs and labels, no images
 SHARE_JSON = "manifest_share.json"  # what the shareable manifest's columns and folders mean
 TAKEDOWNS = "takedowns.json"  # at the data root, beside the datasets: the removal list every build applies
@@ -75,6 +76,10 @@ class DatasetPaths:
     def tree(self, column: str) -> Path:
         """The image tree of a split column (see `tree_folder`)."""
         return self.root / tree_folder(column)
+
+    def class_map(self, column: str) -> Path:
+        """The class numbering shared by every split of a split column's tree."""
+        return self.tree(column) / CLASSES
 
     @property
     def share_csv(self) -> Path:
