@@ -16,7 +16,6 @@ finished chunk of batches.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import importlib
 import inspect
@@ -24,8 +23,8 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +40,13 @@ from prefect.tasks import exponential_backoff  # noqa: E402
 
 from flows import artifacts, progress, runners  # noqa: E402
 from flows.caching import CachingMapper, RowCache, StageCache, code_version, declared_inputs, module_files, source_files, stage_key  # noqa: E402
+from tasks.core import locks  # noqa: E402
 from tasks.core import manifest as mf  # noqa: E402
 from tasks.core import takedown  # noqa: E402
 from tasks.core.errors import FacesetError  # noqa: E402
 from tasks.core.paths import DatasetPaths  # noqa: E402
 from tasks.core.recipe import STAGES, Recipe, load_recipe  # noqa: E402
-from tasks.core.storage import DataRoot, open_root  # noqa: E402
+from tasks.core.storage import DataRoot, S3Root, open_root  # noqa: E402
 
 RUNNERS = ("default", "dask")
 RETRIES = 3  # network stages: attempts after the first
@@ -356,19 +356,26 @@ def remove_partial_files(root: Path) -> int:
 
 
 @contextmanager
-def exclusive(paths: DatasetPaths) -> Iterator[None]:
-    """One build per dataset at a time on this machine (the OS drops the lock if the build is killed)."""
-    lock = paths.state / "build.lock"
-    with open(lock, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise FacesetError(f"another build of {paths.root.name} is running ({lock} is locked)",
-                               "wait for it to finish, or stop it; then run this command again") from None
+def exclusive(plan: Plan) -> Iterator[None]:
+    """One build per dataset at a time, taken before anything is pulled: an OS lock on this
+    machine (`takedown add` waits for it) and, for an s3:// data root, a lease in the bucket
+    that builds on other machines see (tasks/core/locks.py)."""
+    with locks.build_lock(plan.paths), ExitStack() as stack:
+        if isinstance(plan.root, S3Root):
+            key = locks.lease_key(plan.root.prefix)
+            stack.enter_context(locks.Lease(plan.root.client, plan.root.bucket, key, plan.recipe.name))
         yield
 
 
 # ---------------------------------------------------------------- the flow
+
+
+def _run_stages(plan: Plan, options: Options) -> None:
+    """Every stage in order, each fed the manifest the one before wrote (crawl: its own last one)."""
+    previous_crawl = plan.paths.stage_manifest("crawl")
+    manifest = str(previous_crawl) if previous_crawl.is_file() else None
+    for stage in options.order:
+        manifest = _stage_task(stage, plan.recipe)(stage, manifest, options)
 
 
 def _build_flow(recipe_path: str, data_root: str = "data", rebuild: bool = False, from_stage: str | None = None,
@@ -380,13 +387,18 @@ def _build_flow(recipe_path: str, data_root: str = "data", rebuild: bool = False
     """
     options = Options(recipe_path, data_root, rebuild, from_stage, runner, recrawl, dry_run, stages)
     plan = Plan.of(options)
-    plan.root.pull()
-    with exclusive(plan.paths):
+    with exclusive(plan):
+        plan.root.pull()
         remove_partial_files(plan.paths.root)
-        previous_crawl = plan.paths.stage_manifest("crawl")
-        manifest = str(previous_crawl) if previous_crawl.is_file() else None
-        for stage in options.order:
-            manifest = _stage_task(stage, plan.recipe)(stage, manifest, options)
+        while True:
+            requested = takedown.requests(plan.paths.root.parent)
+            _run_stages(plan, options)
+            if takedown.requests(plan.paths.root.parent) == requested:
+                break
+            # A takedown was added while the stages ran: the stages that apply the list run again (it is
+            # in their cache keys) and every later stage redoes what changed, so no output keeps the person.
+            _logger().warning("the takedown list changed during the build: applying it to every output")
+            options = replace(options, rebuild=False, from_stage=None, recrawl=False)
     if "report" in options.order:
         artifacts.publish_report_link(plan.recipe.name, artifacts.report_url(plan.paths, plan.root.url))
     return str(plan.paths.root)

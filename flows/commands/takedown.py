@@ -9,6 +9,7 @@ file is deleted. `faceset takedown list` shows the list.
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 from tasks.core.errors import FacesetError
@@ -57,7 +58,13 @@ def _s3_list(data_root: str) -> tuple[Path, object, str, str]:
 
 
 def apply_to_built(data_root: Path, dataset: str | None) -> list[tuple[str, int]]:
-    """Apply the list to every dataset already built under `data_root`: (name, images removed)."""
+    """Apply the list to every dataset already built under `data_root`: (name, images removed).
+
+    Each dataset is changed under its build lock: while a build of it runs, this waits for
+    it (that build applies the new entry itself before it finishes, see flows/build.py), so
+    a build never writes back a manifest that still holds the person.
+    """
+    from tasks.core import locks
     from tasks.core import manifest as mf
     from tasks.core import takedown
     from tasks.core.paths import DatasetPaths
@@ -68,12 +75,15 @@ def apply_to_built(data_root: Path, dataset: str | None) -> list[tuple[str, int]
         paths = DatasetPaths(folder.resolve())
         if not paths.manifest.is_file() or (dataset and folder.name != dataset):
             continue
-        frame = mf.read(paths.manifest)
-        before = int(((frame["status"] == mf.EXCLUDED) & (frame["reason"] == TAKEDOWN)).sum())
-        out = takedown.apply(frame, paths)
-        after = int(((out["status"] == mf.EXCLUDED) & (out["reason"] == TAKEDOWN)).sum())
-        if after != before:
-            mf.write(out, paths.manifest)
+        waiting = functools.partial(print, f"  {folder.name}: a build is running; waiting for it to finish "
+                                           "(it removes the image itself before it ends)", flush=True)
+        with locks.build_lock(paths, waiting):
+            frame = mf.read(paths.manifest)
+            before = int(((frame["status"] == mf.EXCLUDED) & (frame["reason"] == TAKEDOWN)).sum())
+            out = takedown.apply(frame, paths)
+            after = int(((out["status"] == mf.EXCLUDED) & (out["reason"] == TAKEDOWN)).sum())
+            if after != before:
+                mf.write(out, paths.manifest)
         done.append((folder.name, after - before))
     return done
 

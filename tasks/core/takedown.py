@@ -45,6 +45,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tasks.core.atomic import read_json, write_csv, write_json, write_text
 from tasks.core.errors import FacesetError
+from tasks.core.locks import file_lock
 from tasks.core.manifest import EXCLUDED, set_status
 from tasks.core.paths import METADATA, TAKEDOWNS, DatasetPaths
 from tasks.core.reasons import TAKEDOWN
@@ -105,12 +106,25 @@ def load(data_root: str | Path) -> list[Entry]:
                            "restore it from a backup or fix the JSON by hand; it is never rewritten by builds") from exc
 
 
+def requests(data_root: str | Path) -> frozenset[tuple[str, str, str | None]]:
+    """What the list asks to remove, without what builds learn (an image entry's URLs):
+    a change here means a build must apply the list again."""
+    return frozenset((e.kind, e.value, e.dataset) for e in load(data_root))
+
+
 def save(data_root: str | Path, entries: list[Entry]) -> Path:
     path = list_path(data_root)
     body = {"about": "images excluded from every faceset build under this data root (faceset takedown add)",
             "version": 1, "entries": [asdict(e) for e in entries]}
     write_text(path, json.dumps(body, indent=2, ensure_ascii=False) + "\n")
     return path
+
+
+def _editing(data_root: str | Path):
+    """Held while the list is read and written back, so that an entry added by `faceset
+    takedown add` is never lost to a build storing what it learned at the same moment."""
+    path = list_path(data_root)
+    return file_lock(path.with_name(path.name + ".lock"))
 
 
 def fingerprint(data_root: str | Path) -> str:
@@ -175,11 +189,12 @@ def make_entry(key: str, kind: Kind | Literal["auto"] = "auto", dataset: str | N
 
 def add(data_root: str | Path, entry: Entry) -> tuple[Entry, bool]:
     """Put an entry on the list; (the entry, False) when the same one is there already."""
-    entries = load(data_root)
-    for existing in entries:
-        if (existing.kind, existing.value, existing.dataset) == (entry.kind, entry.value, entry.dataset):
-            return existing, False
-    save(data_root, [*entries, entry])
+    with _editing(data_root):
+        entries = load(data_root)
+        for existing in entries:
+            if (existing.kind, existing.value, existing.dataset) == (entry.kind, entry.value, entry.dataset):
+                return existing, False
+        save(data_root, [*entries, entry])
     return entry, True
 
 
@@ -273,12 +288,13 @@ def remember_urls(data_root: Path, entries: list[Entry], learned: dict[int, set[
             updates[(entry.kind, entry.value, entry.dataset)] = sorted(known | urls)
     if not updates:
         return
-    current = load(data_root)
-    for i, entry in enumerate(current):
-        key = (entry.kind, entry.value, entry.dataset)
-        if key in updates:
-            current[i] = replace(entry, extra={**entry.extra, "urls": updates[key]})
-    save(data_root, current)
+    with _editing(data_root):
+        current = load(data_root)
+        for i, entry in enumerate(current):
+            key = (entry.kind, entry.value, entry.dataset)
+            if key in updates:
+                current[i] = replace(entry, extra={**entry.extra, "urls": updates[key]})
+        save(data_root, current)
 
 
 # ---------------------------------------------------------------- removal
