@@ -26,6 +26,7 @@ from tasks.core.paths import DatasetPaths
 from tasks.core.recipe import Recipe
 
 PEOPLE = 14
+LOCAL = ("--allow-private-hosts", "127.0.0.1")  # the test site is on loopback, which hydrate refuses by default
 
 
 class Recording(SimpleHTTPRequestHandler):
@@ -82,7 +83,7 @@ def test_hydrate_round_trip_reports_gone_and_altered_images(tmp_path, site, caps
     picture(999).save(site_folder / "img" / "5.png")  # the URL now serves another picture
     out = tmp_path / "rebuilt"
     Recording.agents.clear()
-    assert faceset(["hydrate", str(paths.root / "manifest_share.csv"), str(out), "--delay", "0"]) == 0
+    assert faceset(["hydrate", str(paths.root / "manifest_share.csv"), str(out), "--delay", "0", *LOCAL]) == 0
     printed = capsys.readouterr().out
     assert f"{PEOPLE - 2} of {PEOPLE} images in place" in printed
     assert "item03: gone (HTTP 404)" in printed and "item05: hash mismatch" in printed
@@ -107,7 +108,7 @@ def test_hydrate_round_trip_reports_gone_and_altered_images(tmp_path, site, caps
         assert all(original[line["file_name"]] == line for line in lines)  # same labels and attributes
     # again: nothing is downloaded twice, the problems are reported again
     Recording.agents.clear()
-    assert faceset(["hydrate", str(paths.root / "manifest_share.csv"), str(out), "--delay", "0"]) == 0
+    assert faceset(["hydrate", str(paths.root / "manifest_share.csv"), str(out), "--delay", "0", *LOCAL]) == 0
     assert len(Recording.agents) == 2
     assert json.loads((out / "hydrate_report.json").read_text())["downloaded"] == 0
 
@@ -116,7 +117,7 @@ def test_whole_images_without_crop_are_the_verified_originals(tmp_path, site):
     site_folder, base = site
     frame, paths, _ = build(tmp_path, site_folder, base)
     out = tmp_path / "whole"
-    assert faceset(["hydrate", str(paths.root / "manifest_share.csv"), str(out), "--delay", "0", "--no-crop"]) == 0
+    assert faceset(["hydrate", str(paths.root / "manifest_share.csv"), str(out), "--delay", "0", "--no-crop", *LOCAL]) == 0
     files = sorted(out.glob("splits/*/*/*.png"))
     assert len(files) == PEOPLE
     for path in files:
