@@ -7,6 +7,7 @@ them in, as Hugging Face's split detection would with `splits/balanced/train/`):
 
     splits/<split>/<class>/<item_id>.jpg          torchvision ImageFolder, Keras
     splits/<split>/metadata.jsonl                 Hugging Face `imagefolder` (file_name, label, attributes)
+    splits/classes.json                           one class numbering for every split (a folder per class in each)
     variants/<name>/<split>/<class>/<item_id>.jpg  one tree per recipe variant (balanced, biased)
     manifest_share.csv (+ .json)                  URLs, hashes, labels, splits: no images (faceset hydrate)
     DATASET_CARD.md                               card.py
@@ -106,7 +107,7 @@ def attribute_values(frame: pd.DataFrame, attributes: list[str]) -> dict[str, pd
 def export_tree(frame: pd.DataFrame, column: str, folder: Path, recipe: Recipe, paths: DatasetPaths,
                 classes: dict[str, str]) -> tuple[dict[Any, Path], list[Path], dict[str, Any]]:
     """Write one variant's tree; returns the file of each exported row (by index), the
-    metadata files and the figures."""
+    metadata files, class map and class folders, and the figures."""
     placed: dict[Any, Path] = {}
     metadata: list[Path] = []
     actions: dict[str, int] = {"linked": 0, "copied": 0, "kept": 0}
@@ -136,13 +137,31 @@ def export_tree(frame: pd.DataFrame, column: str, folder: Path, recipe: Recipe, 
             metadata.append(folder / split / METADATA)
     if missing:
         log.warning("export: %d kept images have no file to export (e.g. %s)", len(missing), ", ".join(missing[:3]))
+    labels = {label: classes[label] for label in rows[recipe.target].astype(str).unique()}
+    metadata += write_class_map(paths.class_map(column), [s for s in SPLITS if (rows[column] == s).any()], labels)
     return placed, metadata, {"folder": folder.relative_to(paths.root).as_posix(), "counts": counts, "files": actions,
                     "missing_files": missing}
 
 
+def write_class_map(class_map: Path, splits: list[str], labels: dict[str, str]) -> list[Path]:
+    """A folder for every class (`labels`: label -> folder) in every split of the tree, empty
+    where the split has none of its images, and the class map beside the splits. Loaders that
+    number classes by the folders they find (ImageFolder, Keras) then number every split
+    alike, and any other loader reads the numbers from the map. Returns what pruning must keep."""
+    if not labels:
+        return []
+    names = sorted(set(labels.values()))  # sorted as ImageFolder and Keras sort folder names
+    folders = [class_map.parent / split / name for split in splits for name in names]
+    for path in folders:
+        path.mkdir(parents=True, exist_ok=True)
+    write_json(class_map, {"classes": names, "class_to_idx": {name: i for i, name in enumerate(names)},
+                           "labels": {name: label for label, name in sorted(labels.items())}})
+    return [class_map, *folders]
+
+
 def prune(folders: list[Path], wanted: set[Path]) -> int:
     """Remove every file under `folders` that the export did not just write, then empty
-    folders: rows no longer kept, moved, or variants no longer in the recipe."""
+    folders it did not ask for: rows no longer kept, moved, or variants no longer in the recipe."""
     removed = 0
     for folder in folders:
         if not folder.is_dir():
@@ -152,7 +171,7 @@ def prune(folders: list[Path], wanted: set[Path]) -> int:
                 if path not in wanted:
                     path.unlink()
                     removed += 1
-            elif path.is_dir() and not any(path.iterdir()):
+            elif path.is_dir() and path not in wanted and not any(path.iterdir()):
                 path.rmdir()
     return removed
 

@@ -2,7 +2,9 @@
 
 The tree is the book's ImageFolder layout, which faceset's export stage writes under
 `splits/`. A `metadata.jsonl` beside the images (file_name, label and the recipe's
-attributes, one JSON object a line) gives the attributes for the subgroup report.
+attributes, one JSON object a line) gives the attributes for the subgroup report. The
+class map beside the split folders (`classes.json`, from the export) numbers the classes
+the same way in every split, even one that lacks a class.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from tasks.core.errors import FacesetError
-from tasks.core.paths import SPLITS
+from tasks.core.atomic import read_json
+from tasks.core.paths import CLASSES, SPLITS
 from tasks.vision.backbones import Normalization
 
 # Images per batch when nothing trains (validation, test, feature caches): on the CPU 16
@@ -75,16 +78,30 @@ def read_split(split_dir: Path, split: str) -> pd.DataFrame:
     return frame
 
 
+def class_names(root: Path, frame: pd.DataFrame) -> list[str]:
+    """The class names in index order: the tree's class map (CLASSES, written by the export
+    for every split alike) when there is one, else train's folders that hold images, sorted."""
+    class_map = read_json(root / CLASSES, "the classes are taken from train's folders")
+    if not isinstance(class_map, dict) or not class_map.get("classes"):
+        return sorted(frame.loc[frame["split"] == "train", "class"].unique())
+    classes = list(class_map["classes"])
+    strange = sorted(set(frame["class"]) - set(classes))
+    if strange:
+        raise FacesetError(f"folders {strange} of {root} are not classes in its {CLASSES}",
+                           f"remove those folders, or add them to {root / CLASSES}")
+    return classes
+
+
 def read_tree(directory: Path) -> tuple[pd.DataFrame, list[str]]:
-    """Every image of the tree and the class names (train's folders, sorted = class indices)."""
+    """Every image of the tree and the class names (indices: `class_names`)."""
     root = locate_splits(directory)
     parts = [read_split(root / split, split) for split in SPLITS if (root / split).is_dir()]
     frame = pd.concat(parts, ignore_index=True)
-    classes = sorted(frame.loc[frame["split"] == "train", "class"].unique())
-    unknown = sorted(set(frame["class"]) - set(classes))
-    if unknown:
+    classes = class_names(root, frame)
+    untrained = sorted(set(frame["class"]) - set(frame.loc[frame["split"] == "train", "class"]))
+    if untrained:
         raise FacesetError(
-            f"classes {unknown} appear in val/ or test/ but not in train/ of {root}",
+            f"classes {untrained} appear in val/ or test/ but not in train/ of {root}",
             "every class needs training images; move or remove those folders",
         )
     frame["target"] = frame["class"].map({c: i for i, c in enumerate(classes)}).astype(int)
