@@ -187,8 +187,11 @@ def render(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> str:
         "excludes it (status `excluded`, reason `takedown`) before anything is downloaded again; an image file is "
         "matched by perceptual hash, so resized and mirrored copies go too.\n",
         "## Files and how to load them\n",
-        "- `splits/<split>/<class>/<item_id>.jpg`: `torchvision.datasets.ImageFolder(\"splits/train\")` or "
+        "- `splits/<split>/<class>/<item_id>.jpg`: "
+        "`torchvision.datasets.ImageFolder(\"splits/train\", allow_empty=True)` or "
         "`keras.utils.image_dataset_from_directory(\"splits/train\")`.\n"
+        "- `splits/classes.json`: the class numbers (`class_to_idx`), the same for every split; every split holds a "
+        "folder for every class, empty where the split has none of its images, so folder-based loaders agree with it.\n"
         "- `splits/<split>/metadata.jsonl` (file_name, label, attributes): "
         "`datasets.load_dataset(\"imagefolder\", data_dir=\"splits\")`.\n"
         "- `variants/<name>/...`: the same layout for each variant.\n"
