@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from typing import Any, Protocol
 from tasks.core.atomic import atomic_write, read_json, write_json
 from tasks.core.errors import FacesetError
 from tasks.core.paths import TAKEDOWNS, DatasetPaths
+from tasks.core.safepaths import UnsafePath, inside
+
+log = logging.getLogger(__name__)
 
 INDEX_NAME = "s3-index.json"  # under the mirror's .faceset/: what was last pushed, by size+mtime
 UPLOAD_THREADS = 8
@@ -124,13 +128,22 @@ class S3Root:
             ) from None
 
     def _remote_objects(self) -> dict[str, dict]:
-        """key (relative to the dataset) -> listing entry."""
+        """key (relative to the dataset) -> listing entry. Folder markers ("a/") are not files;
+        a key that would lead out of the mirror ('..', an absolute path) is left out with a warning."""
         found: dict[str, dict] = {}
         paginator = self.client.get_paginator("list_objects_v2")
         pages = self._call("listing", lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=self.prefix)))
         for page in pages:
             for entry in page.get("Contents", []):
-                found[entry["Key"][len(self.prefix):]] = entry
+                rel = entry["Key"][len(self.prefix):]
+                if not rel or rel.endswith("/"):
+                    continue
+                try:
+                    inside(self.local, rel, "S3 key")
+                except UnsafePath as exc:
+                    log.warning("%s (under %s); it is not pulled", exc.message, self.url)
+                    continue
+                found[rel] = entry
         return found
 
     def pull(self) -> None:
