@@ -43,13 +43,14 @@ import imagehash
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tasks.core.atomic import read_json, write_csv, write_json, write_text
+from tasks.core.atomic import read_json, write_json, write_text
 from tasks.core.errors import FacesetError
 from tasks.core.locks import file_lock
 from tasks.core.manifest import EXCLUDED, set_status
 from tasks.core.paths import METADATA, TAKEDOWNS, DatasetPaths
 from tasks.core.reasons import TAKEDOWN
 from tasks.core.recipe import FacesConfig
+from tasks.core.text import read_spreadsheet_csv, write_spreadsheet_csv
 
 MAX_DISTANCE = 6
 Kind = Literal["url", "name", "image"]
@@ -326,9 +327,9 @@ def remove_files(rows: pd.DataFrame, paths: DatasetPaths) -> int:
         if len(kept) != len(lines):
             write_text(listing, "".join(kept))
     if paths.share_csv.is_file():
-        table = pd.read_csv(paths.share_csv, dtype=str, keep_default_na=False)
+        table = read_spreadsheet_csv(paths.share_csv)
         if table["item_id"].isin(ids).any():
-            write_csv(paths.share_csv, table[~table["item_id"].isin(ids)])
+            write_spreadsheet_csv(paths.share_csv, table[~table["item_id"].isin(ids)])
     return removed
 
 

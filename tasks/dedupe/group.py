@@ -34,6 +34,7 @@ from tasks.core.manifest import DUPLICATE, kept
 from tasks.core.paths import DatasetPaths
 from tasks.core.reasons import duplicate_of, in_reference_set
 from tasks.core.recipe import Recipe
+from tasks.core.text import read_spreadsheet_csv
 from tasks.core.unionfind import UnionFind
 from tasks.core.vectors import decode_vectors
 from tasks.dedupe import identity
@@ -167,7 +168,7 @@ def load_reference(spec: str) -> tuple[str, pd.DataFrame]:
     if not path.is_file():
         raise FacesetError(f"dedupe.reference: no manifest at {spec}",
                            "give the path of an earlier dataset's folder or its manifest.parquet / manifest.csv")
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str)
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else read_spreadsheet_csv(path)
     if "split" not in frame:
         raise FacesetError(f"dedupe.reference: {path} has no 'split' column",
                            "use the manifest of a dataset that was built through the split stage")
