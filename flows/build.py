@@ -21,6 +21,7 @@ import importlib
 import inspect
 import json
 import logging
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -256,8 +257,19 @@ def _run(stage: str, impl: Any, frame: pd.DataFrame, salt: str, plan: Plan) -> p
         out = run(frame, plan.recipe, plan.paths, mapper=mapper)
         mapper.compact()
         return out
+    except BaseException as exc:
+        if not isinstance(exc, Exception):  # Ctrl-C or SIGTERM: stop now, not after the batches in flight
+            stop_workers()
+        raise
     finally:
         executor.close()
+
+
+def stop_workers() -> None:
+    """Terminate this process's worker processes: closing their pool would wait for the batches
+    they are running, and the build must stop within seconds (a resumed build redoes those batches)."""
+    for child in multiprocessing.active_children():
+        child.terminate()
 
 
 @dataclass

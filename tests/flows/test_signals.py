@@ -1,0 +1,101 @@
+"""SIGTERM stops a build within seconds, stops its temporary Prefect server, and leaves it resumable.
+
+The build runs through the command line (`flows.cli.main(["build", ...])`, with fake stages
+swapped in by a small driver) without PREFECT_API_URL, so it starts Prefect's temporary
+server as a child process, as a user's build does. Before the fix the default SIGTERM action
+ended the process at once and that server (uvicorn) kept running, orphaned.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fakes import flow_stages as fakes
+
+from tasks.core import manifest as mf
+
+REPO = Path(__file__).resolve().parents[2]
+DRIVER = """
+import functools, sys
+import flows.build
+flows.build.build = functools.partial(flows.build.build, stages="fakes.flow_stages:stages")
+from flows.cli import main
+sys.exit(main(["build", *sys.argv[1:]]))
+"""
+STOP_WITHIN = 5.0  # seconds
+
+
+def _calls(log: Path) -> collections.Counter:
+    lines = log.read_text().split("\n") if log.exists() else []
+    return collections.Counter(line.split(" ")[0] for line in lines if line)
+
+
+def _children(pid: int) -> dict[int, str]:
+    """pid -> command line of every live process whose parent is `pid` (read from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        if fields.get("PPid", "").strip() == str(pid) and not fields.get("State", "").startswith("Z"):
+            found[int(entry.name)] = command
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return not (Path("/proc") / str(pid) / "status").read_text().split("State:\t", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_build_and_its_prefect_server_and_the_build_resumes(tmp_path):
+    fakes.write_site(tmp_path / "site.json", 40)
+    recipe = fakes.write_recipe(tmp_path)
+    log = tmp_path / "calls.log"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # a temporary server of its own
+    env.update(PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]), PREFECT_HOME=str(tmp_path / "prefect"),
+               FACESET_TEST_SITE=str(tmp_path / "site.json"), FACESET_TEST_LOG=str(log), FACESET_TEST_SLEEP="0.5",
+               FACESET_WORKERS="2", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    command = [sys.executable, "-c", DRIVER, str(recipe), "--data-root", str(tmp_path / "data")]
+    build = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while _calls(log)["faces-row"] < 2:  # in the middle of faces, its worker processes busy
+        assert build.poll() is None, build.stdout.read()
+        assert time.monotonic() < deadline, "the build never reached faces"
+        time.sleep(0.05)
+    children = _children(build.pid)
+    assert any("uvicorn" in c for c in children.values()), children  # Prefect's temporary server
+
+    sent = time.monotonic()
+    build.send_signal(signal.SIGTERM)
+    output, _ = build.communicate(timeout=60)
+    took = time.monotonic() - sent
+    assert took < STOP_WITHIN, f"the build took {took:.1f} s to stop:\n{output[-3000:]}"
+    assert build.returncode == 130 and "run the same command again to resume" in output, output[-3000:]
+    time.sleep(0.5)
+    left = {pid: c for pid, c in children.items() if _alive(pid)}
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"still running after the build stopped: {left}"
+    assert _calls(log)["faces-row"] < 40
+
+    again = subprocess.run(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=240)
+    assert again.returncode == 0, again.stdout[-3000:]
+    calls = _calls(log)
+    assert calls["crawl"] == calls["fetch"] == 1  # finished before the signal: not redone
+    assert calls["report"] == 1
+    frame = mf.read(tmp_path / "data" / "fakeset" / "manifest.parquet")
+    assert len(frame) == 40 and frame["face_path"].notna().sum() + (frame["reason"] == "no face").sum() == 40
