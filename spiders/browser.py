@@ -4,6 +4,12 @@ faceset uses Debian's `chromium` and `chromium-driver` (scripts/setup.sh install
 and gives Selenium the driver path explicitly, with SE_OFFLINE=true, so Selenium
 Manager never tries the network. Each browser gets a fresh profile folder, removed
 when it quits, so runs never share cookies or caches.
+
+A rendered page's scripts may load or navigate anywhere, and the browser would go there
+before faceset sees the final URL. So each browser reaches only the recipe's hosts
+(`host_resolver_rules`): their names pinned to addresses the URL policy checked, every
+other host unresolvable. Subdomains are not included: a rendered page that needs
+`static.example.org` names it in the source's `allowed_domains`.
 """
 
 from __future__ import annotations
@@ -11,10 +17,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.core.errors import FacesetError
+from tasks.core.urls import UrlPolicy, check_addresses, ip_literal, resolve
 
 CHROMIUM = os.environ.get("FACESET_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("FACESET_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -60,8 +68,32 @@ class Browser:
             shutil.rmtree(self.profile, ignore_errors=True)
 
 
-def start_browser(user_agent: str, page_timeout: float) -> Browser:
-    """Start one headless Chromium (blocking: call it from a worker thread, never the reactor)."""
+def _bracketed(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def host_resolver_rules(hosts: Iterable[str], policy: UrlPolicy) -> str:
+    """Chromium's `--host-resolver-rules`: only `hosts` resolve, each name to an address the
+    policy allows (resolved here, once: blocking); a host the policy refuses is left out."""
+    pinned: list[str] = []
+    literals: list[str] = []
+    for host in sorted(hosts):
+        if ip_literal(host) is not None:
+            if check_addresses(host, [host.strip("[]")], policy) is None:
+                literals.append(f"EXCLUDE {_bracketed(host.strip('[]'))}")
+            continue
+        try:
+            addresses = resolve(host)
+        except OSError:
+            continue
+        if addresses and check_addresses(host, addresses, policy) is None:
+            pinned.append(f"MAP {host} {_bracketed(addresses[0])}")
+    return ", ".join([*pinned, "MAP * ~NOTFOUND", *literals])
+
+
+def start_browser(user_agent: str, page_timeout: float, resolver_rules: str) -> Browser:
+    """Start one headless Chromium reaching only what `resolver_rules` resolves
+    (blocking: call it from a worker thread, never the reactor)."""
     os.environ["SE_OFFLINE"] = "true"
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -74,6 +106,7 @@ def start_browser(user_agent: str, page_timeout: float) -> Browser:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
     options.add_argument(f"--user-agent={user_agent}")
+    options.add_argument(f"--host-resolver-rules={resolver_rules}")
     try:
         driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
     except Exception:

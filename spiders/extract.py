@@ -101,18 +101,19 @@ def image_urls(scope: Selector, spec: FieldSpec, base_url: str) -> list[str]:
                 raw.append(largest_in_srcset(value) if _looks_like_srcset(value) else value)
             else:
                 raw.append(url_from_element(match))
-    urls: list[str] = []
+    urls: dict[str, None] = {}  # ordered and linear: a page may hold 50,000 images
     for value in raw:
         if not _usable(value):
             continue
         url = urljoin(base_url, value)
-        if urlsplit(url).scheme in ("http", "https") and url not in urls:
-            urls.append(url)
-    return urls
+        if urlsplit(url).scheme in ("http", "https"):
+            urls.setdefault(url)
+    return list(urls)
 
 
-def read_items(page: Selector, spec: ItemSpec, base_url: str, today: date) -> list[PageItem]:
-    """The items on a page: one per image found, in each `each` block (or on the whole page)."""
+def read_items(page: Selector, spec: ItemSpec, base_url: str, today: date, limit: int | None = None) -> list[PageItem]:
+    """The items on a page: one per image found, in each `each` block (or on the whole page);
+    the first `limit` only, so a hostile page of a million blocks is not read to its end."""
     scopes = page.css(spec.each) if spec.each else [page]
     items: list[PageItem] = []
     for scope in scopes:
@@ -125,4 +126,6 @@ def read_items(page: Selector, spec: ItemSpec, base_url: str, today: date) -> li
                 unmapped[name] = parsed.unmapped
         for url in image_urls(scope, spec.image, base_url):
             items.append(PageItem(url, fields, unmapped))
+            if len(items) == limit:
+                return items
     return items

@@ -3,6 +3,7 @@
 Scrapy reports failures as exception types and log messages; a researcher reading the
 manifest needs `download failed: 404`, `timeout`, `image too large` or `blocked by
 robots.txt`. One function translates, for pages (crawl report) and images (manifest).
+faceset's own refusals (the URL policy, the limits) carry their reason as they are.
 """
 
 from __future__ import annotations
@@ -12,24 +13,40 @@ from scrapy.exceptions import (
     DownloadConnectionRefusedError,
     DownloadTimeoutError,
     IgnoreRequest,
+    StopDownload,
 )
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet import error as twisted_error
 
 ROBOTS = "blocked by robots.txt"
-TOO_LARGE = "image too large"
 TIMEOUT = "timeout"
 
 
-def describe(exc: BaseException) -> str:
-    """A short reason for a failed request."""
+class Declined(IgnoreRequest):
+    """A request faceset declined itself (URL policy, limits); the message is the row's reason."""
+
+
+def too_large(what: str) -> str:
+    """The reason for a response over its size cap: `image too large`, `page too large`."""
+    return f"{what} too large"
+
+
+TOO_LARGE = too_large("image")
+
+
+def describe(exc: BaseException, what: str = "image") -> str:
+    """A short reason for a failed request of an image or a page (`what`)."""
     message = str(exc)
+    if isinstance(exc, Declined):
+        return message
+    if isinstance(exc, StopDownload):  # faceset stops a download only at the size cap (spiders/guard.py)
+        return too_large(what)
     if isinstance(exc, HttpError):
         return f"download failed: {exc.response.status}"
     if "robots.txt" in message:
         return ROBOTS
     if "max size" in message or "DOWNLOAD_MAXSIZE" in message:
-        return TOO_LARGE
+        return too_large(what)
     if isinstance(exc, (DownloadTimeoutError, TimeoutError, twisted_error.TimeoutError)):
         return TIMEOUT
     if type(exc).__name__ == "TimeoutException":  # Selenium's page-load timeout

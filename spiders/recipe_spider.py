@@ -7,14 +7,16 @@ the pages it reads links from; item pages use the source's.
 
 Bounds: a step beyond `depth_limit` is not followed, and each source stops scheduling
 pages at `page_budget`, so an endless "next month" calendar ends. Links leaving the
-source's hosts (start URLs' hosts and `allowed_domains`) are not followed.
+source's hosts (start URLs' hosts and `allowed_domains`) are not followed; every request
+(redirects included) then passes the URL policy in spiders/guard.py. A page gives at
+most `max_items_per_page` items and a source `max_items_per_source` (its crawl stops
+there); a limit that drops items is listed in the report's errors with its reason.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timezone
-from urllib.parse import urlsplit
 
 import scrapy
 from parsel import Selector
@@ -24,13 +26,9 @@ from w3lib.url import canonicalize_url
 from spiders.extract import read_items, select
 from spiders.failures import ROBOTS, describe
 from tasks.core.recipe import Recipe, Source
+from tasks.core.urls import host_allowed, host_of, source_hosts
 
 MAX_LISTED = 500  # URLs kept per list in the stats (errors, robots-blocked, pages without image)
-
-
-def _host_allowed(url: str, hosts: set[str]) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    return any(host == h or host.endswith("." + h) for h in hosts)
 
 
 class RecipeSpider(scrapy.Spider):
@@ -41,11 +39,9 @@ class RecipeSpider(scrapy.Spider):
         self.recipe = Recipe.model_validate_json(recipe_json)
         self.today = date.fromisoformat(today)
         self.sources = {s.name: s for s in self.recipe.sources}
-        self.hosts = {
-            s.name: {(urlsplit(u).hostname or "").lower() for u in s.start_urls} | {d.lower() for d in s.allowed_domains}
-            for s in self.recipe.sources
-        }
+        self.hosts = {s.name: source_hosts(s) for s in self.recipe.sources}
         self.scheduled: dict[str, set[str]] = {s.name: set() for s in self.recipe.sources}
+        self.items: dict[str, int] = {s.name: 0 for s in self.recipe.sources}  # items given per source
 
     # ------------------------------------------------------------ requests
 
@@ -56,14 +52,22 @@ class RecipeSpider(scrapy.Spider):
             values.append(value)
         self.crawler.stats.set_value(key, values)
 
+    def _error(self, url: str, reason: str) -> None:
+        """A page that failed or was cut short, with its reason, in the report's errors."""
+        self.crawler.stats.inc_value("faceset/page_errors")
+        self._listed("faceset/errors", {"url": url, "reason": reason})
+
     def _page_request(self, source: Source, url: str, step: int) -> scrapy.Request | None:
         """A request for a page of `source` at `step`, or None when a bound says no."""
         stats = self.crawler.stats
         if step > self.recipe.crawl.depth_limit:
             stats.inc_value("faceset/depth_limited")
             return None
-        if not _host_allowed(url, self.hosts[source.name]):
+        if not host_allowed(host_of(url), self.hosts[source.name]):
             stats.inc_value("faceset/offsite_skipped")
+            return None
+        if self.items[source.name] >= self.recipe.crawl.max_items_per_source:
+            stats.inc_value(f"faceset/item_limited/{source.name}")
             return None
         key = canonicalize_url(url)
         seen = self.scheduled[source.name]
@@ -97,7 +101,7 @@ class RecipeSpider(scrapy.Spider):
         stats = self.crawler.stats
         stats.inc_value(f"faceset/pages/{source.name}")
         if not hasattr(response, "text"):
-            self._listed("faceset/errors", {"url": response.url, "reason": "not a web page"})
+            self._error(response.url, "not a web page")
             return
         page = Selector(text=response.text, base_url=response.url)
         if step < len(source.follow):
@@ -121,7 +125,18 @@ class RecipeSpider(scrapy.Spider):
                     yield request
 
     def _items(self, source: Source, page: Selector, response: Response):
-        found = read_items(page, source.item, response.url, self.today)
+        per_page, per_source = self.recipe.crawl.max_items_per_page, self.recipe.crawl.max_items_per_source
+        found = read_items(page, source.item, response.url, self.today, limit=per_page + 1)
+        if len(found) > per_page:
+            self._error(response.url, f"limit: more than {per_page} images on the page, the first {per_page} "
+                        "kept (crawl.max_items_per_page)")
+            found = found[:per_page]
+        room = per_source - self.items[source.name]
+        if len(found) > room:
+            self._error(response.url, f"limit: source {source.name} reached {per_source} images; the rest of "
+                        "this page and the pages not yet crawled are dropped (crawl.max_items_per_source)")
+            found = found[:room]
+        self.items[source.name] += len(found)
         if not found:
             self.crawler.stats.inc_value("faceset/pages_without_image")
             self._listed("faceset/pages_without_image_urls", response.url)
@@ -137,10 +152,9 @@ class RecipeSpider(scrapy.Spider):
             }
 
     def on_error(self, failure) -> None:
-        reason = describe(failure.value)
+        reason = describe(failure.value, "page")
         url = failure.request.url
         if reason == ROBOTS:
             self._listed("faceset/robots_blocked", url)
         else:
-            self.crawler.stats.inc_value("faceset/page_errors")
-            self._listed("faceset/errors", {"url": url, "reason": reason})
+            self._error(url, reason)

@@ -9,6 +9,13 @@ and at interpreter exit as a last resort.
 
 It sits after robots.txt, the User-Agent and the HTTP cache in the middleware order,
 so rendered pages obey robots.txt and are cached for resume like any other page.
+
+A page whose scripts navigate elsewhere (`location.replace`) is answered as the redirect
+it is: a 302 to the browser's final URL, which RedirectMiddleware sends down the whole
+chain again, so that URL is held to the URL policy and the source's hosts
+(spiders/guard.py) and to its host's robots.txt before it is rendered in its turn. The
+browser itself reaches only the recipe's hosts (spiders/browser.py). Rendered HTML over
+`max_page_bytes` is refused as `page too large`.
 """
 
 from __future__ import annotations
@@ -19,9 +26,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from scrapy import Request, signals
-from scrapy.http import HtmlResponse
+from scrapy.http import HtmlResponse, Response
+from w3lib.url import canonicalize_url
 
-from spiders.browser import Browser, render, start_browser
+from spiders.browser import Browser, host_resolver_rules, render, start_browser
+from spiders.failures import Declined, too_large
+from spiders.settings import settings_recipe
+from tasks.core.urls import source_hosts, url_policy
 
 
 class SeleniumRenderMiddleware:
@@ -33,6 +44,10 @@ class SeleniumRenderMiddleware:
         self.workers = settings.getint("FACESET_RENDER_WORKERS", 2)
         self.timeout = settings.getfloat("DOWNLOAD_TIMEOUT", 30.0)
         self.user_agent = settings.get("USER_AGENT")
+        self.max_bytes = settings.getint("DOWNLOAD_MAXSIZE")
+        recipe = settings_recipe(settings)
+        self.policy = url_policy(recipe)
+        self.hosts = frozenset().union(*(source_hosts(source) for source in recipe.sources))
         self._executor: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._browsers: list[Browser] = []
@@ -48,7 +63,7 @@ class SeleniumRenderMiddleware:
         """This worker thread's browser, started on first use."""
         browser = getattr(self._local, "browser", None)
         if browser is None:
-            browser = start_browser(self.user_agent, self.timeout)
+            browser = start_browser(self.user_agent, self.timeout, host_resolver_rules(self.hosts, self.policy))
             self._local.browser = browser
             with self._lock:
                 self._browsers.append(browser)
@@ -66,7 +81,13 @@ class SeleniumRenderMiddleware:
         loop = asyncio.get_running_loop()
         url, html = await loop.run_in_executor(self._executor, self._render, request.url, request.meta.get("wait_for"))
         self.crawler.stats.inc_value("faceset/rendered_pages")
-        return HtmlResponse(url=url, body=html.encode("utf-8"), encoding="utf-8", request=request, flags=["rendered"])
+        if canonicalize_url(url) != canonicalize_url(request.url):
+            self.crawler.stats.inc_value("faceset/browser_navigations")
+            return Response(request.url, status=302, headers={"Location": url}, request=request, flags=["rendered"])
+        body = html.encode("utf-8")
+        if len(body) > self.max_bytes:
+            raise Declined(too_large("page"))
+        return HtmlResponse(url=request.url, body=body, encoding="utf-8", request=request, flags=["rendered"])
 
     def _quit_all(self) -> None:
         with self._lock:

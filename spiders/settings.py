@@ -3,14 +3,19 @@
 Every crawl obeys robots.txt, identifies itself as faceset with the recipe's contact,
 keeps `delay` and `concurrency` per domain, adapts with AutoThrottle, backs off on
 429/503 (Retry-After honoured), follows a bounded number of redirects, gives every
-request a deadline and caps response size (counted after decompression, which Scrapy's
-HttpCompressionMiddleware enforces against DOWNLOAD_MAXSIZE).
+request a deadline and caps response size (pages at `max_page_bytes`, images at
+`max_image_bytes`, counted after decompression, which Scrapy's
+HttpCompressionMiddleware enforces against DOWNLOAD_MAXSIZE). Every request passes the
+URL policy first (spiders/guard.py), and Scrapy's handlers for other schemes than http
+and https are switched off.
 """
 
 from __future__ import annotations
 
 from importlib import metadata
 from typing import Any
+
+from scrapy.settings import BaseSettings
 
 from tasks.core.recipe import CrawlSettings, Recipe
 
@@ -36,10 +41,16 @@ def user_agent(recipe: Recipe) -> str:
     return f"faceset/{faceset_version()} (research dataset crawler; contact: {recipe.contact})"
 
 
-def polite_settings(recipe: Recipe, log_file: str) -> dict[str, Any]:
-    """Settings shared by page crawls and image downloads."""
+def settings_recipe(settings: BaseSettings) -> Recipe:
+    """The recipe a crawl or fetch process runs (its settings carry it for the middlewares)."""
+    return Recipe.model_validate(settings.get("FACESET_RECIPE"))
+
+
+def polite_settings(recipe: Recipe, log_file: str, max_bytes: int) -> dict[str, Any]:
+    """Settings shared by page crawls and image downloads; `max_bytes` caps one response."""
     crawl: CrawlSettings = recipe.crawl
     return {
+        "FACESET_RECIPE": recipe.model_dump(mode="json"),
         "USER_AGENT": user_agent(recipe),
         "ROBOTSTXT_OBEY": crawl.obey_robots,
         "ROBOTSTXT_USER_AGENT": "faceset",
@@ -51,8 +62,9 @@ def polite_settings(recipe: Recipe, log_file: str) -> dict[str, Any]:
         "AUTOTHROTTLE_MAX_DELAY": max(60.0, crawl.delay * 10),
         "AUTOTHROTTLE_TARGET_CONCURRENCY": float(crawl.concurrency),
         "DOWNLOAD_TIMEOUT": crawl.timeout,
-        "DOWNLOAD_MAXSIZE": crawl.max_image_bytes,
-        "DOWNLOAD_WARNSIZE": min(crawl.max_image_bytes, 32 * 1024 * 1024),
+        "DOWNLOAD_MAXSIZE": max_bytes,
+        "DOWNLOAD_WARNSIZE": min(max_bytes, 32 * 1024 * 1024),
+        "DOWNLOAD_HANDLERS": {"file": None, "data": None, "ftp": None, "s3": None},
         "RETRY_ENABLED": crawl.retries > 0,
         "RETRY_TIMES": crawl.retries,
         "RETRY_HTTP_CODES": RETRY_HTTP_CODES,
@@ -67,6 +79,7 @@ def polite_settings(recipe: Recipe, log_file: str) -> dict[str, Any]:
         "REMOTE_CONTROL_ENABLED": False,  # no listening port on the crawling machine
         "DEPTH_LIMIT": 0,  # the spider bounds depth per source itself (pagination is not depth)
         "DOWNLOADER_MIDDLEWARES": {
+            "spiders.guard.UrlGuard": 50,
             "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
             "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
             "spiders.politeness.RobotsTxtForAll": 100,
@@ -82,7 +95,7 @@ def polite_settings(recipe: Recipe, log_file: str) -> dict[str, Any]:
 def crawl_settings(recipe: Recipe, job: dict[str, Any]) -> dict[str, Any]:
     """Page crawl: JOBDIR for Ctrl-C resume; an HTTP cache that replays this crawl's pages
     after any other stop ("replay") or revalidates earlier builds' pages ("revalidate")."""
-    settings = polite_settings(recipe, job["log_file"])
+    settings = polite_settings(recipe, job["log_file"], recipe.crawl.max_page_bytes)
     if any(s.render or any(f.render for f in s.follow) for s in recipe.sources):
         settings["DOWNLOADER_MIDDLEWARES"]["spiders.rendering.SeleniumRenderMiddleware"] = 950
         settings["FACESET_RENDER_WORKERS"] = recipe.crawl.render_workers
@@ -105,7 +118,7 @@ def crawl_settings(recipe: Recipe, job: dict[str, Any]) -> dict[str, Any]:
 
 def fetch_settings(recipe: Recipe, job: dict[str, Any]) -> dict[str, Any]:
     """Image download through the media pipeline into the dataset's content-addressed store."""
-    settings = polite_settings(recipe, job["log_file"])
+    settings = polite_settings(recipe, job["log_file"], recipe.crawl.max_image_bytes)
     settings.update(
         {
             "ITEM_PIPELINES": {

@@ -60,6 +60,14 @@ class CrawlSettings(_Section):
     backoff: float = Field(1.0, ge=0, description="first wait before a retry in seconds; doubles each retry")
     max_retry_after: float = Field(120.0, ge=0, description="longest Retry-After wait honoured, in seconds")
     render_workers: int = Field(2, ge=1, le=16, description="headless browsers at once for render: true pages")
+    allow_private_hosts: list[str] = Field(
+        default_factory=list, description="hosts, addresses or networks (10.1.0.0/16) on loopback, private or "
+        "link-local addresses that may be requested besides the start URLs' hosts")
+    max_items_per_page: int = Field(1000, ge=1, description="images read from one page at most; the rest are dropped")
+    max_items_per_source: int = Field(100_000, ge=1, description="images found per source at most; its crawl then stops")
+    max_page_bytes: int = Field(10_000_000, ge=1, description="largest page, after decompression")
+    max_total_bytes: int = Field(50_000_000_000, ge=1, description="bytes a build's crawl, and again its image "
+                                 "download, fetch at most; later requests are refused")
 
 
 class FieldSpec(_Section):

@@ -1,4 +1,5 @@
-"""A threaded HTTP server on 127.0.0.1 serving a dict of routes, logging every request.
+"""A threaded HTTP server on 127.0.0.1 (or another loopback address) serving a dict of routes,
+logging every request.
 
 Tests assert on the request log (e.g. that no URL under a robots.txt-disallowed folder
 was ever requested, or that a resumed crawl fetched no page twice).
@@ -30,12 +31,13 @@ class Route:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     before: list["Route"] = field(default_factory=list)  # served once each, in order, before this one
+    length: bool = True  # send Content-Length; without it the body ends when the connection closes
 
 
 class FixtureServer:
-    """Serve `routes` (path -> Route) until `stop()`; unknown paths answer 404."""
+    """Serve `routes` (path -> Route) on `host` until `stop()`; unknown paths answer 404."""
 
-    def __init__(self, routes: dict[str, Route]) -> None:
+    def __init__(self, routes: dict[str, Route], host: str = "127.0.0.1") -> None:
         self.routes = routes
         self.log: list[tuple[str, str, float]] = []  # (path, User-Agent, time)
         self._lock = threading.Lock()
@@ -73,7 +75,11 @@ class FixtureServer:
                 try:
                     self.send_response(route.status)
                     self.send_header("Content-Type", route.content_type)
-                    self.send_header("Content-Length", str(len(route.body)))
+                    if route.length:
+                        self.send_header("Content-Length", str(len(route.body)))
+                    else:
+                        self.send_header("Connection", "close")
+                        self.close_connection = True
                     for name, value in route.headers.items():
                         self.send_header(name, value)
                     self.end_headers()
@@ -84,12 +90,13 @@ class FixtureServer:
             def log_message(self, *args) -> None:
                 pass
 
-        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer((host, 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
 
     def url(self, path: str) -> str:
         return self.base + path
