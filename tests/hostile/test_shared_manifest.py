@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from sites.hostile import image, serve
+from sites.server import Route
 from sites.shares import share_row, write_share
 from sites.staff import jpeg
 
@@ -78,8 +79,9 @@ def test_a_relative_split_folder_that_climbs_out_is_refused(tmp_path):
 
 
 def test_a_damaged_row_gets_a_reason_and_the_run_goes_on(tmp_path):
-    server = serve({f"/{i}.jpg": image(i) for i in range(4)})
-    rows = [share_row("box", server.url("/0.jpg"), jpeg(0), face_box="[1,2"),
+    big = jpeg(0, size=160)  # passes the decode gate, so the box is read
+    server = serve({"/0.jpg": Route(big, "image/jpeg"), **{f"/{i}.jpg": image(i) for i in range(1, 4)}})
+    rows = [share_row("box", server.url("/0.jpg"), big, face_box="[1,2"),
             share_row("flat", server.url("/1.jpg"), jpeg(1), face_box="7"),
             share_row("hash", server.url("/2.jpg"), jpeg(2)) | {"sha256": "not a hash"},
             share_row("fine", server.url("/3.jpg"), jpeg(3))]
