@@ -169,7 +169,7 @@ class _Fetcher:
         return download(url, self.policy, self.user_agent, self.timeout, self.director)
 
 
-def _rebuild(row: dict[str, Any], targets: list[tuple[Path, str]], out: Path, config: FacesConfig | None,
+def _rebuild(row: dict[str, Any], targets: list[tuple[Path, str]], config: FacesConfig | None,
              fetch: _Fetcher) -> tuple[dict[str, Any], str]:
     """One row's files in every tree it belongs to: (its outcome, the files' suffix)."""
     folders = [child(folder / split, row["class"], "class") for folder, split in targets]
@@ -226,7 +226,7 @@ def hydrate(share_csv: str | Path, out_dir: str | Path, *, crop: bool = True, de
                 results[row["item_id"]] = {"status": "refused", "why": refused_here[0], "url": row["image_url"]}
             continue
         try:
-            outcome, suffix = _rebuild(row, targets, out, config, fetch)
+            outcome, suffix = _rebuild(row, targets, config, fetch)
         except UnsafePath as exc:
             outcome = {"status": "refused", "why": exc.message, "url": row["image_url"]}
         except DamagedRow as exc:
