@@ -143,19 +143,25 @@ def _body(response: http.client.HTTPResponse, deadline: float, timeout: float) -
     return b"".join(chunks)
 
 
+def _hydrate_hint(why: str) -> str:
+    """The policy's reason, naming the option that allows an address here (hydrate has no recipe)."""
+    return why.replace("not a host of the recipe's start URLs; crawl.allow_private_hosts can allow it",
+                       "faceset hydrate --allow-private-hosts can allow it")
+
+
 def download(url: str, policy: UrlPolicy, user_agent: str, timeout: float,
              director: urllib.request.OpenerDirector | None = None) -> Outcome:
     """The image at `url`, within `timeout` seconds in all, or why not."""
     why = check_url(url, policy)
     if why:
-        return Outcome(kind="refused", why=why)
+        return Outcome(kind="refused", why=_hydrate_hint(why))
     deadline = time.monotonic() + timeout
     request = urllib.request.Request(url, headers={"User-Agent": user_agent, "Accept": "image/*"})
     try:
         with (director or opener(policy)).open(request, timeout=timeout) as response:
             return Outcome(data=_body(response, deadline, timeout))
     except Refused as exc:
-        return Outcome(kind="refused", why=str(exc))
+        return Outcome(kind="refused", why=_hydrate_hint(str(exc)))
     except urllib.error.HTTPError as exc:
         exc.close()
         return Outcome(kind="gone" if exc.code in GONE_STATUSES else "failed", why=f"HTTP {exc.code}")

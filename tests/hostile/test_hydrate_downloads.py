@@ -40,7 +40,8 @@ def test_private_addresses_are_refused_unless_the_user_allows_them(tmp_path):
         report = _rebuild(tmp_path, rows, allow=())
         assert private.paths() == []  # never requested
         assert report["refused"] == 2 and report["ok"] == 0
-        assert report["problems"]["literal"]["why"].startswith(f"refused: loopback address {OTHER_HOST}")
+        assert report["problems"]["literal"]["why"] == (f"refused: loopback address {OTHER_HOST} "
+                                                        "(faceset hydrate --allow-private-hosts can allow it)")
         assert report["problems"]["by-name"]["why"].startswith("refused: loopback address 127.0.0.1")
         again = hydrate(tmp_path / "share" / "manifest_share.csv", tmp_path / "out", delay=0,
                         allow_private_hosts=(OTHER_HOST,))
