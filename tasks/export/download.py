@@ -22,6 +22,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
@@ -50,7 +51,7 @@ class Failed(Exception):
     """The body did not arrive whole and in time; the message is the row's reason."""
 
 
-def _connector(policy: UrlPolicy):
+def _connector(policy: UrlPolicy) -> Callable[..., socket.socket]:
     """`socket.create_connection` that connects only to addresses the policy accepts."""
 
     def create_connection(address: tuple[str, int], timeout: float | None, source_address: Any = None) -> socket.socket:
@@ -70,7 +71,8 @@ def _connector(policy: UrlPolicy):
     return create_connection
 
 
-def _guarded(connection_class: type[http.client.HTTPConnection], policy: UrlPolicy):
+def _guarded(connection_class: type[http.client.HTTPConnection], policy: UrlPolicy
+             ) -> Callable[..., http.client.HTTPConnection]:
     def connection(host: str, **kwargs: Any) -> http.client.HTTPConnection:
         conn = connection_class(host, **kwargs)
         conn._create_connection = _connector(policy)  # http.client's hook for opening its socket
