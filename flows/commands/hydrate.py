@@ -33,6 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     from tasks.core.paths import HYDRATE_REPORT
+    from tasks.core.text import terminal
     from tasks.export.hydrate import hydrate
 
     report = hydrate(args.manifest, args.out_dir, crop=args.crop, delay=args.delay, timeout=args.timeout,
@@ -40,12 +41,12 @@ def main(args: argparse.Namespace) -> int:
     print(f"{report['ok']} of {report['rows']} images in place under {args.out_dir} "
           f"({report['downloaded']} downloaded now)")
     for column, why in report["refused_folders"].items():
-        print(f"  {column}: not rebuilt: {why}")
+        print(terminal(f"  {column}: not rebuilt: {why}"))
     for kind in ("gone", "hash_mismatch", "failed", "refused"):
         if report[kind]:
             print(f"  {kind.replace('_', ' ')}: {report[kind]}")
     for item, problem in list(report["problems"].items())[:20]:
-        print(f"    {item}: {problem['status']} ({problem['why']}) {problem['url']}")
+        print(terminal(f"    {item}: {problem['status']} ({problem['why']}) {problem['url']}"))
     if len(report["problems"]) > 20:
         print(f"    ... and {len(report['problems']) - 20} more in {args.out_dir}/{HYDRATE_REPORT}")
     return 0

@@ -17,6 +17,7 @@ output format has its own way of turning text into something active:
   written: faceset's own readers of these files use it. The Parquet manifest keeps the
   raw values.
 - HTML pages are autoescaped by Jinja2 (tasks.core.templates).
+- A terminal: `terminal` shows control characters as escapes.
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def md_block(text: str, language: str = "") -> str:
     """`text` in a fenced code block that no line of it can close."""
     fence = "`" * max(3, max((len(run) for run in re.findall("`+", text)), default=0) + 1)
     return f"{fence}{language}\n{text if text.endswith(chr(10)) else text + chr(10)}{fence}\n"
+
+
+def terminal(value: Any) -> str:
+    """`value` for printing: control characters (a terminal's escape sequences, new lines)
+    shown as Python escapes, so a scraped value cannot rewrite the user's screen."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
 
 
 def spreadsheet_cell(value: Any) -> Any:

@@ -37,7 +37,8 @@ def test_classes_item_ids_and_split_folders_stay_inside_out_dir(tmp_path, capsys
             share_row("abs", server.url("/2.jpg"), jpeg(2), cls=str(outside)),
             share_row("../../../escaped-id", server.url("/3.jpg"), jpeg(3)),
             share_row("drive", server.url("/4.jpg"), jpeg(4), cls="C:evil"),
-            share_row("variant", server.url("/5.jpg"), jpeg(5), split="", split_evil="train")]
+            share_row("variant", server.url("/5.jpg"), jpeg(5), split="", split_evil="train"),
+            share_row("\x1b[2J\x1b]0;owned\x07", server.url("/6.jpg"), jpeg(6), cls="../x")]  # rewrites a terminal
     share = write_share(tmp_path / "share", rows, split_columns={"split": "splits", "split_evil": str(outside)})
     out = tmp_path / "work" / "out"
     before = _files(tmp_path)
@@ -51,7 +52,7 @@ def test_classes_item_ids_and_split_folders_stay_inside_out_dir(tmp_path, capsys
     assert not outside.exists() and not (tmp_path / "escaped").exists() and not (tmp_path / "escaped-id.jpg").exists()
     assert (out / "splits" / "train" / "cs" / "good.jpg").read_bytes() == jpeg(0)
     report = json.loads((out / "hydrate_report.json").read_text())
-    assert (report["ok"], report["refused"]) == (1, 5)
+    assert (report["ok"], report["refused"]) == (1, 6)
     problems = report["problems"]
     assert problems["up"]["why"] == ("refused: class '../../../escaped' would leave its folder "
                                      "(it holds a path separator)")
@@ -60,7 +61,8 @@ def test_classes_item_ids_and_split_folders_stay_inside_out_dir(tmp_path, capsys
     assert problems["../../../escaped-id"]["why"].startswith("refused: item_id '../../../escaped-id'")
     assert report["refused_folders"] == {"split_evil": f"refused: split folder '{outside}' would leave its folder "
                                                       "(it is an absolute path)"}
-    assert "split_evil: not rebuilt" in printed and "refused: 5" in printed
+    assert "split_evil: not rebuilt" in printed and "refused: 6" in printed
+    assert "\x1b" not in printed and "\\x1b[2J\\x1b]0;owned\\x07: refused" in printed
     # refused rows were never downloaded
     assert sorted(p for p in server.paths() if p.endswith(".jpg")) == ["/0.jpg"]
 
