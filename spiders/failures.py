@@ -26,6 +26,17 @@ class Declined(IgnoreRequest):
     """A request faceset declined itself (URL policy, limits); the message is the row's reason."""
 
 
+class BudgetSpent(StopDownload):
+    """A download stopped as it arrived because the byte budget ran out; the message is the reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(fail=True)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
 def too_large(what: str) -> str:
     """The reason for a response over its size cap: `image too large`, `page too large`."""
     return f"{what} too large"
@@ -37,9 +48,9 @@ TOO_LARGE = too_large("image")
 def describe(exc: BaseException, what: str = "image") -> str:
     """A short reason for a failed request of an image or a page (`what`)."""
     message = str(exc)
-    if isinstance(exc, Declined):
+    if isinstance(exc, (Declined, BudgetSpent)):
         return message
-    if isinstance(exc, StopDownload):  # faceset stops a download only at the size cap (spiders/guard.py)
+    if isinstance(exc, StopDownload):  # faceset stops a download only at the size cap (spiders/limits.py)
         return too_large(what)
     if isinstance(exc, HttpError):
         return f"download failed: {exc.response.status}"

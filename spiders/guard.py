@@ -1,28 +1,20 @@
-"""Downloader middleware holding every request to the URL policy and the download limits.
+"""Downloader middleware holding every request to the URL policy, with the reason when it says no.
 
 It comes first in the chain, so it sees every request Scrapy sends: the spider's pages,
 image downloads, robots.txt files, each redirect (RedirectMiddleware sends the new URL
 down the whole chain again, robots.txt included) and each browser navigation
 (spiders/rendering.py hands it back as a redirect). The policy is tasks/core/urls.py;
 a page must also stay on its source's hosts. A declined request never reaches the
-network, and its reason (`refused: ...`, `limit: ...`) goes to the request's errback:
-the crawl report's errors, or the image's manifest row.
+network, and its reason (`refused: ...`) goes to the request's errback: the crawl
+report's errors, or the image's manifest row.
 
 Host names are resolved with the reactor's caching resolver, the one the connection
 uses next, so the address checked is the address connected to.
-
-It also enforces two limits: `crawl.max_total_bytes` over the process's downloads, and
-the size cap of a response that gives no Content-Length (Scrapy cancels those without a
-reason; stopping them here lets the failure say `image too large`).
 """
 
 from __future__ import annotations
 
-from weakref import WeakKeyDictionary
-
-from scrapy import Request, signals
-from scrapy.exceptions import StopDownload
-from scrapy.http import Response
+from scrapy import Request
 from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import defer, error
 
@@ -32,18 +24,13 @@ from tasks.core.urls import check_addresses, check_url, host_of, ip_literal, sou
 
 
 class UrlGuard:
-    """Decline requests the URL policy or the limits forbid, with the reason."""
+    """Decline requests the URL policy forbids, with the reason."""
 
     def __init__(self, crawler) -> None:
         recipe = settings_recipe(crawler.settings)
         self.crawler = crawler
         self.policy = url_policy(recipe)
         self.hosts = {source.name: source_hosts(source) for source in recipe.sources}
-        self.max_total = recipe.crawl.max_total_bytes
-        self.max_size = crawler.settings.getint("DOWNLOAD_MAXSIZE")
-        self.downloaded = 0  # response bytes from the network (not the cache) so far
-        self.received: WeakKeyDictionary[Request, int] = WeakKeyDictionary()
-        crawler.signals.connect(self.bytes_received, signal=signals.bytes_received)
 
     @classmethod
     def from_crawler(cls, crawler) -> "UrlGuard":
@@ -52,17 +39,15 @@ class UrlGuard:
     async def process_request(self, request: Request, spider=None) -> None:
         reason = self.refusal(request) or await self.address_refusal(request)
         if reason:
-            self.crawler.stats.inc_value("faceset/declined")
+            self.crawler.stats.inc_value("faceset/refused")
             raise Declined(reason)
 
     def refusal(self, request: Request) -> str | None:
-        """What the URL alone forbids (scheme, the source's hosts, IP literals), or the byte budget."""
+        """What the URL alone forbids: its scheme, leaving the source's hosts, an IP literal's address."""
         source = request.meta.get("source")
         reason = check_url(request.url, self.policy, self.hosts[source] if source in self.hosts else None)
         if reason and request.meta.get("redirect_urls"):
             reason += f", reached by a redirect from {request.meta['redirect_urls'][0]}"
-        if reason is None and self.downloaded >= self.max_total:
-            reason = f"limit: the download budget of {self.max_total} bytes is spent (crawl.max_total_bytes)"
         return reason
 
     async def address_refusal(self, request: Request) -> str | None:
@@ -77,16 +62,3 @@ class UrlGuard:
         except (error.DNSLookupError, error.TimeoutError, defer.TimeoutError):
             return None  # the download itself fails, with "host not found"
         return check_addresses(host, [address], self.policy)
-
-    def process_response(self, request: Request, response: Response, spider=None) -> Response:
-        if "cached" not in response.flags:
-            self.downloaded += len(response.body)
-        return response
-
-    def bytes_received(self, data: bytes, request: Request, spider=None) -> None:
-        """Stop a download past its size cap as it arrives (the cap Scrapy applies, with a reason)."""
-        received = self.received.get(request, 0) + len(data)
-        self.received[request] = received
-        limit = request.meta.get("download_maxsize", self.max_size)
-        if limit and received > limit:
-            raise StopDownload(fail=True)

@@ -6,8 +6,8 @@ keeps `delay` and `concurrency` per domain, adapts with AutoThrottle, backs off 
 request a deadline and caps response size (pages at `max_page_bytes`, images at
 `max_image_bytes`, counted after decompression, which Scrapy's
 HttpCompressionMiddleware enforces against DOWNLOAD_MAXSIZE). Every request passes the
-URL policy first (spiders/guard.py), and Scrapy's handlers for other schemes than http
-and https are switched off.
+URL policy first (spiders/guard.py), Scrapy's handlers for other schemes than http and
+https are switched off, and downloads stop at `max_total_bytes` (spiders/limits.py).
 """
 
 from __future__ import annotations
@@ -64,7 +64,11 @@ def polite_settings(recipe: Recipe, log_file: str, max_bytes: int) -> dict[str, 
         "DOWNLOAD_TIMEOUT": crawl.timeout,
         "DOWNLOAD_MAXSIZE": max_bytes,
         "DOWNLOAD_WARNSIZE": min(max_bytes, 32 * 1024 * 1024),
-        "DOWNLOAD_HANDLERS": {"file": None, "data": None, "ftp": None, "s3": None},
+        "DOWNLOAD_HANDLERS": {"http": "spiders.limits.BudgetedDownloadHandler",
+                              "https": "spiders.limits.BudgetedDownloadHandler",
+                              "file": None, "data": None, "ftp": None, "s3": None},
+        "FACESET_MAX_TOTAL_BYTES": crawl.max_total_bytes,
+        "EXTENSIONS": {"spiders.limits.ByteLimits": 0},
         "RETRY_ENABLED": crawl.retries > 0,
         "RETRY_TIMES": crawl.retries,
         "RETRY_HTTP_CODES": RETRY_HTTP_CODES,

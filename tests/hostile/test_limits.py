@@ -1,0 +1,106 @@
+"""Attack: pages and downloads too big to handle (50,000 images on a page, endless bodies).
+
+Items per page were deduplicated with a list (quadratic: a 1.3 MB page of 50,000
+images took 15 s here), nothing capped items per page or per source, and an image over
+the size cap sent without Content-Length failed as `DownloadCancelledError`. Each limit
+now drops or refuses with a reason, and the rest of the crawl or download goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from datetime import date
+
+from parsel import Selector
+from sites.hostile import index, manifest, profile, recipe, serve
+from sites.server import Route
+from sites.staff import jpeg
+
+from spiders.extract import read_items
+from tasks.core import manifest as mf
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import ItemSpec
+from tasks.crawl import stage as crawl
+from tasks.fetch import stage as fetch
+
+
+def gallery(tag: str, count: int) -> Route:
+    images = "".join(f'<img src="/img/{tag}-{i}.jpg">' for i in range(count))
+    return Route(f'<html><body><h1>{tag}</h1><p class="label">cs</p>{images}</body></html>'.encode())
+
+
+def _crawl(tmp_path, routes: dict[str, Route], **settings):
+    site = serve({"/index.html": index([p for p in routes if p != "/index.html"]), **routes})
+    try:
+        spec = recipe([site.url("/index.html")], **settings)
+        paths = DatasetPaths.create(tmp_path)
+        result = crawl.run(mf.empty(spec.field_names), spec, paths, timeout=60)
+    finally:
+        site.stop()
+    return result, json.loads(paths.report_json("crawl").read_text()), site
+
+
+def test_a_page_of_50000_images_is_read_in_linear_time() -> None:
+    page = "<html><body>" + "".join(f'<img src="/img/{i:06d}.jpg">' for i in range(50_000)) + "</body></html>"
+    spec = ItemSpec.model_validate({"image": "img::attr(src)"})
+    started = time.perf_counter()
+    items = read_items(Selector(text=page), spec, "http://127.0.0.1/", date.today())
+    assert time.perf_counter() - started < 5.0  # 15 s with the list
+    assert len(items) == 50_000
+    assert len(read_items(Selector(text=page), spec, "http://127.0.0.1/", date.today(), limit=10)) == 10
+
+
+def test_items_per_page_and_per_source_are_capped_with_reasons(tmp_path) -> None:
+    routes = {f"/gallery/{k}.html": gallery(f"g{k}", 60) for k in range(3)}
+    result, report, _ = _crawl(tmp_path, routes, max_items_per_page=50, max_items_per_source=120)
+    assert len(result) == 120
+    reasons = Counter(error["reason"] for error in report["errors"])
+    assert reasons == {
+        "limit: more than 50 images on the page, the first 50 kept (crawl.max_items_per_page)": 3,
+        "limit: source hostile reached 120 images; the rest of this page and the pages not yet crawled are "
+        "dropped (crawl.max_items_per_source)": 1,
+    }
+
+
+def test_pages_over_the_size_cap_are_refused_with_or_without_content_length(tmp_path) -> None:
+    padding = "<!--" + "x" * 60_000 + "-->"
+    big = profile("Big", "/img/b.jpg", padding)
+    routes = {"/people/a.html": profile("Ada", "/img/a.jpg"), "/people/big.html": big,
+              "/people/endless.html": Route(big.body, length=False)}
+    result, report, site = _crawl(tmp_path, routes, max_page_bytes=50_000)
+    assert list(result["name"]) == ["Ada"]
+    assert {"url": site.url("/people/big.html"), "reason": "page too large"} in report["errors"]
+    assert {"url": site.url("/people/endless.html"), "reason": "page too large"} in report["errors"]
+
+
+def test_an_image_over_the_cap_without_content_length_is_image_too_large(tmp_path) -> None:
+    site = serve({"/img/small.jpg": Route(jpeg(1), "image/jpeg", length=False),
+                  "/img/endless.jpg": Route(jpeg(2) + bytes(100_000), "image/jpeg", length=False)})
+    urls = [site.url("/img/small.jpg"), site.url("/img/endless.jpg")]
+    try:
+        spec = recipe([site.url("/")], follow=False, max_image_bytes=50_000)
+        result = fetch.run(manifest(spec, site.url("/"), urls), spec, DatasetPaths.create(tmp_path), timeout=60)
+    finally:
+        site.stop()
+    result = result.set_index("image_url")
+    assert result.loc[urls[0], "status"] == mf.KEPT
+    assert (result.loc[urls[1], "status"], result.loc[urls[1], "reason"]) == (mf.FAILED, "image too large")
+
+
+def test_the_download_budget_stops_the_download_and_declines_later_requests(tmp_path) -> None:
+    """40 images of 10 KB, 30 KB allowed: two are stored, the third is stopped as it passes
+    the budget, and the 37 queued behind it are declined without being sent."""
+    routes = {f"/img/{i}.jpg": Route(jpeg(i) + bytes(10_000), "image/jpeg") for i in range(40)}
+    site = serve(routes)
+    urls = [site.url(path) for path in routes]
+    try:
+        spec = recipe([site.url("/")], follow=False, concurrency=1, max_total_bytes=30_000)
+        result = fetch.run(manifest(spec, site.url("/"), urls), spec, DatasetPaths.create(tmp_path), timeout=60)
+    finally:
+        site.stop()
+    kept = result["status"] == mf.KEPT
+    assert kept.sum() == 2
+    assert result.loc[~kept, "reason"].eq("limit: the download budget of 30000 bytes is spent (crawl.max_total_bytes)").all()
+    assert len([p for p in site.paths() if p.startswith("/img/")]) == 3
