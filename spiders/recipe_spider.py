@@ -23,7 +23,7 @@ from parsel import Selector
 from scrapy.http import Response
 from w3lib.url import canonicalize_url
 
-from spiders.extract import read_items, select
+from spiders.extract import PageItem, read_items, select
 from spiders.failures import ROBOTS, describe
 from tasks.core.recipe import Recipe, Source
 from tasks.core.urls import host_allowed, host_of, source_hosts
@@ -42,6 +42,7 @@ class RecipeSpider(scrapy.Spider):
         self.hosts = {s.name: source_hosts(s) for s in self.recipe.sources}
         self.scheduled: dict[str, set[str]] = {s.name: set() for s in self.recipe.sources}
         self.items: dict[str, int] = {s.name: 0 for s in self.recipe.sources}  # items given per source
+        self.item_limited: set[str] = set()  # sources that reached max_items_per_source
 
     # ------------------------------------------------------------ requests
 
@@ -125,23 +126,16 @@ class RecipeSpider(scrapy.Spider):
                     yield request
 
     def _items(self, source: Source, page: Selector, response: Response):
-        per_page, per_source = self.recipe.crawl.max_items_per_page, self.recipe.crawl.max_items_per_source
+        per_page = self.recipe.crawl.max_items_per_page
         found = read_items(page, source.item, response.url, self.today, limit=per_page + 1)
-        if len(found) > per_page:
-            self._error(response.url, f"limit: more than {per_page} images on the page, the first {per_page} "
-                        "kept (crawl.max_items_per_page)")
-            found = found[:per_page]
-        room = per_source - self.items[source.name]
-        if len(found) > room:
-            self._error(response.url, f"limit: source {source.name} reached {per_source} images; the rest of "
-                        "this page and the pages not yet crawled are dropped (crawl.max_items_per_source)")
-            found = found[:room]
-        self.items[source.name] += len(found)
         if not found:
             self.crawler.stats.inc_value("faceset/pages_without_image")
             self._listed("faceset/pages_without_image_urls", response.url)
+        if len(found) > per_page:
+            self._error(response.url, f"limit: more than {per_page} images on the page, the first {per_page} "
+                        "kept (crawl.max_items_per_page)")
         crawled_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        for item in found:
+        for item in self._within_source_limit(source, found[:per_page], response.url):
             yield {
                 "source": source.name,
                 "page_url": response.url,
@@ -150,6 +144,21 @@ class RecipeSpider(scrapy.Spider):
                 "unmapped": item.unmapped,
                 "crawled_at": crawled_at,
             }
+
+    def _within_source_limit(self, source: Source, found: list[PageItem], url: str) -> list[PageItem]:
+        """The items that still fit in the source's `max_items_per_source`; the first page
+        that loses items to it says so in the report's errors."""
+        limit = self.recipe.crawl.max_items_per_source
+        room = limit - self.items[source.name]
+        if len(found) > room:
+            self.crawler.stats.inc_value(f"faceset/item_limited/{source.name}")
+            if source.name not in self.item_limited:
+                self.item_limited.add(source.name)
+                self._error(url, f"limit: source {source.name} reached {limit} images; the rest of this page "
+                            "and the pages not yet crawled are dropped (crawl.max_items_per_source)")
+            found = found[:room]
+        self.items[source.name] += len(found)
+        return found
 
     def on_error(self, failure) -> None:
         reason = describe(failure.value, "page")

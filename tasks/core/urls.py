@@ -15,17 +15,17 @@ user's own network. Crawl, fetch, rendering and hydrate all ask here:
 The address rule applies to the addresses a host *resolves* to, since a name that
 resolves to 127.0.0.1 is loopback all the same. `check_url` needs no network (it judges
 IP literals itself); `check_addresses` judges a name's addresses, resolved by the
-caller's resolver (the Scrapy process uses its caching resolver, so the connection goes
-to the very address that was checked) or by `check_host`, which resolves with
-`getaddrinfo` (hydrate). Every refusal is a sentence starting with "refused:", the
-manifest's row reason.
+caller: the Scrapy process uses its caching resolver, hydrate `resolve`. Either way the
+connection must go to an address that was checked, or a name that changes its answer in
+between (DNS rebinding) gets past. Every refusal is a sentence starting with "refused:",
+the manifest's row reason.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
@@ -165,18 +165,3 @@ def resolve(host: str) -> list[str]:
     found = dict.fromkeys(str(info[4][0]) for info in sorted(infos, key=lambda info: info[0] != socket.AF_INET))
     return list(found)
 
-
-def check_host(host: str, policy: UrlPolicy, resolver: Callable[[str], list[str]] = resolve) -> str | None:
-    """Why `host` may not be requested once resolved; None when it may, or when it does not
-    resolve (the download then fails with its own reason). Blocking: for callers outside Scrapy.
-
-    Resolve once and connect to the address checked, or a name that changes its answer
-    between the check and the connection (DNS rebinding) gets past.
-    """
-    if ip_literal(host) is not None:
-        return check_addresses(host, [host.strip("[]")], policy)
-    try:
-        addresses = resolver(host)
-    except OSError:
-        return None
-    return check_addresses(host, addresses, policy)

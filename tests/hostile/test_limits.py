@@ -53,12 +53,13 @@ def test_a_page_of_50000_images_is_read_in_linear_time() -> None:
 
 
 def test_items_per_page_and_per_source_are_capped_with_reasons(tmp_path) -> None:
-    routes = {f"/gallery/{k}.html": gallery(f"g{k}", 60) for k in range(3)}
+    routes = {f"/gallery/{k}.html": gallery(f"g{k}", 60) for k in range(4)}  # the last page read loses all
     result, report, _ = _crawl(tmp_path, routes, max_items_per_page=50, max_items_per_source=120)
     assert len(result) == 120
+    assert report["pages_without_image"] == []
     reasons = Counter(error["reason"] for error in report["errors"])
     assert reasons == {
-        "limit: more than 50 images on the page, the first 50 kept (crawl.max_items_per_page)": 3,
+        "limit: more than 50 images on the page, the first 50 kept (crawl.max_items_per_page)": 4,
         "limit: source hostile reached 120 images; the rest of this page and the pages not yet crawled are "
         "dropped (crawl.max_items_per_source)": 1,
     }

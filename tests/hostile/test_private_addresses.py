@@ -15,7 +15,7 @@ from sites.hostile import OTHER_HOST, image, manifest, recipe, serve
 
 from tasks.core import manifest as mf
 from tasks.core.paths import DatasetPaths
-from tasks.core.urls import UrlPolicy, check_host, check_url, url_policy
+from tasks.core.urls import UrlPolicy, check_addresses, check_url, resolve, url_policy
 from tasks.fetch import stage as fetch
 
 METADATA = "/latest/meta-data/iam/security-credentials/faceset-role"
@@ -43,21 +43,24 @@ def test_public_addresses_and_trusted_hosts_pass() -> None:
     assert check_url("http://127.0.0.2:8000/a.jpg", policy) is None
     assert check_url("http://10.1.2.3/a.jpg", policy) is None
     assert check_url("http://10.2.0.1/a.jpg", policy) == f"refused: private address 10.2.0.1 {HINT}"
-    assert check_host("intranet.example", policy, lambda host: ["10.9.9.9"]) is None
+    assert check_addresses("intranet.example", ["10.9.9.9"], policy) is None
 
 
-def test_a_name_is_judged_by_the_address_it_resolves_to() -> None:
-    resolver = {"metadata.evil.test": ["169.254.169.254"], "cdn.example": ["93.184.216.34"]}.__getitem__
-    assert check_host("metadata.evil.test", UrlPolicy(), resolver) == f"refused: link-local address 169.254.169.254 {HINT}"
-    assert check_host("cdn.example", UrlPolicy(), resolver) is None
-    assert check_host("localhost", UrlPolicy()) == f"refused: loopback address 127.0.0.1 {HINT}"
+def test_a_name_is_judged_by_the_addresses_it_resolves_to() -> None:
+    policy = UrlPolicy()
+    assert check_addresses("metadata.evil.test", ["169.254.169.254"], policy) == \
+        f"refused: link-local address 169.254.169.254 {HINT}"
+    assert check_addresses("split.evil.test", ["93.184.216.34", "10.0.0.1"], policy) == \
+        f"refused: private address 10.0.0.1 {HINT}"
+    assert check_addresses("cdn.example", ["93.184.216.34"], policy) is None
+    assert check_addresses("localhost", resolve("localhost"), policy) == f"refused: loopback address 127.0.0.1 {HINT}"
 
 
 def test_the_recipes_start_hosts_are_trusted_by_name_not_by_address() -> None:
     policy = url_policy(recipe(["http://127.0.0.1:8000/", "http://intranet.example/people"]))
     assert check_url("http://127.0.0.1:9000/a.jpg", policy) is None
-    assert check_host("intranet.example", policy, lambda host: ["10.0.0.7"]) is None
-    assert check_host("localhost", policy, lambda host: ["127.0.0.1"]) == f"refused: loopback address 127.0.0.1 {HINT}"
+    assert check_addresses("intranet.example", ["10.0.0.7"], policy) is None
+    assert check_addresses("localhost", ["127.0.0.1"], policy) == f"refused: loopback address 127.0.0.1 {HINT}"
 
 
 def _fetch_from_other_hosts(tmp_path, **crawl):
