@@ -324,6 +324,8 @@ def run_stage(stage: str, manifest_in: str | None, options: Options) -> str:
         out = _run(stage, impl, frame, code + json.dumps(section, sort_keys=True), plan)
         if stage in TAKEDOWN_STAGES:
             out = takedown.apply(out, paths)
+        else:  # whatever a stage wrote into a taken-down row is blanked again
+            takedown.scrub(out, takedown.taken_down(out))
     except StageFailed:
         raise
     except FacesetError as exc:

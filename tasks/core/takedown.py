@@ -36,14 +36,14 @@ import warnings
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import imagehash
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tasks.core.atomic import read_json, write_json, write_text
+from tasks.core.atomic import read_json, read_or_absent, write_json, write_parquet, write_text
 from tasks.core.errors import FacesetError
 from tasks.core.locks import file_lock
 from tasks.core.manifest import EXCLUDED, set_status
@@ -54,7 +54,10 @@ from tasks.core.text import read_spreadsheet_csv, write_spreadsheet_csv
 
 MAX_DISTANCE = 6
 Kind = Literal["url", "name", "image"]
+Learned = dict[str, set[str]]  # "urls" and "sha256s" an entry matched
 # folders whose files derive from an image and are named by its item_id or sha256
+# what a taken-down row keeps: enough for the funnel, and for stages, which never drop a row
+TOMBSTONE = ("item_id", "source", "status", "reason", "crawled_at", "last_seen")
 PHASH_CACHE = "takedown-phash.json"  # under the dataset's state folder
 DRAFT_SIDE = 256  # smallest side JPEGs are decoded at for hashing
 # the faces stage's decompression-bomb limit: a larger image is never decoded for hashing
@@ -254,23 +257,31 @@ def image_matches(frame: pd.DataFrame, entries: list[Entry], paths: DatasetPaths
     return masks
 
 
-def matches(frame: pd.DataFrame, entries: list[Entry], paths: DatasetPaths) -> tuple[pd.Series, dict[int, set[str]]]:
-    """Rows any entry names, plus rows sharing their bytes or duplicate group; and, per image
-    entry (by position), the image URLs it matched, so later crawls exclude them before download."""
+def _normalized(frame: pd.DataFrame, column: str, normalize: Callable[[str], str]) -> pd.Series:
+    values = frame[column] if column in frame.columns else pd.Series(pd.NA, index=frame.index, dtype="string")
+    return values.astype(object).map(lambda v: normalize(v) if isinstance(v, str) and v else None)
+
+
+def matches(frame: pd.DataFrame, entries: list[Entry], paths: DatasetPaths) -> tuple[pd.Series, dict[int, Learned]]:
+    """Rows any entry names, plus rows sharing their bytes or duplicate group; and, per entry
+    (by position), the image URLs and sha256s it matched, which the list keeps (see remember):
+    the rows themselves are blanked, and later builds must still exclude those images."""
+    image_urls, page_urls = _normalized(frame, "image_url", normalize_url), _normalized(frame, "page_url", normalize_url)
+    names, shas = _normalized(frame, "name", normalize_name), _normalized(frame, "sha256", str)
+    by_image = iter(image_matches(frame, [e for e in entries if e.kind == "image"], paths))
     mask = pd.Series(False, index=frame.index)
-    urls = {e.value for e in entries if e.kind == "url"} | {u for e in entries for u in e.extra.get("urls", [])}
-    names = {e.value for e in entries if e.kind == "name"}
-    for column in ("image_url", "page_url"):
-        if urls and column in frame.columns:
-            mask |= frame[column].map(lambda u: isinstance(u, str) and normalize_url(u) in urls).astype(bool)
-    if names and "name" in frame.columns:
-        mask |= frame["name"].map(lambda n: isinstance(n, str) and normalize_name(n) in names).astype(bool)
-    positions = [i for i, e in enumerate(entries) if e.kind == "image"]
-    learned: dict[int, set[str]] = {}
-    for position, found in zip(positions, image_matches(frame, [entries[i] for i in positions], paths)):
+    learned: dict[int, Learned] = {}
+    for position, entry in enumerate(entries):
+        urls = {*entry.extra.get("urls", []), *([entry.value] if entry.kind == "url" else [])}
+        found = image_urls.isin(urls) | page_urls.isin(urls) | shas.isin(entry.extra.get("sha256s", []))
+        if entry.kind == "name":
+            found |= names == entry.value
+        if entry.kind == "image":
+            found |= next(by_image)
+        found = found.fillna(False).astype(bool)
         mask |= found
-        if found.any() and "image_url" in frame.columns:
-            learned[position] = {normalize_url(u) for u in frame.loc[found, "image_url"].dropna()}
+        if found.any():
+            learned[position] = {"urls": set(image_urls[found].dropna()), "sha256s": set(shas[found].dropna())}
     for column in ("sha256", "dup_group"):
         if column in frame.columns and mask.any():
             taken = set(frame.loc[mask, column].dropna())
@@ -278,15 +289,15 @@ def matches(frame: pd.DataFrame, entries: list[Entry], paths: DatasetPaths) -> t
     return mask, learned
 
 
-def remember_urls(data_root: Path, entries: list[Entry], learned: dict[int, set[str]]) -> None:
-    """Store the image URLs an image entry matched in the list itself, so that the next
-    build excludes them right after the crawl, before they are downloaded again."""
-    updates = {}
-    for position, urls in learned.items():
+def remember(data_root: Path, entries: list[Entry], learned: dict[int, Learned]) -> None:
+    """Store the image URLs and sha256s an entry matched in the list itself, so that the next
+    build excludes them right after the crawl (before they are downloaded again) and after the fetch."""
+    updates: dict[tuple[str, str, str | None], dict[str, list[str]]] = {}
+    for position, found in learned.items():
         entry = entries[position]
-        known = set(entry.extra.get("urls", []))
-        if not urls <= known:
-            updates[(entry.kind, entry.value, entry.dataset)] = sorted(known | urls)
+        merged = {name: sorted(set(entry.extra.get(name, [])) | values) for name, values in found.items()}
+        if any(merged[name] != sorted(entry.extra.get(name, [])) for name in merged):
+            updates[(entry.kind, entry.value, entry.dataset)] = merged
     if not updates:
         return
     with _editing(data_root):
@@ -294,7 +305,7 @@ def remember_urls(data_root: Path, entries: list[Entry], learned: dict[int, set[
         for i, entry in enumerate(current):
             key = (entry.kind, entry.value, entry.dataset)
             if key in updates:
-                current[i] = replace(entry, extra={**entry.extra, "urls": updates[key]})
+                current[i] = replace(entry, extra={**entry.extra, **updates[key]})
         save(data_root, current)
 
 
@@ -330,7 +341,41 @@ def remove_files(rows: pd.DataFrame, paths: DatasetPaths) -> int:
         table = read_spreadsheet_csv(paths.share_csv)
         if table["item_id"].isin(ids).any():
             write_spreadsheet_csv(paths.share_csv, table[~table["item_id"].isin(ids)])
+    _forget(paths, ids)
     return removed
+
+
+def _forget(paths: DatasetPaths, ids: set[str]) -> None:
+    """Take these rows out of the build's state: taken down in the stage manifests, dropped from the
+    per-image row caches, and the hashes of deleted files dropped from the takedown's own cache."""
+    for table in sorted(paths.stage_manifest("crawl").parent.glob("*.parquet")):
+        frame = read_or_absent(table, pd.read_parquet, "that stage runs again")
+        if frame is not None and "item_id" in frame.columns and frame["item_id"].isin(ids).any():
+            rows = frame["item_id"].isin(ids)
+            set_status(frame, rows, EXCLUDED, TAKEDOWN)
+            scrub(frame, rows)
+            write_parquet(table, frame)
+    for part in sorted(paths.state_folder("rows").rglob("*.parquet")):
+        rows = read_or_absent(part, pd.read_parquet, "its rows are processed again")
+        if rows is not None and "item_id" in rows.columns and rows["item_id"].isin(ids).any():
+            write_parquet(part, rows[~rows["item_id"].isin(ids)])
+    cache_file = paths.state / PHASH_CACHE
+    cache = read_json(cache_file, "the stored images are hashed again")
+    if isinstance(cache, dict):
+        write_json(cache_file, {k: v for k, v in cache.items() if Path(k.rsplit("|", 2)[0]).is_file()},
+                   indent=None, durable=False)
+
+
+def taken_down(frame: pd.DataFrame) -> pd.Series:
+    """The rows a takedown excluded."""
+    return ((frame["status"] == EXCLUDED) & (frame["reason"] == TAKEDOWN)).fillna(False).astype(bool)
+
+
+def scrub(frame: pd.DataFrame, rows: pd.Series) -> None:
+    """Blank (in place) every value of these rows but those in TOMBSTONE: a taken-down row stays
+    in the manifest (stages never drop rows) but no longer names, links or fingerprints the person."""
+    for column in [c for c in frame.columns if c not in TOMBSTONE]:
+        frame[column] = frame[column].mask(rows)
 
 
 def _paths(target: DatasetPaths | str | Path) -> DatasetPaths:
@@ -351,13 +396,12 @@ def apply(manifest: pd.DataFrame, target: DatasetPaths | str | Path, entries: li
     if frame.empty or not entries:
         return frame
     mask, learned = matches(frame, entries, paths)
-    new = mask.fillna(False).astype(bool) & ~((frame["status"] == EXCLUDED) & (frame["reason"] == TAKEDOWN)).fillna(False)
+    taken = taken_down(frame)
+    new = mask.fillna(False).astype(bool) & ~taken
     if from_list and learned:
-        remember_urls(paths.root.parent, entries, learned)
-    if not new.any():
-        return frame
-    set_status(frame, new, EXCLUDED, TAKEDOWN)
-    for column in [c for c in frame.columns if c == "split" or c.startswith("split_") or c == "export_path"]:
-        frame.loc[new, column] = pd.NA
-    remove_files(frame[new], paths)
+        remember(paths.root.parent, entries, learned)
+    if new.any():
+        set_status(frame, new, EXCLUDED, TAKEDOWN)
+        remove_files(frame[new], paths)
+    scrub(frame, new | taken)  # taken too: a re-crawl refreshes the fields of a row it finds again
     return frame

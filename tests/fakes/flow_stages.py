@@ -85,7 +85,7 @@ def crawl(manifest: pd.DataFrame, recipe, paths) -> pd.DataFrame:
 def fetch(manifest: pd.DataFrame, recipe, paths) -> pd.DataFrame:
     _log("fetch")
     out = manifest.copy()
-    for i, row in out.iterrows():
+    for i, row in out[mf.kept(out)].iterrows():  # like tasks.fetch: the images of kept rows only
         sha = hashlib.sha256(row["image_url"].encode()).hexdigest()
         target = paths.image_file(sha, "jpg")
         if not target.exists():
@@ -156,8 +156,11 @@ def crosscheck_run(manifest, recipe, paths, mapper=None):
 
 
 def crosscheck_summary(manifest, recipe, paths) -> dict:
+    """Like tasks.crosscheck: the figures, and a review page that shows kept faces by name."""
     summary = {"agreement": {"agree": int((manifest["crosscheck"] == "agree").sum())}}
     _report(paths, "crosscheck", summary)
+    kept = manifest[mf.kept(manifest)]
+    paths.review_html.write_text("".join(f"<p>{r.name} <img src='../{r.face_path}'></p>" for r in kept.itertuples()))
     return summary
 
 
@@ -186,6 +189,8 @@ def finetune_run(manifest: pd.DataFrame, recipe, paths) -> pd.DataFrame:
     _pause("finetune")
     counts = {split.name: sum(1 for _ in split.rglob("*.jpg")) for split in sorted(paths.splits.iterdir())}
     (paths.models / "fake-model.json").write_text(json.dumps({"epochs": recipe.finetune.epochs, "images": counts}))
+    tested = sorted(p.stem for p in (paths.splits / "test").rglob("*.jpg")) if (paths.splits / "test").is_dir() else []
+    (paths.models / "predictions.csv").write_text("item_id\n" + "".join(f"{item}\n" for item in tested))
     _report(paths, "finetune", {"epochs": recipe.finetune.epochs, "images": counts})
     return manifest
 

@@ -1,0 +1,86 @@
+"""A takedown leaves no trace of the person in any file of the dataset, state and caches included.
+
+A dataset is built (fake stages: real files, manifests, stage manifests, row caches, review
+page, predictions), a person is taken down with `faceset takedown add`, and the dataset is
+built again. Every file is then searched for the person's item_id, image and page URL, name
+and image sha256 (Parquet files through pandas, the rest as bytes). What may remain is the
+row itself in the manifests, as a tombstone: its item_id, status `excluded`, reason
+`takedown`, source and dates, nothing else. Before the fix the stage manifests and row caches
+kept the whole row, the manifest kept the name, URLs and hash, and the fetch cache the image.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from fakes import flow_stages as fakes
+
+from flows.cli import main as faceset
+from tasks.core import manifest as mf
+from tasks.core.takedown import TOMBSTONE
+
+FAKES = "fakes.flow_stages:stages"
+MANIFESTS = ".parquet", ".csv"
+
+
+def _tokens(row: pd.Series) -> dict[str, str]:
+    return {c: str(row[c]) for c in ("item_id", "image_url", "page_url", "name", "sha256")}
+
+
+def _table(path: Path) -> pd.DataFrame | None:
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.name == "manifest.csv":
+        return pd.read_csv(path, dtype=str)
+    return None
+
+
+def traces(root: Path, row: pd.Series) -> list[str]:
+    """Each file under `root` that names or shows the person of `row`, with what it holds of them."""
+    tokens = _tokens(row)
+    found = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        table = _table(path)
+        if table is not None and "item_id" in table.columns:
+            tombstone = table["item_id"] == tokens["item_id"]
+            others = table.loc[tombstone, [c for c in table.columns if c not in TOMBSTONE]]
+            if tombstone.any() and (others.notna().to_numpy().any() or set(table.loc[tombstone, "status"]) != {"excluded"}):
+                found.append(f"{path.relative_to(root)}: the row is not a bare tombstone")
+            text = table[~tombstone].astype(str).to_csv()
+        else:
+            text = path.read_bytes().decode("latin-1")
+        named = [kind for kind, token in tokens.items() if token in text or token in path.name]
+        if named:
+            found.append(f"{path.relative_to(root)}: {', '.join(named)}")
+    return found
+
+
+def test_a_takedown_and_a_rebuild_leave_no_file_that_names_or_shows_the_person(tmp_path, monkeypatch, prefect_server):
+    from flows.build import build
+
+    monkeypatch.setenv("FACESET_TEST_SITE", str(tmp_path / "site.json"))
+    monkeypatch.setenv("FACESET_WORKERS", "1")
+    fakes.write_site(tmp_path / "site.json", 40)
+    recipe = fakes.write_recipe(tmp_path)
+    data = tmp_path / "data"
+    root = build(recipe, data_root=data, stages=FAKES)
+    frame = mf.read(root / "manifest.parquet")
+    tested = frame[(frame["split"] == "test") & mf.kept(frame)]
+    person = tested.iloc[0]
+    before = traces(root, person)
+    for place in ("manifest.parquet", "manifest.csv", ".faceset/stages/crawl.parquet", ".faceset/rows/faces",
+                  "images/", "faces/", "splits/test/", "reports/review.html", "models/predictions.csv"):
+        assert any(t.startswith(place) for t in before), (place, before)  # the search finds each kind of trace
+
+    assert faceset(["takedown", "add", person["name"], "--kind", "name", "--data-root", str(data)]) == 0
+    build(recipe, data_root=data, stages=FAKES)
+
+    assert traces(root, person) == []
+    after = mf.read(root / "manifest.parquet").set_index("item_id")
+    assert (after.loc[person["item_id"], "status"], after.loc[person["item_id"], "reason"]) == ("excluded", "takedown")
+    other = frame[mf.kept(frame) & (frame["name"] != person["name"])].iloc[0]
+    assert traces(root, other), "another person's files must stay"
+    list_file = json.loads((data / "takedowns.json").read_text())
+    assert person["sha256"] in list_file["entries"][0]["extra"]["sha256s"]  # kept in the list, outside the dataset
