@@ -407,6 +407,7 @@ def _build_flow(recipe_path: str, data_root: str = "data", rebuild: bool = False
         while True:
             requested = takedown.requests(plan.paths.root.parent)
             _run_stages(plan, options)
+            plan.root.pull_shared()
             if takedown.requests(plan.paths.root.parent) == requested:
                 break
             # A takedown was added while the stages ran: the stages that apply the list run again (it is

@@ -43,6 +43,8 @@ class DataRoot(Protocol):
 
     def pull(self) -> None: ...
 
+    def pull_shared(self) -> None: ...
+
     def push(self) -> None: ...
 
 
@@ -58,6 +60,9 @@ class LocalRoot:
 
     def pull(self) -> None:
         self.local.mkdir(parents=True, exist_ok=True)
+
+    def pull_shared(self) -> None:
+        return None
 
     def push(self) -> None:
         return None
@@ -163,7 +168,7 @@ class S3Root:
             stat = target.stat()
             return rel, [stat.st_size, stat.st_mtime_ns, expected or sha256_file(target)]
 
-        self._pull_shared()
+        self.pull_shared()
         index_key = self._index_path.relative_to(self.local).as_posix()
         wanted = [rel for rel in remote if rel != index_key]
         with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
@@ -182,8 +187,9 @@ class S3Root:
                 "delete that object (or the whole dataset prefix) and run the build again to recreate it",
             )
 
-    def _pull_shared(self) -> None:
-        """Files kept beside the datasets, shared by all of them (the takedown list), into the mirror's parent."""
+    def pull_shared(self) -> None:
+        """Files kept beside the datasets, shared by all of them (the takedown list), into the mirror's parent
+        (again at the end of a build: a takedown added meanwhile on another machine)."""
         parent = self.prefix.rstrip("/").rpartition("/")[0]
         for name in SHARED_FILES:
             key = f"{parent}/{name}" if parent else name
