@@ -147,8 +147,12 @@ def galleries(frame: pd.DataFrame, probs: np.ndarray, classes: list[str], out_di
 
     A false positive of class c was predicted c but is not; a false negative is c but
     was predicted another class with high confidence. Returns the images per gallery.
+    Galleries of an earlier run are deleted first: one left beside the new ones could show
+    a face that has since been taken down.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("*.png"):
+        stale.unlink()
     targets = frame["target"].to_numpy()
     predicted = probs.argmax(1)
     result: dict[str, dict] = {}

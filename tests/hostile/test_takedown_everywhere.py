@@ -84,3 +84,20 @@ def test_a_takedown_and_a_rebuild_leave_no_file_that_names_or_shows_the_person(t
     assert traces(root, other), "another person's files must stay"
     list_file = json.loads((data / "takedowns.json").read_text())
     assert person["sha256"] in list_file["entries"][0]["extra"]["sha256s"]  # kept in the list, outside the dataset
+
+
+def test_a_gallery_of_an_earlier_run_is_not_left_beside_the_new_ones(tmp_path):
+    """A class with mistakes before a takedown and none after it: its old gallery (which may
+    show the person) must not stay in models/galleries/."""
+    import numpy as np
+    from PIL import Image
+
+    from tasks.finetune import evaluate
+
+    face = tmp_path / "face.png"
+    Image.new("RGB", (20, 20), (200, 0, 0)).save(face)
+    frame = pd.DataFrame({"path": [str(face), str(face)], "target": [0, 1]})
+    evaluate.galleries(frame, np.array([[0.2, 0.8], [0.1, 0.9]]), ["cat", "dog"], tmp_path / "g")
+    assert (tmp_path / "g" / "cat_false_negatives.png").is_file()
+    evaluate.galleries(frame, np.array([[0.8, 0.2], [0.1, 0.9]]), ["cat", "dog"], tmp_path / "g")  # no mistake now
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == []
