@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -341,13 +342,24 @@ def remove_files(rows: pd.DataFrame, paths: DatasetPaths) -> int:
         table = read_spreadsheet_csv(paths.share_csv)
         if table["item_id"].isin(ids).any():
             write_spreadsheet_csv(paths.share_csv, table[~table["item_id"].isin(ids)])
-    _forget(paths, ids)
+    urls = {u for column in ("image_url", "page_url") if column in rows.columns for u in rows[column].dropna().astype(str)}
+    _forget(paths, ids, urls)
     return removed
 
 
-def _forget(paths: DatasetPaths, ids: set[str]) -> None:
+def _forget(paths: DatasetPaths, ids: set[str], urls: set[str]) -> None:
     """Take these rows out of the build's state: taken down in the stage manifests, dropped from the
-    per-image row caches, and the hashes of deleted files dropped from the takedown's own cache."""
+    per-image row caches, from the crawl's and the fetch's records and logs and from the crawl's page
+    cache, and the hashes of deleted files dropped from the takedown's own cache."""
+    marks = tuple(m for m in ids | urls if m)
+    for record in sorted(p for p in paths.state.rglob("*") if p.suffix in (".jsonl", ".log") and p.is_file()):
+        lines = record.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+        kept = [line for line in lines if not any(mark in line for mark in marks)]
+        if len(kept) != len(lines):
+            write_text(record, "".join(kept))
+    for meta in sorted(paths.state_folder("crawl").rglob("meta")):  # Scrapy's page cache: one folder per request
+        if any(mark in meta.read_text(encoding="utf-8", errors="replace") for mark in marks):
+            shutil.rmtree(meta.parent, ignore_errors=True)
     for table in sorted(paths.stage_manifest("crawl").parent.glob("*.parquet")):
         frame = read_or_absent(table, pd.read_parquet, "that stage runs again")
         if frame is not None and "item_id" in frame.columns and frame["item_id"].isin(ids).any():

@@ -26,7 +26,7 @@ MANIFESTS = ".parquet", ".csv"
 
 
 def _tokens(row: pd.Series) -> dict[str, str]:
-    return {c: str(row[c]) for c in ("item_id", "image_url", "page_url", "name", "sha256")}
+    return {c: str(row[c]) for c in ("item_id", "image_url", "page_url", "name", "sha256") if pd.notna(row.get(c))}
 
 
 def _table(path: Path) -> pd.DataFrame | None:
@@ -101,3 +101,29 @@ def test_a_gallery_of_an_earlier_run_is_not_left_beside_the_new_ones(tmp_path):
     assert (tmp_path / "g" / "cat_false_negatives.png").is_file()
     evaluate.galleries(frame, np.array([[0.8, 0.2], [0.1, 0.9]]), ["cat", "dog"], tmp_path / "g")  # no mistake now
     assert sorted(p.name for p in (tmp_path / "g").iterdir()) == []
+
+
+def test_the_crawl_and_fetch_records_logs_and_page_cache_forget_the_person(tmp_path):
+    """The state real crawls and fetches leave under .faceset/: records, logs, Scrapy's page cache."""
+    from tasks.core import takedown
+    from tasks.core.paths import DatasetPaths
+
+    paths = DatasetPaths.create(tmp_path / "data" / "ds")
+    rows = [{"item_id": f"id{i}", "source": "s", "page_url": f"http://127.0.0.1/p/{i}.html",
+             "image_url": f"http://127.0.0.1/i/{i}.jpg", "name": f"Person {i}", "status": "kept"} for i in range(2)]
+    frame = mf.conform(pd.DataFrame(rows), ["name"])
+    crawl, fetch = paths.state_folder("crawl"), paths.state_folder("fetch")
+    for folder in (crawl / "httpcache" / "people" / "ab" / "ab1", crawl / "httpcache" / "people" / "cd" / "cd2", fetch):
+        folder.mkdir(parents=True)
+    (crawl / "crawl.log").write_text("".join(f"Crawled (200) <GET {r['page_url']}>\n" for r in rows))
+    (fetch / "results.jsonl").write_text("".join(json.dumps({"item_id": r["item_id"], "url": r["image_url"]}) + "\n"
+                                                 for r in rows))
+    (crawl / "httpcache" / "people" / "ab" / "ab1" / "meta").write_text(repr({"url": rows[0]["page_url"]}))
+    (crawl / "httpcache" / "people" / "cd" / "cd2" / "meta").write_text(repr({"url": rows[1]["page_url"]}))
+
+    out = takedown.apply(frame, paths, [takedown.make_entry("http://127.0.0.1/p/0.html")])
+
+    assert list(out["status"]) == ["excluded", "kept"]
+    assert traces(paths.root, frame.iloc[0]) == []
+    assert (crawl / "httpcache" / "people" / "cd" / "cd2" / "meta").is_file()  # another person's page stays
+    assert "id1" in (fetch / "results.jsonl").read_text() and "1.html" in (crawl / "crawl.log").read_text()
