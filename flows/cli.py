@@ -12,7 +12,9 @@ import argparse
 import importlib
 import os
 import pkgutil
+import signal
 import sys
+import threading
 from types import ModuleType
 
 from flows import commands
@@ -41,9 +43,20 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (`kill`, `docker stop`, systemd) stops a command as Ctrl-C does, by raising
+    KeyboardInterrupt, so that Python unwinds: locks and leases are released, worker processes
+    stopped, and Prefect's temporary server stopped at exit (its atexit hook). The default action
+    would end the process at once and leave that server running. During a flow Prefect's own
+    SIGTERM handler runs first and then calls this one."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = make_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may set signal handlers
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         return int(args.handler(args) or 0)
     except (FacesetError, RecipeError) as exc:
@@ -52,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume where it stopped", file=sys.stderr)
         return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)  # for callers in the same process (tests)
 
 
 if __name__ == "__main__":

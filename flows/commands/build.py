@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 
 from tasks.core.recipe import STAGES
@@ -35,16 +34,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM stops a build as Ctrl-C does (raising KeyboardInterrupt), so that Python unwinds:
-    the build lock and lease are released, the worker processes stopped, and Prefect's
-    temporary server is stopped at exit (its atexit hook), where the default action of
-    SIGTERM would kill this process at once and leave that server running."""
-    raise KeyboardInterrupt
-
-
 def main(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, _interrupt)  # Prefect's own handler, during the flow, ends by calling this one
     # Prefect reads its settings at import: keep its temporary server and logs quiet unless asked.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if not args.verbose:
