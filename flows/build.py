@@ -370,25 +370,28 @@ def remove_partial_files(root: Path) -> int:
 
 
 @contextmanager
-def exclusive(plan: Plan) -> Iterator[None]:
+def exclusive(plan: Plan) -> Iterator[Callable[[], None]]:
     """One build per dataset at a time, taken before anything is pulled: an OS lock on this
     machine (`takedown add` waits for it) and, for an s3:// data root, a lease in the bucket
-    that builds on other machines see (tasks/core/locks.py)."""
+    that builds on other machines see (tasks/core/locks.py). Yields a check that raises once
+    another machine has taken the lease over."""
     with locks.build_lock(plan.paths), ExitStack() as stack:
-        if isinstance(plan.root, S3Root):
-            key = locks.lease_key(plan.root.prefix)
-            stack.enter_context(locks.Lease(plan.root.client, plan.root.bucket, key, plan.recipe.name))
-        yield
+        if not isinstance(plan.root, S3Root):
+            yield lambda: None
+            return
+        key = locks.lease_key(plan.root.prefix)
+        yield stack.enter_context(locks.Lease(plan.root.client, plan.root.bucket, key, plan.recipe.name)).check
 
 
 # ---------------------------------------------------------------- the flow
 
 
-def _run_stages(plan: Plan, options: Options) -> None:
+def _run_stages(plan: Plan, options: Options, still_ours: Callable[[], None]) -> None:
     """Every stage in order, each fed the manifest the one before wrote (crawl: its own last one)."""
     previous_crawl = plan.paths.stage_manifest("crawl")
     manifest = str(previous_crawl) if previous_crawl.is_file() else None
     for stage in options.order:
+        still_ours()
         manifest = _stage_task(stage, plan.recipe)(stage, manifest, options)
 
 
@@ -401,12 +404,12 @@ def _build_flow(recipe_path: str, data_root: str = "data", rebuild: bool = False
     """
     options = Options(recipe_path, data_root, rebuild, from_stage, runner, recrawl, dry_run, stages)
     plan = Plan.of(options)
-    with exclusive(plan):
+    with exclusive(plan) as still_ours:
         plan.root.pull()
         remove_partial_files(plan.paths.root)
         while True:
             requested = takedown.requests(plan.paths.root.parent)
-            _run_stages(plan, options)
+            _run_stages(plan, options, still_ours)
             plan.root.pull_shared()
             if takedown.requests(plan.paths.root.parent) == requested:
                 break

@@ -68,6 +68,11 @@ def _error_code(exc: Exception) -> str:
     return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
+def _refused(exc: Exception) -> bool:
+    """S3 refused a conditional write: the object exists, or is no longer the version we wrote."""
+    return _error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "412")
+
+
 class Lease:
     """A build's lease on one dataset of an S3 bucket (see the module docstring)."""
 
@@ -76,6 +81,7 @@ class Lease:
         self.token = uuid.uuid4().hex
         self.holder = f"{socket.gethostname()} (process {os.getpid()})"
         self.etag: str | None = None
+        self.lost = False  # another machine took it over after renewals failed
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -102,10 +108,13 @@ class Lease:
             self._put(IfNoneMatch="*")
             return
         except ClientError as exc:
-            if _error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+            if not _refused(exc):
                 raise FacesetError(f"the build lock in s3://{self.bucket}/{self.key} cannot be written: {exc}",
                                    "check the bucket and your permissions to write to it") from None
-        current = self.client.get_object(Bucket=self.bucket, Key=self.key)
+        try:
+            current = self.client.get_object(Bucket=self.bucket, Key=self.key)
+        except ClientError:  # released in the meantime
+            return self.acquire()
         try:
             held = json.loads(current["Body"].read())
         except ValueError:
@@ -123,12 +132,26 @@ class Lease:
                     self.what, held.get("holder", "another machine"))
 
     def _renew(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         while not self._stop.wait(self.seconds / 4):  # three renewals may fail before it expires
             try:
                 self._put(IfMatch=str(self.etag))
-            except Exception as exc:  # noqa: BLE001 - reported; the build goes on, the lease may be lost
-                log.error("the build lock of %s in s3://%s/%s could not be renewed (%s); another machine may "
-                          "start the same build", self.what, self.bucket, self.key, exc)
+            except ClientError as exc:
+                if _refused(exc):
+                    self.lost = True
+                    log.error("another machine took over the build lock of %s", self.what)
+                    return
+                log.warning("the build lock of %s could not be renewed (%s); trying again", self.what, exc)
+            except BotoCoreError as exc:
+                log.warning("the build lock of %s could not be renewed (%s); trying again", self.what, exc)
+
+    def check(self) -> None:
+        """Raise when another machine has taken the lease over: this build must write no more."""
+        if self.lost:
+            raise FacesetError(f"another machine took over the build lock of {self.what} in s3://{self.bucket}/"
+                               f"{self.key}: this build could not renew it for {self.seconds:.0f} s, and stops",
+                               "check the network to the bucket; run the build again once the other one has finished")
 
     def release(self) -> None:
         """Stop renewing and delete the lease, unless another machine has taken it over."""

@@ -117,3 +117,17 @@ def test_the_lease_of_a_crashed_build_is_taken_over_after_it_expires(s3):
         assert _token(client, bucket, key) == taker.token
         with pytest.raises(FacesetError, match="another build of ds is running"):
             locks.Lease(client, bucket, key, "ds").acquire()
+
+
+def test_a_build_whose_lease_was_taken_over_stops(s3):
+    """Renewals failed long enough for another machine to take the lease: the first must write no more."""
+    client, bucket = s3
+    key = locks.lease_key("p/ds/")
+    first = locks.Lease(client, bucket, key, "ds", seconds=1.2)
+    first.acquire()
+    time.sleep(2.5)  # not renewed (a network cut): it expires
+    with locks.Lease(client, bucket, key, "ds") as second:
+        first._renew()  # the network is back: its next renewal finds the lease taken over
+        with pytest.raises(FacesetError, match="another machine took over the build lock of ds"):
+            first.check()
+        second.check()
