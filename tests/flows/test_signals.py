@@ -69,26 +69,33 @@ def test_sigterm_stops_the_build_and_its_prefect_server_and_the_build_resumes(tm
                FACESET_TEST_SITE=str(tmp_path / "site.json"), FACESET_TEST_LOG=str(log), FACESET_TEST_SLEEP="0.5",
                FACESET_WORKERS="2", PREFECT_SERVER_ANALYTICS_ENABLED="false")
     command = [sys.executable, "-c", DRIVER, str(recipe), "--data-root", str(tmp_path / "data")]
-    build = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 240
-    while _calls(log)["faces-row"] < 2:  # in the middle of faces, its worker processes busy
-        assert build.poll() is None, build.stdout.read()
-        assert time.monotonic() < deadline, "the build never reached faces"
-        time.sleep(0.05)
-    children = _children(build.pid)
-    assert any("uvicorn" in c for c in children.values()), children  # Prefect's temporary server
+    out = tmp_path / "build-output.txt"
+    with open(out, "w") as output:  # a file, not a pipe: a surviving server would hold a pipe open
+        build = subprocess.Popen(command, env=env, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
+    children: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 240
+        while _calls(log)["faces-row"] < 2:  # in the middle of faces, its worker processes busy
+            assert build.poll() is None, out.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the build never reached faces"
+            time.sleep(0.05)
+        children = _children(build.pid)
+        assert any("uvicorn" in c for c in children.values()), children  # Prefect's temporary server
 
-    sent = time.monotonic()
-    build.send_signal(signal.SIGTERM)
-    output, _ = build.communicate(timeout=60)
-    took = time.monotonic() - sent
-    assert took < STOP_WITHIN, f"the build took {took:.1f} s to stop:\n{output[-3000:]}"
-    assert build.returncode == 130 and "run the same command again to resume" in output, output[-3000:]
-    time.sleep(0.5)
-    left = {pid: c for pid, c in children.items() if _alive(pid)}
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    assert not left, f"still running after the build stopped: {left}"
+        sent = time.monotonic()
+        build.send_signal(signal.SIGTERM)
+        build.wait(timeout=60)
+        took = time.monotonic() - sent
+        said = out.read_text()
+        assert took < STOP_WITHIN, f"the build took {took:.1f} s to stop:\n{said[-3000:]}"
+        assert build.returncode == 130 and "run the same command again to resume" in said, said[-3000:]
+        time.sleep(0.5)
+        left = {pid: c for pid, c in children.items() if _alive(pid)}
+        assert not left, f"still running after the build stopped: {left}"
+    finally:
+        build.kill()
+        for pid in [pid for pid in children if _alive(pid)]:
+            os.kill(pid, signal.SIGKILL)
     assert _calls(log)["faces-row"] < 40
 
     again = subprocess.run(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
