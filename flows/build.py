@@ -24,7 +24,7 @@ import logging
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -259,13 +259,13 @@ def _run(stage: str, impl: Any, frame: pd.DataFrame, salt: str, plan: Plan) -> p
         return out
     except BaseException as exc:
         if not isinstance(exc, Exception):  # Ctrl-C or SIGTERM: stop now, not after the batches in flight
-            stop_workers()
+            _stop_workers()
         raise
     finally:
         executor.close()
 
 
-def stop_workers() -> None:
+def _stop_workers() -> None:
     """Terminate this process's worker processes: closing their pool would wait for the batches
     they are running, and the build must stop within seconds (a resumed build redoes those batches)."""
     for child in multiprocessing.active_children():
@@ -375,12 +375,12 @@ def exclusive(plan: Plan) -> Iterator[Callable[[], None]]:
     machine (`takedown add` waits for it) and, for an s3:// data root, a lease in the bucket
     that builds on other machines see (tasks/core/locks.py). Yields a check that raises once
     another machine has taken the lease over."""
-    with locks.build_lock(plan.paths), ExitStack() as stack:
+    with locks.build_lock(plan.paths):
         if not isinstance(plan.root, S3Root):
             yield lambda: None
             return
-        key = locks.lease_key(plan.root.prefix)
-        yield stack.enter_context(locks.Lease(plan.root.client, plan.root.bucket, key, plan.recipe.name)).check
+        with locks.Lease(plan.root.client, plan.root.bucket, locks.lease_key(plan.root.prefix), plan.recipe.name) as lease:
+            yield lease.check
 
 
 # ---------------------------------------------------------------- the flow
