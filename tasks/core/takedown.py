@@ -4,7 +4,9 @@ The list lives with the data, not with the code or a dataset: `<data_root>/taked
 is shared by every dataset under that data root (a person removed from one dataset is
 removed from all of them; an entry may be limited to one dataset with `dataset`). Builds
 never remove entries, so the list survives rebuilds and `--rebuild`; they only add to an
-image entry the URLs it was found at, so the next crawl excludes those before download.
+entry the image URLs and sha256s it matched, so the next crawl excludes those before
+download and the next fetch a copy of the same bytes. The list is read and written back
+under its own lock (`takedowns.json.lock`).
 
 An entry is one of
 
@@ -22,8 +24,12 @@ With an `s3://bucket/prefix` data root the list is `s3://bucket/prefix/takedowns
 `apply` marks every match `excluded` with reason `takedown`, together with every row that
 shares its bytes (`sha256`) or is a near-copy of it (`dup_group`), and deletes their files
 from images/, faces/, quarantine/, splits/, variants/ and the metadata and shared
-manifest that list them. The build calls it after crawl (URL and name entries: excluded
-before anything is downloaded), after fetch and after faces (image entries).
+manifest that list them; the build's state forgets them too (stage manifests, row caches,
+crawl and fetch records, logs and page cache). The row itself stays, as a tombstone that
+keeps only TOMBSTONE's columns. The build calls it after crawl (URL and name entries:
+excluded before anything is downloaded), after fetch and after faces (image entries); the
+later stages then run again on what changed, which regenerates the reports, the review page
+and the model's predictions and galleries without the person.
 """
 
 from __future__ import annotations
