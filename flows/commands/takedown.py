@@ -37,9 +37,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _s3_list(data_root: str) -> tuple[Path, object, str, str]:
+def _s3_list(data_root: str) -> tuple[Path, object, str, str, str | None]:
     """Fetch the S3 data root's list into the local mirror of that data root (where builds
-    on this machine read it): (mirror folder, client, bucket, key)."""
+    on this machine read it): (mirror folder, client, bucket, key, the list's ETag or None)."""
+    from botocore.exceptions import ClientError
+
     from tasks.core.atomic import atomic_write
     from tasks.core.paths import TAKEDOWNS
     from tasks.core.storage import default_mirror_base, parse_s3_url, s3_client
@@ -50,11 +52,47 @@ def _s3_list(data_root: str) -> tuple[Path, object, str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     key = f"{prefix}{TAKEDOWNS}"
     try:
-        atomic_write(folder / TAKEDOWNS, lambda tmp: client.download_file(bucket, key, tmp))
-    except Exception as exc:  # noqa: BLE001 - a missing list is an empty list; anything else is reported
-        if not any(word in str(exc) for word in ("404", "Not Found", "NoSuchKey")):
+        got = client.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:  # a missing list is an empty list; anything else is reported
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
             raise FacesetError(f"cannot read s3://{bucket}/{key}: {exc}", "check the credentials and the bucket") from exc
-    return folder, client, bucket, key
+        return folder, client, bucket, key, None
+    body = got["Body"].read()
+    atomic_write(folder / TAKEDOWNS, lambda tmp: Path(tmp).write_bytes(body))
+    return folder, client, bucket, key, got["ETag"]
+
+
+def _s3_put(client, bucket: str, key: str, path: Path, etag: str | None) -> bool:
+    """Upload the list unless someone changed it in the bucket since it was read (a conditional
+    put); False then, so the caller reads it again instead of overwriting their entry."""
+    from botocore.exceptions import ClientError
+
+    from tasks.core.locks import refused
+
+    condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes(), ContentType="application/json", **condition)
+    except ClientError as exc:
+        if refused(exc):
+            return False
+        raise FacesetError(f"cannot write s3://{bucket}/{key}: {exc}", "check the credentials and the bucket") from exc
+    return True
+
+
+def _add_on_s3(args: argparse.Namespace, attempts: int = 5) -> int:
+    """Add the entry to the bucket's list, reading it again when another machine changed it meanwhile."""
+    from tasks.core import takedown
+
+    for _ in range(attempts):
+        root, client, bucket, key, etag = _s3_list(str(args.data_root))
+        entry, added = takedown.add(root, takedown.make_entry(args.key, args.kind, args.dataset, args.note))
+        if not added or _s3_put(client, bucket, key, takedown.list_path(root), etag):
+            print(f"{'added' if added else 'already on the list'}: {entry.kind} {entry.given} "
+                  f"({entry.dataset or 'every dataset'} under {args.data_root})")
+            print("the datasets there exclude it at their next build, or before a running build ends")
+            return 0
+    raise FacesetError(f"the takedown list in {args.data_root} kept changing while this command ran",
+                       "run the same command again")
 
 
 def apply_to_built(data_root: Path, dataset: str | None) -> list[tuple[str, int]]:
@@ -92,10 +130,9 @@ def main(args: argparse.Namespace) -> int:
     from tasks.core import takedown
 
     remote = str(args.data_root).startswith("s3://")
-    if remote:
-        root, client, bucket, key = _s3_list(str(args.data_root))
-    else:
-        root = Path(args.data_root)
+    if remote and args.action == "add":
+        return _add_on_s3(args)
+    root = _s3_list(str(args.data_root))[0] if remote else Path(args.data_root)
     if args.action == "list":
         for entry in takedown.load(root):
             scope = entry.dataset or "all datasets"
@@ -104,10 +141,6 @@ def main(args: argparse.Namespace) -> int:
     entry, added = takedown.add(root, takedown.make_entry(args.key, args.kind, args.dataset, args.note))
     print(f"{'added' if added else 'already on the list'}: {entry.kind} {entry.given} "
           f"({entry.dataset or 'every dataset'} under {args.data_root})")
-    if remote:
-        client.upload_file(str(takedown.list_path(root)), bucket, key)
-        print("the datasets there exclude it at their next build")
-        return 0
     for name, removed in apply_to_built(root, args.dataset):
         print(f"  {name}: {removed} image{'s' if removed != 1 else ''} removed now")
     return 0

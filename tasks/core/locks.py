@@ -68,7 +68,7 @@ def _error_code(exc: Exception) -> str:
     return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
-def _refused(exc: Exception) -> bool:
+def refused(exc: Exception) -> bool:
     """S3 refused a conditional write: the object exists, or is no longer the version we wrote."""
     return _error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "412")
 
@@ -108,7 +108,7 @@ class Lease:
             self._put(IfNoneMatch="*")
             return
         except ClientError as exc:
-            if not _refused(exc):
+            if not refused(exc):
                 raise FacesetError(f"the build lock in s3://{self.bucket}/{self.key} cannot be written: {exc}",
                                    "check the bucket and your permissions to write to it") from None
         try:
@@ -138,7 +138,7 @@ class Lease:
             try:
                 self._put(IfMatch=str(self.etag))
             except ClientError as exc:
-                if _refused(exc):
+                if refused(exc):
                     self.lost = True
                     log.error("another machine took over the build lock of %s", self.what)
                     return

@@ -131,3 +131,30 @@ def test_a_build_whose_lease_was_taken_over_stops(s3):
         with pytest.raises(FacesetError, match="another machine took over the build lock of ds"):
             first.check()
         second.check()
+
+
+def test_two_machines_adding_takedowns_to_one_bucket_at_once_lose_neither(s3, monkeypatch):
+    """Another machine writes the bucket's list between this command's read and write: the
+    write is refused (a conditional put), the list read again, and both entries are kept."""
+    from flows.commands import takedown as command
+
+    client, bucket = s3
+    root = f"s3://{bucket}/team"
+    assert faceset(["takedown", "add", "Person 1", "--kind", "name", "--data-root", root]) == 0
+    read = command._s3_list
+    calls = []
+
+    def read_then_another_machine_writes(data_root: str):
+        found = read(data_root)
+        if not calls:
+            other = json.loads(client.get_object(Bucket=bucket, Key="team/takedowns.json")["Body"].read())
+            other["entries"].append({**other["entries"][0], "value": "person 2", "given": "Person 2"})
+            client.put_object(Bucket=bucket, Key="team/takedowns.json", Body=json.dumps(other).encode())
+        calls.append(data_root)
+        return found
+
+    monkeypatch.setattr(command, "_s3_list", read_then_another_machine_writes)
+    assert faceset(["takedown", "add", "Person 3", "--kind", "name", "--data-root", root]) == 0
+    stored = json.loads(client.get_object(Bucket=bucket, Key="team/takedowns.json")["Body"].read())
+    assert [e["value"] for e in stored["entries"]] == ["person 1", "person 2", "person 3"]
+    assert len(calls) == 2
