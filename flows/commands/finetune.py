@@ -56,7 +56,7 @@ def _dataset_info(directory: Path) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    from tasks.finetune import finetune_tree
+    from tasks.finetune.pipeline import finetune_tree
     from tasks.finetune.data import locate_splits
     from tasks.core.recipe import finetune_settings, load_finetune_settings
 

@@ -3,37 +3,11 @@
 Modules: `backbones` (models, weights, freeze policy), `data` (image tree, transforms),
 `training` (the SGD loop), `grid` (every grid point, cached frozen layers), `evaluate`
 (metrics, subgroups, figures), `unlearn` (joint learning and unlearning), `pipeline`
-(the whole run), `apply` (new images); its report section is in tasks/report/.
+(the whole run), `apply` (new images), `stage` (the build's entry); its report section is in tasks/report/.
+
+Only the stage's contract is exposed here.
 """
 
-from __future__ import annotations
+from tasks.finetune.stage import run
 
-import logging
-
-import pandas as pd
-
-from tasks.finetune.pipeline import finetune_tree
-from tasks.core.paths import DatasetPaths
-from tasks.core.recipe import Recipe
-from tasks.core.reports import write_report
-
-log = logging.getLogger(__name__)
-
-__all__ = ["finetune_tree", "run"]
-
-
-def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, device: str | None = None) -> pd.DataFrame:
-    """Fine-tune on paths.splits, write paths.models and reports/finetune.json; the manifest is unchanged."""
-    config = recipe.finetune
-    if config is None:
-        summary = {"skipped": True, "reason": "the recipe says 'finetune: none'"}
-    elif not (paths.splits / "train").is_dir() or not (paths.splits / "val").is_dir():
-        summary = {"skipped": True, "reason": f"no exported train/ and val/ folders under {paths.splits}"}
-    else:
-        crop = recipe.faces.model_dump(mode="json") if recipe.faces is not None else None
-        summary = finetune_tree(paths.splits, paths.models, config, attributes=recipe.attributes,
-                                bins=recipe.split.bins, device=device, crop_faces=crop, log=log.info)
-    if summary.get("skipped"):
-        log.warning("finetune skipped: %s", summary["reason"])
-    write_report(paths, "finetune", summary)
-    return manifest
+__all__ = ["run"]
