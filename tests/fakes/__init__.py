@@ -1,0 +1,1 @@
+"""Small fakes shared by tests: flow stages, taggers, detectors (real files and manifests, no models)."""
