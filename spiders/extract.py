@@ -120,7 +120,8 @@ def read_items(page: Selector, spec: ItemSpec, base_url: str, today: date, limit
         fields: dict[str, str] = {}
         unmapped: dict[str, str] = {}
         for name, field_spec in spec.fields.items():
-            parsed = parse_field(texts(select(scope, field_spec)), field_spec, today)
+            found = [field_spec.value] if field_spec.value is not None else texts(select(scope, field_spec))
+            parsed = parse_field(found, field_spec, today)
             fields[name] = parsed.value
             if parsed.unmapped is not None:
                 unmapped[name] = parsed.unmapped

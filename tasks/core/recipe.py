@@ -75,6 +75,8 @@ class FieldSpec(_Section):
 
     css: str | None = None
     xpath: str | None = None
+    value: str | None = Field(None, description="a constant for every item of the source (e.g. the department a "
+                              "staff site belongs to), instead of a selector")
     regex: str | None = None
     map: dict[str, str] | None = None
     parse: Literal["pronoun", "birthdate", "age"] | None = None
@@ -82,8 +84,8 @@ class FieldSpec(_Section):
 
     @model_validator(mode="after")
     def _one_selector(self) -> "FieldSpec":
-        if (self.css is None) == (self.xpath is None):
-            raise ValueError("give exactly one of 'css' or 'xpath'")
+        if [self.css, self.xpath, self.value].count(None) != 2:
+            raise ValueError("give exactly one of 'css', 'xpath' or 'value' (a constant)")
         if self.regex is not None:
             try:
                 re.compile(self.regex)
@@ -124,6 +126,13 @@ class ItemSpec(_Section):
     @classmethod
     def _image_as_field(cls, value: Any) -> Any:
         return _as_field(value)
+
+    @field_validator("image")
+    @classmethod
+    def _image_selected(cls, value: FieldSpec) -> FieldSpec:
+        if value.value is not None:
+            raise ValueError("the image needs a 'css' or 'xpath' selector; 'value' is for constant fields")
+        return value
 
     @field_validator("fields", mode="before")
     @classmethod

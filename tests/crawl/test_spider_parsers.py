@@ -143,3 +143,15 @@ def test_sniff_and_retry_after() -> None:
     assert retry_after_seconds(b"garbage") is None
     now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
     assert retry_after_seconds("Thu, 01 Jan 2026 12:00:30 GMT", now) == 30.0
+
+
+def test_constant_field_labels_every_item_of_a_source() -> None:
+    """`department: {value: cs}` labels a whole site without a selector (one site per department)."""
+    page = Selector(text='<div class="card"><img src="a.jpg"></div><div class="card"><img src="b.jpg"></div>')
+    spec = ItemSpec.model_validate({"each": "div.card", "image": "img::attr(src)",
+                                    "fields": {"department": {"value": "Computer Science", "map": {"Computer Science": "cs"}}}})
+    assert [i.fields["department"] for i in read_items(page, spec, "http://site.test/", TODAY)] == ["cs", "cs"]
+    with pytest.raises(ValueError, match="exactly one of 'css', 'xpath' or 'value'"):
+        FieldSpec.model_validate({"css": "h1", "value": "cs"})
+    with pytest.raises(ValueError, match="the image needs a 'css' or 'xpath' selector"):
+        ItemSpec.model_validate({"image": {"value": "http://site.test/a.jpg"}})
