@@ -7,12 +7,16 @@ The format is fixed by ../shared/DESIGN.md; sections are extended here, never re
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import quote_plus
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 STAGES: tuple[str, ...] = (
     "crawl",
@@ -99,7 +103,21 @@ def _as_field(value: Any) -> Any:
     return {"css": value} if isinstance(value, str) else value
 
 
-class FollowStep(_Section):
+class LoadMore(_Section):
+    """How a rendered page loads more results: scrolling to its bottom, or clicking a button."""
+
+    scroll: int = Field(0, ge=0, le=1000, description="rendered pages: scroll to the bottom up to this many times, "
+                        "waiting for new content each time; stops when the page stops growing")
+    click: str | None = Field(None, description="rendered pages: CSS selector of a 'more results' button to click")
+    max_clicks: int = Field(10, ge=1, le=1000, description="with click: clicks at most; stops earlier when the button "
+                            "disappears or the page stops growing")
+
+    def loads_more(self) -> bool:
+        """Whether the page needs scrolling or clicking after it loaded."""
+        return bool(self.scroll or self.click)
+
+
+class FollowStep(LoadMore):
     """One link-following step: the links to follow from the pages reached so far."""
 
     links: str | None = Field(None, description="CSS selector of the links to follow")
@@ -132,6 +150,8 @@ class ItemSpec(_Section):
     def _image_selected(cls, value: FieldSpec) -> FieldSpec:
         if value.value is not None:
             raise ValueError("the image needs a 'css' or 'xpath' selector; 'value' is for constant fields")
+        if value.map is not None or value.parse is not None:
+            raise ValueError("the image takes a selector and an optional regex (a group picks the URL), not map or parse")
         return value
 
     @field_validator("fields", mode="before")
@@ -142,15 +162,33 @@ class ItemSpec(_Section):
         return value
 
 
-class Source(_Section):
-    """One website: where to start, which links to follow, and what to read."""
+QUERY = "query"  # the manifest column filled from a source's `queries`
+QUERY_SLOT = "{query}"
+URL_COLUMN = "url"  # the column of a `urls:` file holding the image URL
+FILE_COLUMN = "file"  # the column of a `folder:`'s labels.csv naming the image
+LABELS_FILE = "labels.csv"
+
+
+class Source(LoadMore):
+    """Where images come from: a website crawled from `start_urls` (optionally once per search
+    query), a list of image URLs (`urls:`), or a folder of local images (`folder:`)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    start_urls: list[str] = Field(min_length=1)
+    start_urls: list[str] = Field(default_factory=list)
+    queries: list[str] = Field(default_factory=list, description="search terms: each replaces {query} in start_urls "
+                               "(URL-encoded), fills the 'query' column and is crawled as its own scope")
+    urls: str | None = Field(None, description="a CSV file (path relative to the recipe) with a 'url' column; every "
+                             "other column is a field")
+    folder: str | None = Field(None, description="a folder of local images (path relative to the recipe); their "
+                               "fields come from labels.csv in it, matched by its 'file' column")
+    fields: list[str] = Field(default_factory=list, description="urls:/folder: sources: the columns read as fields "
+                              "(default: every column but url/file, read from the file when the recipe loads)")
     render: bool = False
     wait_for: str | None = None
     follow: list[FollowStep] = Field(default_factory=list)
-    item: ItemSpec
+    item: ItemSpec | None = None
+    max_items: int | None = Field(None, ge=1, description="images taken from this source at most (from each query "
+                                  "when there are queries), the first ones in page order")
     allowed_domains: list[str] = Field(default_factory=list, description="hosts besides the start URLs' that links may lead to")
 
     @field_validator("start_urls")
@@ -160,6 +198,90 @@ class Source(_Section):
             if not re.match(r"^https?://", url):
                 raise ValueError(f"start URL {url!r} must begin with http:// or https://")
         return urls
+
+    @field_validator("queries")
+    @classmethod
+    def _queries(cls, queries: list[str]) -> list[str]:
+        if any(not q.strip() for q in queries) or len(set(queries)) != len(queries):
+            raise ValueError("queries must be distinct, non-empty search terms")
+        return queries
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file_fields(cls, data: Any, info: ValidationInfo) -> Any:
+        """A `urls:` or `folder:` source without `fields` takes every column of its file (read here,
+        where the recipe's folder is known; a recipe passed on as JSON carries the list)."""
+        base = (info.context or {}).get("base")
+        if not isinstance(data, dict) or data.get("fields") or base is None:
+            return data
+        if isinstance(data.get("urls"), str):
+            table, skip = Path(base) / data["urls"], URL_COLUMN
+        elif isinstance(data.get("folder"), str):
+            table, skip = Path(base) / data["folder"] / LABELS_FILE, FILE_COLUMN
+        else:
+            return data
+        try:
+            header = csv_header(table)
+        except ValueError as exc:
+            raise ValueError(f"{'urls' if skip == URL_COLUMN else 'folder'}: {exc}") from None
+        if skip not in header:
+            raise ValueError(f"{table} needs a '{skip}' column (it has {', '.join(header) or 'no header'})")
+        return {**data, "fields": [c for c in header if c != skip]}
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> "Source":
+        given = [key for key in ("start_urls", "urls", "folder") if getattr(self, key)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'start_urls' (a site to crawl), 'urls' (a CSV file of image URLs) "
+                             f"or 'folder' (local images); this source has {', '.join(given) or 'none of them'}")
+        if self.start_urls:
+            if self.item is None:
+                raise ValueError("a source with start_urls needs 'item' (what to read on its pages)")
+            if self.fields:
+                raise ValueError("'fields' is for urls:/folder: sources; a crawled source lists its fields under item")
+            slotted = [QUERY_SLOT in url for url in self.start_urls]
+            if self.queries and not all(slotted):
+                raise ValueError(f"with queries, every start URL needs {QUERY_SLOT} where the search term goes")
+            if any(slotted) and not self.queries:
+                raise ValueError(f"a start URL holds {QUERY_SLOT}: give the search terms in 'queries'")
+            rendered = [(self, self.render)] + [(step, self.render if step.render is None else step.render)
+                                                for step in self.follow]
+            if any(step.loads_more() and not render for step, render in rendered):
+                raise ValueError("scroll and click need a rendered page: set render: true")
+        else:
+            origin = "urls" if self.urls else "folder"
+            crawl_only = [key for key in ("queries", "follow", "item", "render", "wait_for", "scroll", "click")
+                          if getattr(self, key)]
+            if crawl_only:
+                raise ValueError(f"{', '.join(crawl_only)} belong to crawled sources; a {origin}: source reads its file")
+            bad = [f for f in self.fields if f in (URL_COLUMN, FILE_COLUMN) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", f)]
+            if bad:
+                raise ValueError(f"column names {bad} cannot be fields (letters, digits and _; not url or file)")
+        return self
+
+    def expanded_urls(self) -> list[tuple[str | None, str]]:
+        """(query, start URL) pairs: each query URL-encoded into each start URL, or (None, url)."""
+        if not self.queries:
+            return [(None, url) for url in self.start_urls]
+        return [(query, url.replace(QUERY_SLOT, quote_plus(query))) for query in self.queries for url in self.start_urls]
+
+    @property
+    def field_names(self) -> list[str]:
+        """The manifest columns this source fills besides the core ones."""
+        names = list(self.item.fields) if self.item is not None else list(self.fields)
+        return names + ([QUERY] if self.queries and QUERY not in names else [])
+
+
+def csv_header(path: Path) -> list[str]:
+    """The column names of a CSV file, or a ValueError saying what is wrong with it."""
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file")
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            header = next(csv.reader(handle), [])
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path} is not a UTF-8 CSV file ({exc})") from None
+    return [name.strip() for name in header]
 
 
 # ---------------------------------------------------------------- curate
@@ -264,7 +386,19 @@ class BiasedVariant(_Section):
     name: str = Field("biased", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", description="column split_<name>, folder variants/<name>/")
     attribute: str = Field(description="the field made to correlate with the target, e.g. gender")
     strength: float = Field(0.9, gt=0, le=1, description="share of each class's train/val images that carry the class's paired value")
-    pairs: dict[str, str] = Field(default_factory=dict, description="target value -> attribute value it goes with; default: both sorted, paired in order")
+    pairs: dict[str, str | tuple[float, float]] = Field(
+        default_factory=dict, description="target value -> the attribute value it goes with, or a range [low, high] of a "
+        "numeric attribute, both ends included (women: [16, 35], men: [40, 70]); default: both sorted, paired in order")
+
+    @field_validator("pairs")
+    @classmethod
+    def _ranges_ordered(cls, pairs: dict[str, Any]) -> dict[str, Any]:
+        if len({isinstance(paired, tuple) for paired in pairs.values()}) > 1:
+            raise ValueError("give every class either an attribute value or a range [low, high], not a mix")
+        for value, paired in pairs.items():
+            if isinstance(paired, tuple) and paired[0] > paired[1]:
+                raise ValueError(f"the range of {value!r} is [{paired[0]:g}, {paired[1]:g}]: give the lower end first")
+        return pairs
 
 
 class SplitConfig(_Section):
@@ -397,6 +531,28 @@ class Recipe(_Section):
     split: SplitConfig = Field(default_factory=SplitConfig)
     finetune: FinetuneConfig | None = Field(default_factory=FinetuneConfig)
     schedule: str | None = None
+    _folder: Path = PrivateAttr(default_factory=Path)  # the recipe file's folder: urls:/folder: paths start there
+
+    def local_path(self, relative: str) -> Path:
+        """A `urls:` or `folder:` path of the recipe, relative to the recipe file's folder."""
+        return self._folder / relative
+
+    def local_inputs(self) -> dict[str, str]:
+        """A fingerprint of each urls:/folder: source's files (in the crawl's cache key, so an edited
+        list or a new image is read again): the list's bytes, or the folder's names, sizes and times."""
+        found: dict[str, str] = {}
+        for source in self.sources:
+            if source.urls:
+                path = self.local_path(source.urls)
+                found[source.name] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "absent"
+            elif source.folder:
+                digest = hashlib.sha256()
+                root = self.local_path(source.folder)
+                for path in sorted(root.rglob("*")) if root.is_dir() else []:
+                    info = path.lstat()
+                    digest.update(f"{path.relative_to(root)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+                found[source.name] = digest.hexdigest()
+        return found
 
     @field_validator("faces", "finetune", mode="before")
     @classmethod
@@ -406,7 +562,7 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _fields_exist(self) -> "Recipe":
-        names = {f for s in self.sources for f in s.item.fields}
+        names = {f for s in self.sources for f in s.field_names}
         if self.target not in names:
             raise ValueError(f"target {self.target!r} is not a field of any source (fields: {sorted(names)})")
         for attr in self.attributes:
@@ -432,7 +588,7 @@ class Recipe(_Section):
         """Every labelled field across sources, in first-seen order (manifest columns)."""
         seen: dict[str, None] = {}
         for source in self.sources:
-            for name in source.item.fields:
+            for name in source.field_names:
                 seen.setdefault(name, None)
         return list(seen)
 
@@ -452,7 +608,10 @@ class Recipe(_Section):
             "report": ("name", "description", "license", "contact", "target", "attributes"),
         }
         dumped = self.model_dump(mode="json")
-        return {key: dumped[key] for key in parts[stage]}
+        section = {key: dumped[key] for key in parts[stage]}
+        if stage == "crawl" and (local := self.local_inputs()):
+            section["local_inputs"] = local
+        return section
 
 
 def _describe_location(loc: tuple[Any, ...]) -> str:
@@ -507,18 +666,22 @@ def format_validation_error(path: Path, error: ValidationError, what: str = "the
 
 
 def _validated(model: type[_Model], data: Any, path: Path, shape: str, what: str = "the recipe is not valid") -> _Model:
-    """`data` checked against `model`, or a RecipeError saying what is wrong and where."""
+    """`data` checked against `model`, or a RecipeError saying what is wrong and where; paths in
+    it (urls:, folder:) are read relative to `path`'s folder."""
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: {shape}, not {type(data).__name__}")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={"base": path.parent})
     except ValidationError as exc:
         raise RecipeError(format_validation_error(path, exc, what)) from None
 
 
 def parse_recipe(data: Any, path: Path) -> Recipe:
-    """Validate already-parsed YAML; `path` is only used in messages."""
-    return _validated(Recipe, data, path, "a recipe must be a YAML mapping of keys (name:, sources:, ...)")
+    """Validate already-parsed YAML; `path` names the file in messages, and its folder is where
+    the recipe's urls:/folder: paths start."""
+    recipe = _validated(Recipe, data, path, "a recipe must be a YAML mapping of keys (name:, sources:, ...)")
+    recipe._folder = path.parent
+    return recipe
 
 
 def _read_yaml(path: Path, missing: str) -> Any:

@@ -98,7 +98,7 @@ def test_section_covers_every_stage() -> None:
         ((("target",), "department"), r"target 'department' is not a field.*label"),
         ((("attributes",), ["height"]), r"attribute 'height' is not a field"),
         ((("sources", 0, "start_urls"), ["ftp://x.org/"]), r"start_urls.*must begin with http"),
-        ((("sources", 0, "start_urls"), []), r"start_urls.*at least 1"),
+        ((("sources", 0, "start_urls"), []), r"exactly one of 'start_urls'.*none of them"),
         ((("sources", 0, "item", "fields", "label", "regex"), "Department of (.+"), r"not a valid regular expression"),
         ((("sources", 0, "item", "fields", "name"), {"css": "h1", "xpath": "//h1"}), r"exactly one of 'css', 'xpath' or 'value'"),
         ((("sources", 0, "follow", 0), {"next_page": "a.next"}), r"exactly one of 'links'"),
