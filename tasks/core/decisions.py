@@ -28,10 +28,11 @@ from collections.abc import Iterable
 from dataclasses import astuple, dataclass, field, fields as dataclass_fields
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from tasks.core.atomic import write_text
+from tasks.core.atomic import write_json, write_text
 from tasks.core.errors import FacesetError
 from tasks.core.locks import file_lock
 from tasks.core.text import plain_cell, spreadsheet_cell
@@ -284,3 +285,229 @@ def fingerprint(decisions: Iterable[Decision], actions: Iterable[str] = ACTIONS)
     held = sorted((d.item_id, d.action, d.field, d.value, d.reviewer, d.note)
                   for d in latest(decisions).values() if d.action in wanted)
     return hashlib.sha256(json.dumps(held).encode()).hexdigest() if held else ""
+
+
+# ---------------------------------------------------------------- import
+
+
+def _existing(dataset_dir: Path) -> set[Decision]:
+    return set(read(dataset_dir)[0])
+
+
+def _manifest_of(dataset_dir: Path) -> pd.DataFrame | None:
+    target = Path(dataset_dir) / "manifest.parquet"
+    return pd.read_parquet(target) if target.is_file() else None
+
+
+def import_file(dataset_dir: Path, path: Path) -> ImportResult:
+    """Add the decisions of a file to decisions.csv: our CSV format (written by any tool), or
+    Label Studio's JSON export of tasks that `export_label_studio` wrote. Unreadable rows are
+    listed in `problems` and not added; readable ones about unknown items or fields are added
+    and listed in `warnings` (the build reports them too); rows already in the file are not
+    added twice, so importing a file again changes nothing."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FacesetError(f"{path} cannot be read: {exc}", "give a decisions CSV or a Label Studio JSON export") from None
+    if path.suffix.lower() == ".json" or text.lstrip().startswith(("[", "{")):
+        result = ImportResult("label studio")
+        decisions, result.problems = from_label_studio(text, path.name)
+    else:
+        result = ImportResult("csv")
+        decisions, result.problems = _parse(text.replace("\r\n", "\n"), path.name)
+    present = _existing(dataset_dir)
+    new = [d for d in dict.fromkeys(decisions) if d not in present]
+    result.already = len(decisions) - len(new)
+    manifest = _manifest_of(dataset_dir)
+    if manifest is not None:
+        result.warnings = validate(new, manifest, manifest_fields(manifest))
+    result.added = append(dataset_dir, new)
+    return result
+
+
+def _reviewer(annotation: dict[str, Any]) -> str:
+    """Label Studio's `completed_by`: a user id, or (in some exports) the user's record."""
+    who = annotation.get("completed_by")
+    if isinstance(who, dict):
+        who = who.get("email") or who.get("username") or who.get("id")
+    return f"label-studio:{who}" if who not in (None, "") else ""
+
+
+def _chosen(result: dict[str, Any]) -> str | None:
+    """The value of one Label Studio result: a choice, a number or a text."""
+    value = result.get("value") or {}
+    for key in ("choices", "text", "taxonomy"):
+        if value.get(key):
+            first = value[key][0]
+            return str(first[-1] if isinstance(first, list) else first).strip()
+    if value.get("number") is not None:
+        number = value["number"]
+        return str(int(number)) if float(number).is_integer() else str(number)
+    return None
+
+
+def _same(crawled: Any, chosen: str) -> bool:
+    if crawled is None or str(crawled).strip() == "":
+        return False
+    try:
+        return float(crawled) == float(chosen)
+    except (TypeError, ValueError):
+        return str(crawled).strip().casefold() == chosen.casefold()
+
+
+def from_label_studio(text: str, where: str) -> tuple[list[Decision], list[str]]:
+    """Decisions from Label Studio's JSON export (a list of tasks with `annotations`).
+
+    Per annotation: the `action` choice (keep, drop, not_face) is a decision about the face;
+    a result named after a label field is `keep` of that field when it equals the crawled
+    value the task carries, else `relabel`; the `note` text goes with each of them. A
+    cancelled (skipped) annotation is no decision and is listed."""
+    try:
+        tasks = json.loads(text)
+    except ValueError as exc:
+        return [], [f"{where}: not JSON ({exc}); export from Label Studio with the JSON format"]
+    if isinstance(tasks, dict):
+        tasks = [tasks]
+    if not isinstance(tasks, list):
+        return [], [f"{where}: a Label Studio export is a list of tasks"]
+    decisions: list[Decision] = []
+    problems: list[str] = []
+    for number, task in enumerate(tasks, start=1):
+        data = task.get("data") if isinstance(task, dict) else None
+        item = str((data or {}).get("item_id") or "").strip()
+        label = f"{where} task {number}" + (f" (id {task.get('id')})" if isinstance(task, dict) and task.get("id") else "")
+        if not item:
+            problems.append(f"{label}: no data.item_id; only tasks written by faceset review --export-label-studio "
+                            f"can be imported")
+            continue
+        for annotation in task.get("annotations") or []:
+            if annotation.get("was_cancelled"):
+                problems.append(f"{label}: an annotation was skipped in Label Studio; no decision taken from it")
+                continue
+            reviewer = _reviewer(annotation)
+            decided_at = str(annotation.get("updated_at") or annotation.get("created_at") or "")
+            results = annotation.get("result") or []
+            note = next((_chosen(r) or "" for r in results if r.get("from_name") == "note"), "")
+            for result in results:
+                name, chosen = str(result.get("from_name") or ""), _chosen(result)
+                if name == "note":
+                    continue
+                if chosen is None:
+                    problems.append(f"{label}: result {name!r} has no value")
+                    continue
+                if name == "action":
+                    decision = Decision(item, chosen, "", "", reviewer, decided_at, note)
+                elif name in (data.get(FIELDS_KEY) or []):
+                    action = KEEP if _same(data.get(name), chosen) else RELABEL
+                    decision = Decision(item, action, name, chosen, reviewer, decided_at, note)
+                else:
+                    problems.append(f"{label}: result {name!r} is neither 'action', 'note' nor a label field of the task")
+                    continue
+                problem = _row_problem(decision)
+                if problem:
+                    problems.append(f"{label}: {problem}")
+                else:
+                    decisions.append(decision)
+    return decisions, problems
+
+
+# ---------------------------------------------------------------- export
+
+
+MAX_CHOICES = 60  # a field with more distinct values is labelled as text in Label Studio
+LS_ACTIONS = (KEEP, DROP, NOT_FACE)  # what a Label Studio annotator decides about the face
+FIELDS_KEY = "faceset_fields"  # in a task's data: which of its values are label fields
+
+
+def _cell(value: Any) -> Any:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    return str(value) if not isinstance(value, (int, bool)) else value
+
+
+def _prediction(row: dict[str, Any], checks: dict[str, str], fields: set[str]) -> dict[str, Any] | None:
+    """The autotagger's opinion of one face as Label Studio results, named like the fields they check."""
+    results = []
+    for check, column in (("gender", "autotag_gender"), ("age", "autotag_age"), ("celebrity", "autotag_celebrity")):
+        name = checks.get(check)
+        opinion = _cell(row.get(column))
+        if name not in fields or opinion is None:
+            continue
+        kind = "number" if check == "age" else "choices"
+        value = {"number": round(float(opinion))} if kind == "number" else {"choices": [str(opinion)]}
+        results.append({"from_name": name, "to_name": "image", "type": kind, "value": value})
+    if not results:
+        return None
+    confidence = _cell(row.get("autotag_gender_confidence"))
+    prediction: dict[str, Any] = {"model_version": str(_cell(row.get("autotag_source")) or "autotagger"),
+                                  "result": results}
+    if confidence is not None:
+        prediction["score"] = round(float(confidence) / 100, 4)
+    return prediction
+
+
+def label_config(manifest: pd.DataFrame, fields: list[str]) -> str:
+    """A Label Studio labelling interface for the exported tasks: the face, the decision about it,
+    one control per label field (choices of the values seen, or a number or a text) and a note."""
+    from xml.sax.saxutils import quoteattr
+
+    lines = ['<View>', '  <Image name="image" value="$image"/>',
+             '  <Text name="crawled" value="$crawled"/>',
+             '  <Choices name="action" toName="image" choice="single" showInLine="true">',
+             *[f'    <Choice value="{a}"/>' for a in LS_ACTIONS], '  </Choices>']
+    for name in fields:
+        values = sorted(manifest[name].dropna().astype(str).unique()) if name in manifest else []
+        if values and _numeric(manifest[name]):
+            lines.append(f'  <Number name={quoteattr(name)} toName="image"/>')
+        elif 0 < len(values) <= MAX_CHOICES:
+            lines += [f'  <Choices name={quoteattr(name)} toName="image" choice="single" showInLine="true">',
+                      *[f'    <Choice value={quoteattr(v)}/>' for v in values], '  </Choices>']
+        else:
+            lines.append(f'  <TextArea name={quoteattr(name)} toName="image" maxSubmissions="1"/>')
+    lines += ['  <TextArea name="note" toName="image" maxSubmissions="1"/>', '</View>']
+    return "\n".join(lines) + "\n"
+
+
+def export_label_studio(dataset_dir: Path, path: Path, checks: dict[str, str] | None = None,
+                        image_root: str | None = None) -> int:
+    """Write Label Studio tasks for every face with a crop to `path`, and their labelling interface
+    beside it (`<name>.label_config.xml`); returns the number of tasks.
+
+    Each task's `data` has the image (`image_root` + the crop's path when given, e.g. a URL
+    where the dataset is served; else the original image URL), `item_id`, the page and
+    the crawled labels; `predictions` hold the autotagger's opinion, `model_version` naming
+    it. `checks` maps a tagger output (gender, age, celebrity) to the field it checks; by
+    default it is read from the cross-check's report."""
+    manifest = _manifest_of(dataset_dir)
+    if manifest is None:
+        raise FacesetError(f"{dataset_dir} has no manifest.parquet", "build the dataset first (faceset build RECIPE)")
+    if checks is None:
+        report = Path(dataset_dir) / "reports" / "crosscheck.json"
+        checks = (json.loads(report.read_text(encoding="utf-8")).get("checks") or {}) if report.is_file() else {}
+    fields = [c for c in manifest.columns if c in manifest_fields(manifest)]
+    faces = manifest[manifest["face_path"].notna()] if "face_path" in manifest else manifest.iloc[:0]
+    tasks = []
+    for row in faces.to_dict("records"):
+        crop = str(row["face_path"])
+        image = f"{image_root.rstrip('/')}/{crop}" if image_root else _cell(row.get("image_url"))
+        data = {"image": image, "item_id": str(row["item_id"]), "face_path": crop,
+                **{c: _cell(row.get(c)) for c in ("image_url", "page_url", "status", "reason", "crosscheck_reason")},
+                **{name: _cell(row.get(name)) for name in fields}, FIELDS_KEY: fields,
+                "crawled": ", ".join(f"{name}: {row.get(name)}" for name in fields if _cell(row.get(name)) is not None)}
+        task: dict[str, Any] = {"data": data}
+        prediction = _prediction(row, checks, set(fields))
+        if prediction:
+            task["predictions"] = [prediction]
+        tasks.append(task)
+    write_json(Path(path), tasks)
+    write_text(config_path(path), label_config(manifest, fields))
+    return len(tasks)
+
+
+def config_path(tasks_path: Path) -> Path:
+    """Where `export_label_studio` writes the labelling interface: beside the tasks."""
+    tasks_path = Path(tasks_path)
+    return tasks_path.with_name(tasks_path.stem + ".label_config.xml")
