@@ -108,6 +108,15 @@ def field_labels(frame: pd.DataFrame, field: str, recipe: Recipe, reference: pd.
     return group_labels(frame[field], recipe.split.bins.get(field), basis[field])
 
 
+def target_classes(frame: pd.DataFrame, recipe: Recipe) -> pd.Series:
+    """The class of each row: the target's value, or its bin when `split.bins` bins the target
+    (`target: age` with bins gives one class per bin, not one per year); NA when it has none.
+    The split, the variants and the export all take classes from here, so they agree."""
+    edges = recipe.split.bins.get(recipe.target)
+    labels = bin_labels(frame[recipe.target], edges) if edges else category_labels(frame[recipe.target])
+    return labels.mask(labels == UNKNOWN)
+
+
 def label_order(label: str) -> tuple[int, float, str]:
     """Sort key: bins in numeric order ('<34', '34-43', ..., '>=52'), other values
     alphabetically, 'unknown' last. Only a whole bin label reads as a number: labels such

@@ -72,8 +72,10 @@ def inside(base: Path, relative: str, what: str) -> Path:
 
 def folder_name(value: str) -> str:
     """A readable folder name valid everywhere: 'Computer Science' stays, 'R&D/ops' becomes
-    'R_D_ops', '..' becomes 'unnamed', and Windows' reserved names ('CON') get a '_'."""
-    cleaned = re.sub(r"[^\w .+-]+", "_", str(value), flags=re.UNICODE).strip(" ._")[:MAX_NAME].rstrip(" .")
+    'R_D_ops', '..' becomes 'unnamed', and Windows' reserved names ('CON') get a '_'. Bin labels
+    are spelled out ('<35' is 'under 35', '>=50' is '50 and over') rather than losing their sign."""
+    spelled = re.sub(r"^<\s*(\S.*)$", r"under \1", re.sub(r"^>=\s*(\S.*)$", r"\1 and over", str(value)))
+    cleaned = re.sub(r"[^\w .+-]+", "_", spelled, flags=re.UNICODE).strip(" ._")[:MAX_NAME].rstrip(" .")
     if _WINDOWS_RESERVED.match(cleaned):
         cleaned += "_"
     return cleaned or "unnamed"

@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from tasks.core.atomic import atomic_write, write_json, write_jsonl
-from tasks.core.binning import is_numeric
+from tasks.core.binning import is_numeric, target_classes
 from tasks.core.manifest import kept
 from tasks.core.paths import METADATA, SHARE_CSV, SPLITS, DatasetPaths, tree_folder
 from tasks.core.recipe import Recipe
@@ -113,7 +113,8 @@ def export_tree(frame: pd.DataFrame, column: str, folder: Path, recipe: Recipe, 
     actions: dict[str, int] = {"linked": 0, "copied": 0, "kept": 0}
     missing: list[str] = []
     counts: dict[str, dict[str, int]] = {}
-    rows = frame[kept(frame).fillna(False) & frame[column].notna() & frame[recipe.target].notna()]
+    class_of = target_classes(frame, recipe)
+    rows = frame[kept(frame).fillna(False) & frame[column].notna() & class_of.notna()]
     attributes = attribute_values(rows, recipe.attributes)
     for split in SPLITS:
         lines = []
@@ -123,7 +124,7 @@ def export_tree(frame: pd.DataFrame, column: str, folder: Path, recipe: Recipe, 
             if source is None or not source.is_file():
                 missing.append(str(row.item_id))
                 continue
-            label = str(getattr(row, recipe.target))
+            label = str(class_of[index])
             file_name = f"{classes[label]}/{row.item_id}{source.suffix.lower() or '.jpg'}"
             target = folder / split / file_name
             actions[place(source, target)] += 1
@@ -137,7 +138,7 @@ def export_tree(frame: pd.DataFrame, column: str, folder: Path, recipe: Recipe, 
             metadata.append(folder / split / METADATA)
     if missing:
         log.warning("export: %d kept images have no file to export (e.g. %s)", len(missing), ", ".join(missing[:3]))
-    labels = {label: classes[label] for label in rows[recipe.target].astype(str).unique()}
+    labels = {label: classes[label] for label in class_of[rows.index].astype(str).unique()}
     metadata += write_class_map(paths.class_map(column), [s for s in SPLITS if (rows[column] == s).any()], labels)
     return placed, metadata, {"folder": folder.relative_to(paths.root).as_posix(), "counts": counts, "files": actions,
                     "missing_files": missing}
@@ -182,8 +183,9 @@ def share_frame(frame: pd.DataFrame, recipe: Recipe, classes: dict[str, str], co
     fields = list(dict.fromkeys([recipe.target, *recipe.attributes, *recipe.split.stratify]))
     present = [c for c in (*SHARE_COLUMNS, *fields, *columns) if c in rows.columns]
     share = rows[list(dict.fromkeys(present))].copy()
-    share["label"] = rows[recipe.target].astype("string")  # the target, whatever the recipe calls it
-    share["class"] = rows[recipe.target].map(lambda v: classes.get(str(v)) if pd.notna(v) else pd.NA).astype("string")
+    label = target_classes(rows, recipe)  # the target (its bin when binned), whatever the recipe calls it
+    share["label"] = label
+    share["class"] = label.map(lambda v: classes.get(str(v)) if pd.notna(v) else pd.NA).astype("string")
     first = ["item_id", "label", "class"]
     share = share[first + [c for c in share.columns if c not in first]]
     return share.sort_values("item_id").reset_index(drop=True)
@@ -214,7 +216,7 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> pd.DataF
 
     frame = manifest.copy()
     columns = {c: f for c, f in trees(recipe, paths).items() if c in frame.columns}
-    classes = class_dirs(frame.loc[kept(frame).fillna(False), recipe.target])
+    classes = class_dirs(target_classes(frame, recipe)[kept(frame).fillna(False)])
     wanted: set[Path] = set()
     figures: dict[str, Any] = {"classes": classes, "trees": {}}
     frame["export_path"] = pd.Series(pd.NA, index=frame.index, dtype="string")

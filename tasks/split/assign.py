@@ -263,13 +263,12 @@ def assign(groups: np.ndarray, strata: np.ndarray, ratios: dict[str, float], see
 
 
 def split_frame(frame: pd.DataFrame, strata: pd.Series, ratios: dict[str, float], seed: int, group_by: str | None,
-                target: str, previous: pd.Series | None = None) -> tuple[pd.Series, list[str]]:
+                classes: pd.Series, previous: pd.Series | None = None) -> tuple[pd.Series, list[str]]:
     """A split per row (`previous`, item_id -> split, kept where groups allow), every class
-    (the target's value, as the export names folders) in every split where its groups
+    (`binning.target_classes`, as the export names folders) in every split where its groups
     allow, and a warning per class that is not."""
     groups = group_ids(frame, group_by)
     codes, _ = pd.factorize(strata)
-    classes = frame[target].astype("string")
     before = None if previous is None else frame["item_id"].map(previous).astype(object).to_numpy()
     chosen = assign(groups, codes, ratios, seed, before, pd.factorize(classes)[0])
     splits = pd.Series(chosen, index=frame.index, dtype="string")

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.core.atomic import read_json, read_or_absent, write_json, write_parquet
-from tasks.core.binning import UNKNOWN, category_labels
+from tasks.core.binning import target_classes
 from tasks.core.manifest import kept
 from tasks.core.paths import DatasetPaths, tree_folder
 from tasks.core.recipe import Recipe
@@ -92,8 +92,8 @@ def split_rows(frame: pd.DataFrame, strata: pd.Series, ratios: dict[str, float],
                previous: pd.Series | None = None) -> tuple[pd.Series, list[str]]:
     """Assign the given rows to splits (keeping `previous`, item_id -> split, where groups
     allow); returns the splits and warnings naming small strata and classes missing from a split."""
-    result, warnings = split_frame(frame, strata, ratios, recipe.split.seed, recipe.split.group_by, recipe.target,
-                                   previous)
+    result, warnings = split_frame(frame, strata, ratios, recipe.split.seed, recipe.split.group_by,
+                                   target_classes(frame, recipe), previous)
     smallest = min_stratum_size(ratios)
     sizes = strata.value_counts()
     small = sizes[sizes < smallest]
@@ -112,7 +112,7 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> pd.DataF
     is_kept = kept(frame).fillna(False).astype(bool)
     fields = stratify_fields(recipe)
     pool = in_id_order(frame[is_kept])
-    labelled = pool[category_labels(pool[recipe.target]) != UNKNOWN]
+    labelled = pool[target_classes(pool, recipe).notna()]
     unlabelled = len(pool) - len(labelled)
     ratios = ratios_of(recipe)
     strata = strata_labels(labelled, fields, recipe, reference=labelled)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.core.recipe import BalancedVariant, BiasedVariant, Recipe
-from tasks.core.binning import UNKNOWN, category_labels, field_labels
+from tasks.core.binning import UNKNOWN, field_labels, target_classes
 from tasks.split.assign import achieved, compose_groups, group_ids, ratios_of, split_frame, strata_labels, stratify_fields
 
 MAX_ROUNDS = 20  # re-selections of the balanced variant before giving up on exact equality
@@ -87,7 +87,8 @@ def _split_chosen(rows: pd.DataFrame, fields: list[str], recipe: Recipe, ratios:
                   notes: list[str]) -> tuple[pd.Series, pd.Series]:
     """The chosen rows' splits and strata; a note per class missing from a split."""
     strata = strata_labels(rows, fields, recipe, reference=rows)
-    splits, missing = split_frame(rows, strata, ratios, recipe.split.seed, recipe.split.group_by, recipe.target)
+    splits, missing = split_frame(rows, strata, ratios, recipe.split.seed, recipe.split.group_by,
+                                  target_classes(rows, recipe))
     notes.extend(missing)
     return splits, strata
 
@@ -135,6 +136,58 @@ def balanced(variant: BalancedVariant, rows: pd.DataFrame, recipe: Recipe) -> tu
     return splits, figures, notes
 
 
+def _ranged(variant: BiasedVariant) -> bool:
+    return any(isinstance(v, tuple) for v in variant.pairs.values())
+
+
+def _aligned_by_value(variant: BiasedVariant, rows: pd.DataFrame, recipe: Recipe, target: pd.Series,
+                      notes: list[str]) -> tuple[pd.Series, pd.Series, dict[str, Any]] | None:
+    """Usable rows, whether each carries its class's paired attribute value (binned as the
+    split bins it), and the pairs; None when no row has both values."""
+    attribute = field_labels(rows, variant.attribute, recipe, reference=rows)
+    usable = attribute != UNKNOWN
+    if (~usable).any():
+        notes.append(f"{int((~usable).sum())} images with an unknown {variant.attribute} left out")
+    classes = sorted(target[usable & (target != UNKNOWN)].unique())
+    values = sorted(attribute[usable].unique())
+    if not classes or not values:
+        return None
+    pairs = dict(variant.pairs) or default_pairs(classes, values)
+    unpaired = [c for c in classes if c not in pairs]
+    if unpaired:
+        notes.append(f"classes without a pair in 'pairs' are left out: {', '.join(unpaired)}")
+    strange = sorted({v for v in pairs.values() if v not in values})
+    if strange:
+        notes.append(f"paired values never seen in {variant.attribute}: {', '.join(strange)} (seen: {', '.join(values)})")
+    return usable & target.isin(list(pairs)), attribute == target.map(pairs), pairs
+
+
+def _aligned_by_range(variant: BiasedVariant, rows: pd.DataFrame, target: pd.Series,
+                      notes: list[str]) -> tuple[pd.Series, pd.Series, dict[str, Any]] | None:
+    """The same for ranges of a numeric attribute: a row is aligned when its number lies in
+    its class's range (both ends included), e.g. women 16-35 and men 40-70."""
+    if variant.attribute not in rows.columns:
+        return None
+    numbers = pd.to_numeric(rows[variant.attribute].astype("string").str.strip(), errors="coerce")
+    usable = numbers.notna()
+    if (~usable).any():
+        notes.append(f"{int((~usable).sum())} images without a number in {variant.attribute} left out")
+    pairs = {c: list(r) for c, r in variant.pairs.items()}
+    unpaired = sorted(set(target[usable & (target != UNKNOWN)]) - set(pairs))
+    if unpaired:
+        notes.append(f"classes without a range in 'pairs' are left out: {', '.join(unpaired)}")
+    usable &= target.isin(list(pairs))
+    if not usable.any():
+        return None
+    low = target.map(lambda c: pairs[c][0] if c in pairs else np.nan).astype(float)
+    high = target.map(lambda c: pairs[c][1] if c in pairs else np.nan).astype(float)
+    aligned = (numbers >= low) & (numbers <= high)
+    for c, (lo, hi) in pairs.items():
+        if not (aligned & usable & (target == c)).any():
+            notes.append(f"no {c!r} image has {variant.attribute} in [{lo:g}, {hi:g}]")
+    return usable, aligned.fillna(False).astype(bool), pairs
+
+
 def default_pairs(classes: list[str], values: list[str]) -> dict[str, str]:
     """Both sorted, paired in order and cycling through the values (cs->female, econ->male)."""
     return {c: values[i % len(values)] for i, c in enumerate(classes)}
@@ -144,26 +197,15 @@ def biased(variant: BiasedVariant, rows: pd.DataFrame, recipe: Recipe) -> tuple[
     """Train/val with the paired attribute value in a share `strength` of each class; the
     complement is the test set."""
     notes: list[str] = []
-    attribute = field_labels(rows, variant.attribute, recipe, reference=rows)
-    target = category_labels(rows[recipe.target])
-    usable = attribute != UNKNOWN
-    if (~usable).any():
-        notes.append(f"{int((~usable).sum())} images with an unknown {variant.attribute} left out")
-    classes = sorted(target[usable].unique())
-    values = sorted(attribute[usable].unique())
-    if not classes or not values:
+    target = target_classes(rows, recipe).fillna(UNKNOWN)
+    found = _aligned_by_range(variant, rows, target, notes) if _ranged(variant) else _aligned_by_value(
+        variant, rows, recipe, target, notes)
+    if found is None:
         notes.append(f"no kept image has both a {recipe.target!r} and a {variant.attribute!r} value, so the variant is empty")
         return pd.Series(dtype="string"), {"attribute": variant.attribute, "strength": variant.strength}, notes
-    pairs = dict(variant.pairs) or default_pairs(classes, values)
-    unpaired = [c for c in classes if c not in pairs]
-    if unpaired:
-        notes.append(f"classes without a pair in 'pairs' are left out: {', '.join(unpaired)}")
-    strange = sorted({v for v in pairs.values() if v not in values})
-    if strange:
-        notes.append(f"paired values never seen in {variant.attribute}: {', '.join(strange)} (seen: {', '.join(values)})")
-    usable &= target.isin(list(pairs))
+    usable, aligned_rows, pairs = found
     pool = rows[usable]
-    aligned = (attribute[usable] == target[usable].map(pairs)).to_numpy()
+    aligned = aligned_rows[usable].to_numpy()
     groups = group_ids(pool, recipe.split.group_by)
     classes_of = target[usable].to_numpy()
     cell = np.array([f"{c}{SEP}{a}" for c, a in zip(classes_of, aligned)], dtype=object)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
-from builders import build_dataset, dataset_recipe
+from builders import build_dataset, dataset_recipe, make_recipe
 from torchvision.datasets import ImageFolder
 
 from tasks.core.errors import FacesetError
@@ -72,3 +73,24 @@ def test_without_a_class_map_the_loader_takes_train_folders(tmp_path):
     paths.class_map("split").unlink()
     _, classes = data.read_tree(paths.root)
     assert classes == sorted(p.name for p in (paths.splits / "train").iterdir() if p.is_dir())
+
+
+def test_a_binned_numeric_target_gives_one_class_per_bin_not_one_per_year(tmp_path):
+    """`target: age` with `split.bins: {age: [...]}` (issue 19): the split, the folders, the
+    class map and the shared manifest all use the bins."""
+    frame, paths = build_dataset(tmp_path / "ages")
+    recipe = make_recipe("ages", attributes=("gender",), target="age", split={"bins": {"age": [35, 50]}})
+    out = export.run(split.run(frame, recipe, paths), recipe, paths)
+    class_map = json.loads(paths.class_map("split").read_text())
+    assert class_map["classes"] == ["35-50", "50 and over", "under 35"]
+    assert class_map["labels"] == {"35-50": "35-50", "50 and over": ">=50", "under 35": "<35"}
+    for name in SPLITS:
+        assert sorted(p.name for p in (paths.splits / name).iterdir() if p.is_dir()) == class_map["classes"]
+    kept = out[out["split"].notna()]
+    ages = kept["age"].astype(int)
+    expected = ages.map(lambda a: "under 35" if a < 35 else ("35-50" if a < 50 else "50 and over"))
+    for (_, row), want in zip(kept.iterrows(), expected):
+        assert len(list((paths.splits / row["split"] / want).glob(f"{row['item_id']}.*"))) == 1
+    share = pd.read_csv(paths.share_csv)
+    assert set(share["label"]) == {"<35", "35-50", ">=50"}
+    assert set(share["age"].astype(int)) == set(ages)  # the age itself is kept beside its class

@@ -10,9 +10,10 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-from builders import split_recipe, synthetic_people
+from builders import PEOPLE_FIELDS, make_recipe, split_recipe, synthetic_people
 
 from tasks.core import manifest as mf
+from tasks.core.recipe import RecipeError
 from tasks.core.paths import DatasetPaths
 from tasks.split import stage as split_stage
 from tasks.split.stage import group_ids, run
@@ -215,3 +216,32 @@ def test_a_growing_dataset_keeps_earlier_images_in_their_split(paths):
     # other split settings: a fresh split, nothing carried over
     run(grown, split_recipe(stratify=["label", "gender"], seed=99), paths)
     assert json.loads(paths.report_json("split").read_text())["kept_from_previous_build"] == 0
+
+
+def test_biased_variant_by_ranges_of_a_numeric_attribute(paths):
+    """Women 22-35 and men 50-74 written as ranges (issue 19), not listed age by age: train and
+    val hold the asked share of in-range images per class; the complement is the test set."""
+    manifest = synthetic_people(11, people=1500)
+    recipe = make_recipe("synthetic", fields=PEOPLE_FIELDS, sources=("north", "south"), target="gender",
+                         attributes=("label", "age"),
+                         split={"variants": [{"kind": "biased", "attribute": "age", "strength": 0.9,
+                                              "pairs": {"female": [22, 35], "male": [50, 74]}}]})
+    out = run(manifest, recipe, paths)
+    age = pd.to_numeric(out["age"])
+    aligned = ((out["gender"] == "female") & age.between(22, 35)) | ((out["gender"] == "male") & age.between(50, 74))
+    column = out["split_biased"]
+    fit = column.isin(["train", "val"])
+    for gender in ("female", "male"):
+        share = aligned[fit & (out["gender"] == gender)].mean()
+        assert abs(share - 0.9) <= 0.01, (gender, share)
+    assert aligned[column == "test"].mean() < 0.5
+    assert_no_leaks(out, "split_biased")
+    report = json.loads(paths.report_json("split").read_text())["variants"]["biased"]
+    assert report["pairs"] == {"female": [22, 35], "male": [50, 74]}
+
+
+def test_biased_ranges_must_be_ordered_and_not_mixed_with_values():
+    with pytest.raises(RecipeError, match="lower end first"):
+        split_recipe(variants=[{"kind": "biased", "attribute": "age", "pairs": {"cs": [40, 30]}}])
+    with pytest.raises(RecipeError, match="not a mix"):
+        split_recipe(variants=[{"kind": "biased", "attribute": "age", "pairs": {"cs": [20, 30], "econ": "40-50"}}])
