@@ -43,6 +43,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
         settings = fetch_settings(recipe, job)
         spider, kwargs = FetchSpider, {"rows_file": job["rows_file"]}
+    # the build's byte budget (spiders/limits.py) and takedown list (spiders/guard.py), by path
+    settings["FACESET_BUDGET_FILE"] = job.get("budget_file")
+    settings["FACESET_TAKEDOWNS"] = job.get("takedowns")
     process = CrawlerProcess(settings)
     crawler = process.create_crawler(spider)
     started = time.monotonic()

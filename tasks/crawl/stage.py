@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from spiders.launch import read_jsonl, run_job
+from spiders.launch import read_jsonl, run_job, safety_job
 from tasks.core import manifest as mf
 from tasks.core.atomic import read_or_absent, write_text
 from tasks.core.errors import FacesetError
@@ -83,6 +83,7 @@ def prepare_job(recipe: Recipe, paths: DatasetPaths, today: date) -> dict[str, A
         "cache_dir": str(state / "httpcache"),
         "cache_policy": "replay" if resuming else "revalidate",
         "cache_expiration_secs": int(since_start) + 60 if resuming else 0,
+        **safety_job(paths),
     }
 
 

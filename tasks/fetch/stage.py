@@ -23,7 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from spiders.launch import read_jsonl, run_job
+from spiders.launch import read_jsonl, run_job, safety_job
+from spiders.budget import budget_file, close_budget
 from tasks.core import manifest as mf
 from tasks.core.atomic import write_jsonl
 from tasks.core.reports import write_report
@@ -131,6 +132,7 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, timeout:
             "stats_file": str(state / "stats.json"),
             "log_file": str(state / "fetch.log"),
             "root": str(paths.root),
+            **safety_job(paths),
         }
         stats = run_job(job, state, timeout=timeout)
         for record in read_jsonl(results_file):
@@ -142,6 +144,7 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, timeout:
         missing = set(wanted["item_id"]) - set(done)
         for item_id in missing:  # defensive: every row sent must end with a result
             done[item_id] = {"status": "failed", "reason": "download failed: no result"}
+    close_budget(budget_file(paths))  # the build's downloads are done: the next build counts afresh
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     frame = apply_results(frame, done, now)
     summarize(frame, done, int(stored.sum()), stats, recipe, paths)

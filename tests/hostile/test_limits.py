@@ -105,3 +105,47 @@ def test_the_download_budget_stops_the_download_and_declines_later_requests(tmp_
     assert kept.sum() == 2
     assert result.loc[~kept, "reason"].eq("limit: the download budget of 30000 bytes is spent (crawl.max_total_bytes)").all()
     assert len([p for p in site.paths() if p.startswith("/img/")]) == 3
+
+
+def _sent(site, routes: dict[str, Route]) -> int:
+    """Bytes of body the server sent, from its request log, each path once: the page in flight when
+    the crawl was killed is logged twice but was received only once (robots.txt counts nothing)."""
+    return sum(len(routes[path].body) for path in set(site.paths()) if path in routes)
+
+
+def test_the_budget_is_the_builds_across_a_killed_crawl_its_resume_and_the_image_download(tmp_path) -> None:
+    """20 pages and 20 images of 8 KB, 200 KB allowed for the build. The crawl is SIGKILLed after a
+    few pages and resumed, then the images are downloaded: the server sends at most the budget
+    (and the one response that crosses it), not 200 KB more for each process as before."""
+    from spiders.budget import budget_file, spent
+    from spiders.launch import start_job
+
+    pad = "<!--" + "p" * 8_000 + "-->"
+    people = {f"/people/{i}.html": profile(f"Person {i}", f"/img/{i}.jpg", pad) for i in range(20)}
+    pictures = {f"/img/{i}.jpg": Route(jpeg(i) + bytes(8_000 - len(jpeg(i))), "image/jpeg") for i in range(20)}
+    for route in people.values():
+        route.delay = 0.1  # slow enough to kill the crawl half-way
+    routes = {"/index.html": index(list(people)), **people, **pictures}
+    site = serve(routes)
+    budget = 200_000
+    try:
+        spec = recipe([site.url("/index.html")], concurrency=1, max_total_bytes=budget)
+        paths = DatasetPaths.create(tmp_path)
+        job = crawl.prepare_job(spec, paths, date.today())
+        process = start_job(job, crawl.crawl_state(paths))
+        deadline = time.monotonic() + 60
+        while sum(p.startswith("/people/") for p in site.paths()) < 6:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        process.kill()
+        process.wait()
+        assert spent(budget_file(paths)) >= _sent(site, routes) - 8_500  # the killed process's figure is kept
+        found = crawl.run(mf.empty(spec.field_names), spec, paths, timeout=120)
+        assert len(found) == 20
+        result = fetch.run(found, spec, paths, timeout=120)
+    finally:
+        site.stop()
+    assert _sent(site, routes) <= budget + 8_500
+    refused = result["reason"] == "limit: the download budget of 200000 bytes is spent (crawl.max_total_bytes)"
+    assert 0 < refused.sum() < 20 and (result["status"] == mf.KEPT).sum() + refused.sum() == 20
+    assert spent(budget_file(paths)) == 0  # the downloads ran to their end: the next build has a new budget
