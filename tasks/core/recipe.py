@@ -325,6 +325,13 @@ class DedupeConfig(_Section):
 # ---------------------------------------------------------------- cross-check
 
 
+class LabelFrom(_Section):
+    """The autotagger as labeller: missing values of `field` filled from it, once gold shows it agrees enough."""
+
+    field: str = Field(description="a field the cross-check compares (crosscheck.fields), e.g. gender")
+    min_agreement: float = Field(0.95, gt=0, le=1, description="least accuracy of the tagger on this field's gold labels")
+
+
 class CrosscheckField(_Section):
     """A crawled field compared with an autotagger output."""
 
@@ -349,6 +356,10 @@ class CrosscheckConfig(_Section):
     calibrate: bool = Field(True, description="learn how the tagger errs from this dataset's own labels (cross-fitted)")
     embeddings: bool = Field(False, description="add Lite0 image features and a second age model's age to the learned "
                              "age (better age flags; about 6 faces/s on 2 cores)")
+    target_recall: float = Field(0.9, gt=0, le=1, description="once enough faces are reviewed, the flag threshold is set "
+                                 "so the flags find this share of the label errors reviewers found (docs/validation.md)")
+    label_from: LabelFrom | None = Field(None, description="fill a field's missing values from the autotagger when its "
+                                         "measured agreement with gold labels is high enough")
 
     @field_validator("fields")
     @classmethod
@@ -579,6 +590,10 @@ class Recipe(_Section):
         for tag, spec in self.crosscheck.fields.items():
             if spec.field not in names:
                 raise ValueError(f"crosscheck.fields.{tag} names {spec.field!r}, which is not a field")
+        label_from = self.crosscheck.label_from
+        if label_from and label_from.field not in {spec.field for spec in self.crosscheck.fields.values()}:
+            raise ValueError(f"crosscheck.label_from.field {label_from.field!r} is not a field the cross-check compares "
+                             "(name it under crosscheck.fields first, e.g. gender: gender)")
         if len({s.name for s in self.sources}) != len(self.sources):
             raise ValueError("two sources share a name; each source needs its own")
         return self
