@@ -188,33 +188,46 @@ def import_table(table: pd.DataFrame, manifest: pd.DataFrame, fields: list[str],
 # ---------------------------------------------------------------- the gold table
 
 
-def from_decisions(decisions: pd.DataFrame, sample: set[str], manifest: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
-    """Gold labels implied by the latest decisions on validation-sample faces.
+def decision_table(dataset_dir: Path) -> pd.DataFrame:
+    """The decisions that hold (tasks.core.decisions.latest), one row each with the decisions.csv
+    columns; rows the file could not read are left out here (the build reports them)."""
+    from dataclasses import astuple
 
-    `decisions` has the decisions.csv columns (the latest per item and field); `fields`
-    the labelled fields. A keep without a field vouches for every crawled field value
-    (`<field>_crawled` where a relabel replaced it), a relabel for its value."""
+    from tasks.core import decisions
+
+    found, _ = decisions.read(dataset_dir)
+    held = [astuple(d) for d in decisions.latest(found).values()]
+    return pd.DataFrame(held, columns=list(decisions.COLUMNS)).astype("string")
+
+
+def from_decisions(decisions: pd.DataFrame, sample: set[str], manifest: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
+    """Gold labels implied by the decisions that hold on validation-sample faces.
+
+    A relabel vouches for its value; a keep for the crawled value (`<field>_crawled`
+    where a relabel replaced it) of the field it names, or of every field without a
+    relabel when it names none."""
     rows = decisions[decisions["item_id"].astype(str).isin(sample)] if len(decisions) else decisions
     crawled = manifest.set_index(manifest["item_id"].astype(str))
-    out = []
-    for d in rows.to_dict("records"):
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    ordered = sorted(rows.to_dict("records"), key=lambda d: d.get("action") != "relabel")  # relabels first
+    for d in ordered:
         item, action, name = str(d["item_id"]), d.get("action"), _clean(d.get("field"))
         base = {"item_id": item, "labeller": _clean(d.get("reviewer")) or "", "labelled_at": _clean(d.get("decided_at")) or "",
                 "source": SAMPLE_SOURCE}
         if action == "relabel" and name in fields and _clean(d.get("value")) is not None:
-            out.append({**base, "field": name, "value": _clean(d.get("value"))})
+            found[item, name] = {**base, "field": name, "value": _clean(d.get("value"))}
         elif action == "keep" and item in crawled.index:
             for f in ([name] if name in fields else fields if name is None else []):
                 column = f"{f}_crawled" if f"{f}_crawled" in crawled and _clean(crawled.at[item, f"{f}_crawled"]) else f
                 value = _clean(crawled.at[item, column]) if column in crawled else None
-                if value is not None:
-                    out.append({**base, "field": f, "value": value})
-    return pd.DataFrame(out, columns=list(COLUMNS)).astype("string")
+                if value is not None and (item, f) not in found:
+                    found[item, f] = {**base, "field": f, "value": value}
+    return pd.DataFrame(list(found.values()), columns=list(COLUMNS)).astype("string")
 
 
 def labels(paths: DatasetPaths, manifest: pd.DataFrame, fields: list[str], decisions: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Every gold label: gold.csv's, then the validation sample's decisions; one row per
-    (item, field, labeller), that labeller's latest."""
+    """Every gold label: gold.csv's, then the validation sample's decisions (`decision_table`);
+    one row per (item, field, labeller), that labeller's latest."""
     parts = [read(paths)]
     if decisions is not None and len(decisions):
         parts.append(from_decisions(decisions, read_sample(paths), manifest, fields))

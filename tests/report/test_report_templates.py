@@ -96,11 +96,12 @@ def test_review_page_escapes_reasons_and_links(tmp_path):
     frame.loc[0, ["page_url", "gender"]] = ["http://x/?a=1&b='2'", "<b>"]
     recipe = make_recipe("tiny", crosscheck={"fields": {"gender": "gender"}})
     page = review.write(frame, recipe, paths).read_text()
-    assert page.count("<figure>") == int(rows.sum()) and f"{int(rows.sum())} faces to review" in page
+    assert page.count("<figure>") == int(rows.sum()) and f"{int(rows.sum())} faces the tagger disagrees with" in page
     assert HOSTILE not in page and "crawled: gender: &lt;b&gt;<br>" in page
     assert "href='http://x/?a=1&amp;b=&#39;2&#39;'" in page
-    scores = [float(s) for s in re.findall(r"<span class='score'>([\d.]+)</span>", page)]
-    assert len(scores) == rows.sum() and scores == sorted(scores, reverse=True)  # most likely label errors first
+    ranks = [int(r) for r in re.findall(r"<span class='rank'>#(\d+)</span>", page)]
+    assert ranks == list(range(1, int(rows.sum()) + 1))  # strongest disagreement first, no chance of error shown
+    assert "chance that the crawled label is wrong" not in page
     assert "tagger: male (91%)" in page
 
 
