@@ -180,7 +180,22 @@ class ModelPaths:
 
     @property
     def predictions(self) -> Path:
+        """The held-out images' true class, predicted class and probability of each class
+        (`p_<class>`): the measured errors `faceset apply` adjusts shares with."""
         return self.root / "predictions.csv"
+
+    @property
+    def evaluations(self) -> Path:
+        """Evaluations by `faceset evaluate` on other labelled images, one pair of files each."""
+        return self.root / "evaluations"
+
+    def evaluation_json(self, name: str) -> Path:
+        """An evaluation's metrics: accuracy, per class, per group, confusion."""
+        return self.evaluations / f"{name}.json"
+
+    def evaluation_csv(self, name: str) -> Path:
+        """An evaluation's per-image rows, laid out as `predictions`."""
+        return self.evaluations / f"{name}.csv"
 
     @property
     def galleries(self) -> Path:

@@ -1,13 +1,17 @@
-"""Applying a trained model to new images: predicted class and probabilities, as a table.
+"""Applying a trained model to new images or a built dataset: predicted class and probabilities, as a table.
 
 When the model was trained on faceset's face crops, new images are cropped the same
 way first (the faces stage's detector, same settings), because a model trained on tight crops sees
-whole photos as something else entirely.
+whole photos as something else entirely. With `faces="each"` every face of an image is
+classified (group photos: one row per face, with its box); a built dataset's own kept face
+crops are classified as they are, with the manifest's columns beside them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +20,17 @@ import torch
 from PIL import Image
 
 from tasks.core.errors import FacesetError
+from tasks.core.manifest import KEPT
 from tasks.core.reasons import NO_FACE
-from tasks.core.paths import ModelPaths
+from tasks.core.paths import DatasetPaths, ModelPaths
 from tasks.finetune import ensemble
 from tasks.vision.backbones import Net, Normalization, build_net
 from tasks.finetune.data import IMAGE_SUFFIXES
 from tasks.finetune.training import pick_device
-from tasks.core.recipe import FinetuneConfig
+from tasks.core.recipe import FacesConfig, FinetuneConfig
+
+
+FEW_LABELLED = 100  # held-out faces under which apply warns that the adjustment's error rates are rough
 
 
 def trained_config(checkpoint: dict) -> FinetuneConfig:
@@ -74,11 +82,37 @@ def image_files(items: Iterable[str | Path]) -> list[Path]:
     return found
 
 
+def is_dataset(path: Path) -> bool:
+    """A folder `faceset build` wrote: it has the manifest."""
+    return DatasetPaths(Path(path)).manifest.is_file()
+
+
+@dataclass
+class Face:
+    """One thing to classify (or why there is nothing): its image, where the face is, the crop,
+    and the columns reported beside the prediction."""
+
+    image: str
+    status: str
+    crop: Image.Image | None = None
+    face_index: int | None = None
+    face_box: str | None = None
+    columns: dict[str, object] = field(default_factory=dict)
+
+
+def crop_settings(checkpoint: dict, faces: str) -> FacesConfig | None:
+    """The face crop the model was trained with; for `faces="each"` a crop is needed even for a
+    model trained on whole images (the recipe defaults), and no bound on faces per image."""
+    settings = checkpoint.get("crop_faces")
+    if faces != "each":
+        return FacesConfig(**settings) if settings is not None else None
+    return FacesConfig(**{**(settings or {}), "max_faces": 1_000_000})
+
+
 def face_cropper(settings: dict | None, log: Callable[[str], None] | None = print) -> Callable | None:
     """A function RGB array -> (crop or None, reason) using the face detector, or None to use whole images."""
     if settings is None:
         return None
-    from tasks.core.recipe import FacesConfig
     from tasks.vision.detector import default_detector, verify_and_crop
 
     config = FacesConfig(**settings)
@@ -91,48 +125,207 @@ def face_cropper(settings: dict | None, log: Callable[[str], None] | None = prin
     return crop
 
 
-def _load(path: Path, cropper: Callable | None) -> tuple[Image.Image | None, str]:
-    """The image to classify and what happened to it ('whole image', 'face crop' or why not)."""
+def every_face(rgb: np.ndarray, config: FacesConfig, detector=None) -> tuple[list[tuple[np.ndarray, list[int]]], str | None]:
+    """Each face of at least `min_face_px` in the image, as (crop, box in the image's pixels), largest
+    first; and why there is none. Detection is the faces stage's (tasks/vision/detector.py)."""
+    from tasks.vision.detector import FACE_TOO_SMALL, crop_face, default_detector, find_faces
+
+    rows = find_faces(rgb, config, detector or default_detector(config.min_score))
+    found, small = [], 0
+    for row in sorted(rows, key=lambda r: -float(r[2]) * float(r[3])):
+        x0, y0 = max(0, int(row[0])), max(0, int(row[1]))
+        box = [x0, y0, min(rgb.shape[1], int(round(row[0] + row[2]))) - x0, min(rgb.shape[0], int(round(row[1] + row[3]))) - y0]
+        if min(box[2], box[3]) < config.min_face_px:
+            small += 1
+            continue
+        crop = crop_face(rgb, row, config)
+        if crop is not None:
+            found.append((crop, box))
+    if found:
+        return found, None
+    return [], f"{FACE_TOO_SMALL} ({small} under {config.min_face_px} px)" if small else NO_FACE
+
+
+def _read(path: Path) -> tuple[Image.Image | None, str]:
     if not path.is_file():
         return None, "file not found"
     try:
         with Image.open(path) as image:
-            rgb = image.convert("RGB")
+            return image.convert("RGB"), ""
     except Exception as exc:  # Pillow raises many kinds for broken files
         return None, f"not an image ({exc.__class__.__name__})"
-    if cropper is None:
-        return rgb, "whole image"
-    crop, reason = cropper(np.asarray(rgb))
-    return (Image.fromarray(crop), "face crop") if crop is not None else (None, reason or NO_FACE)
+
+
+def image_faces(paths: list[Path], checkpoint: dict, faces: str, cropper: Callable | None | str = "auto",
+                detector=None) -> Iterator[Face]:
+    """Loose images: the whole image, its one face (a model trained on crops), or each face."""
+    config = crop_settings(checkpoint, faces)
+    if cropper == "auto":
+        cropper = face_cropper(config.model_dump(mode="json") if config and faces != "each" else None)
+    for path in paths:
+        columns = {"folder": path.parent.name}
+        image, problem = _read(path)
+        if image is None:
+            yield Face(str(path), problem, columns=columns)
+        elif faces == "each":
+            found, reason = every_face(np.asarray(image), config, detector)
+            if not found:
+                yield Face(str(path), reason, columns=columns)
+            for index, (crop, box) in enumerate(found):
+                yield Face(str(path), "face crop", Image.fromarray(crop), index, json.dumps(box), columns)
+        elif cropper is None:
+            yield Face(str(path), "whole image", image, columns=columns)
+        else:
+            crop, reason = cropper(np.asarray(image))
+            yield (Face(str(path), "face crop", Image.fromarray(crop), 0, columns=columns) if crop is not None
+                   else Face(str(path), reason or NO_FACE, columns=columns))
+
+
+def dataset_faces(root: Path) -> tuple[Iterator[Face], list[str]]:
+    """A built dataset's kept faces (its face rows when it keeps one row per face) with every
+    manifest column, and the names of those columns (what --by may name)."""
+    paths = DatasetPaths(Path(root))
+    manifest = pd.read_parquet(paths.manifest)
+    kept = manifest[(manifest["status"] == KEPT) & manifest["face_path"].notna()]
+    if "parent_id" in kept.columns and kept["parent_id"].notna().any():
+        kept = kept[kept["parent_id"].notna()]
+    columns = [c for c in manifest.columns if c not in ("face_box", "face_index")]
+
+    def faces() -> Iterator[Face]:
+        for row in kept.to_dict("records"):
+            values = {c: row[c] for c in columns}
+            image = row.get("image_url") if isinstance(row.get("image_url"), str) else row.get("image_path")
+            crop, problem = _read(paths.root / row["face_path"])
+            index = row.get("face_index")
+            yield Face(str(image), "kept face" if crop is not None else problem, crop,
+                       None if pd.isna(index) else int(index), row.get("face_box"), values)
+
+    return faces(), columns
+
+
+def classify(models: list[ensemble.Model], crops: list[Image.Image], device: torch.device,
+             batch_size: int = 32) -> np.ndarray:
+    """Averaged class probabilities of the models for each crop, in order."""
+
+    def batches(transform):
+        return ((torch.stack([transform(c) for c in crops[start:start + batch_size]]), None)
+                for start in range(0, len(crops), batch_size))
+
+    return ensemble.average_probabilities(models, batches, device)
+
+
+def predict_faces(models: list[ensemble.Model], classes: list[str], faces: Iterable[Face], device: torch.device,
+                  chunk: int = 256, batch_size: int = 32) -> pd.DataFrame:
+    """One row per face (or per image without one): image, face_index, face_box, status, predicted,
+    confidence, p_<class>, then the face's columns. Crops are classified `chunk` at a time."""
+    rows: list[dict] = []
+    pending: list[tuple[dict, Image.Image]] = []
+
+    def flush() -> None:
+        if pending:
+            probs = classify(models, [crop for _, crop in pending], device, batch_size)
+            for (row, _), p in zip(pending, probs):
+                row.update(predicted=classes[int(p.argmax())], confidence=float(p.max()),
+                           **{f"p_{c}": float(v) for c, v in zip(classes, p)})
+            pending.clear()
+
+    for face in faces:
+        row = {"image": face.image, "face_index": face.face_index, "face_box": face.face_box, "status": face.status,
+               "predicted": None, "confidence": np.nan, **{f"p_{c}": np.nan for c in classes}}
+        row.update({k: v for k, v in face.columns.items() if k not in row})
+        rows.append(row)
+        if face.crop is not None:
+            pending.append((row, face.crop))
+            if len(pending) >= chunk:
+                flush()
+    flush()
+    table = pd.DataFrame(rows, columns=None if rows else ["image", "face_index", "face_box", "status", "predicted",
+                                                              "confidence", *[f"p_{c}" for c in classes]])
+    table["face_index"] = table["face_index"].astype("Int64")
+    table["predicted"] = table["predicted"].astype("string")
+    return table
+
+
+def _sources(images: Iterable[str | Path], checkpoint: dict, faces: str, cropper: Callable | None | str
+             ) -> tuple[list[Iterable[Face]], set[str]]:
+    """The faces to classify from each input (loose images first, then each dataset) and the
+    columns they carry. An empty folder is an error; a missing file keeps a row saying so."""
+    sources: list[Iterable[Face]] = []
+    columns: set[str] = set()
+    loose: list[Path] = []
+    for item in map(Path, images):
+        if item.is_dir() and is_dataset(item):
+            found, names = dataset_faces(item)
+            sources.append(found)
+            columns.update(names)
+            continue
+        if item.is_dir() and not image_files([item]):
+            raise FacesetError(f"{item} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})",
+                               "give a folder with images in it, or a dataset folder 'faceset build' wrote")
+        loose.append(item)
+    if loose:
+        sources.insert(0, image_faces(image_files(loose), checkpoint, faces, cropper))
+        columns.add("folder")
+    return sources, columns
 
 
 def predict_images(model_dir: Path, images: Iterable[str | Path], *, device: str | None = None,
-                   cropper: Callable | None | str = "auto", batch_size: int = 32,
-                   log: Callable[[str], None] | None = print) -> pd.DataFrame:
-    """One row per image: predicted class, confidence, p_<class> columns, and what was classified.
+                   cropper: Callable | None | str = "auto", faces: str = "one", batch_size: int = 32,
+                   by: list[str] | None = None, log: Callable[[str], None] | None = print) -> pd.DataFrame:
+    """One row per image (per face with `faces="each"`): predicted class, confidence, p_<class>
+    columns, and what was classified. A built dataset given among `images` gives its kept faces
+    with its manifest's columns; loose images carry `folder` (the folder they are in).
 
     Images that cannot be used (missing, not an image, no face) keep their row with
-    empty predictions and the reason in `status`.
+    empty predictions and the reason in `status`. Naming a `by` column no input has is an error.
     """
+    return _predict(model_dir, images, device=device, cropper=cropper, faces=faces, batch_size=batch_size, by=by)[0]
+
+
+def _predict(model_dir: Path, images: Iterable[str | Path], *, device: str | None, cropper: Callable | None | str,
+             faces: str, batch_size: int, by: list[str] | None) -> tuple[pd.DataFrame, list[str]]:
+    """`predict_images`'s table and the model's classes."""
     models, checkpoint = load_models(Path(model_dir))
-    classes = checkpoint["classes"]
-    if cropper == "auto":
-        cropper = face_cropper(checkpoint.get("crop_faces"), log)
-    paths = image_files(images)
-    loaded = [_load(p, cropper) for p in paths]
-    usable = [i for i, (image, _) in enumerate(loaded) if image is not None]
+    sources, columns = _sources(images, checkpoint, faces, cropper)
+    unknown = [c for c in by or [] if c not in columns]
+    if unknown:
+        raise FacesetError(f"--by {' '.join(unknown)}: no such column in the inputs",
+                           f"choose among {', '.join(sorted(columns))}")
+    chained = (face for source in sources for face in source)
+    classes = list(checkpoint["classes"])
+    return predict_faces(models, classes, chained, pick_device(device), batch_size=batch_size), classes
 
-    def batches(transform):
-        return ((torch.stack([transform(loaded[i][0]) for i in usable[start:start + batch_size]]), None)
-                for start in range(0, len(usable), batch_size))
 
-    probs = np.full((len(paths), len(classes)), np.nan)
-    if usable:
-        probs[usable] = ensemble.average_probabilities(models, batches, pick_device(device))
-    table = pd.DataFrame({"image": [str(p) for p in paths], "status": [s for _, s in loaded]})
-    ok = ~np.isnan(probs[:, 0]) if len(paths) else np.zeros(0, bool)
-    table["predicted"] = pd.Series([classes[i] if good else pd.NA for i, good in zip(probs.argmax(1), ok)], dtype="string")
-    table["confidence"] = np.where(ok, np.nanmax(np.where(ok[:, None], probs, 0), axis=1), np.nan)
-    for index, name in enumerate(classes):
-        table[f"p_{name}"] = probs[:, index]
-    return table
+def apply_model(model_dir: Path, images: Iterable[str | Path], out_dir: Path, *, faces: str = "one",
+                by: list[str] | None = None, evaluation: str | None = None, method: str | None = None,
+                rounds: int = 1000, device: str | None = None, seed: int = 0) -> dict:
+    """`faceset apply`: predictions.csv, then shares.csv and shares.html per group of `by`,
+    adjusted with the model's measured errors (tasks/finetune/shares.py) when it has any.
+    Returns what happened, in numbers and sentences."""
+    from tasks.core.atomic import write_csv
+    from tasks.finetune.shares import Adjuster, load_calibration, share_table
+    from tasks.finetune.shares_page import write_shares
+
+    by = list(by or [])
+    table, classes = _predict(model_dir, images, device=device, cropper="auto", faces=faces, batch_size=32, by=by)
+    out_dir = Path(out_dir)
+    write_csv(out_dir / "predictions.csv", table)
+    calibration = load_calibration(Path(model_dir) if Path(model_dir).is_dir() else Path(model_dir).parent,
+                                   classes, evaluation)
+    if calibration is None:
+        adjuster = None
+        note = ("Adjusted shares are omitted: the model folder holds no measured errors (no evaluations/ from "
+                "'faceset evaluate', no predictions.csv or confusion_matrix.json from 'faceset finetune'), "
+                "so only the naive shares, which lean towards the classes the model over-predicts, are given.")
+    else:
+        adjuster = Adjuster(calibration, method, rounds=rounds, seed=seed)
+        note = (f"Adjusted shares use {adjuster.method.upper()} with the errors measured on {calibration.source}: "
+                f"{len(calibration)} labelled faces" + (f" (under {FEW_LABELLED}: the intervals are wide; label more "
+                                                        f"with 'faceset evaluate')." if len(calibration) < FEW_LABELLED
+                                                        else "."))
+    shares = share_table(table, classes, by, adjuster)
+    files = write_shares(out_dir, shares, by, model=str(model_dir), calibration=calibration.source if calibration else None,
+                         note=note)
+    return {"table": table, "shares": shares, "note": note, "files": {"predictions": out_dir / "predictions.csv", **files},
+            "faces": int(table["predicted"].notna().sum()), "images": int(table["image"].nunique()),
+            "calibration": calibration.source if calibration else None}

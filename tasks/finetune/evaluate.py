@@ -44,6 +44,18 @@ def metrics(targets: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     }
 
 
+def probability_table(rows: pd.DataFrame, probs: np.ndarray, classes: list[str],
+                      keep: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+    """Per labelled image: path, true class, predicted class, confidence and the probability
+    of each class (`p_<class>`), plus the `keep` columns. What `faceset apply` reads back to
+    adjust shares for the model's errors (tasks/finetune/shares.py), so nothing is rounded."""
+    table = rows[["path", "class", *[c for c in keep if c in rows.columns]]].reset_index(drop=True).assign(
+        predicted=[classes[i] for i in probs.argmax(1)], confidence=probs.max(1) if len(probs) else [])
+    for index, name in enumerate(classes):
+        table[f"p_{name}"] = probs[:, index]
+    return table
+
+
 def group_values(values: pd.Series, name: str, bins: dict[str, list[float]] | None = None,
                  reference: pd.Series | None = None) -> pd.Series:
     """Attribute values as group labels, grouped as the split groups them (tasks.core.binning):

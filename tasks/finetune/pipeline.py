@@ -140,8 +140,7 @@ def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, att
     evaluate.plot_confusion(result, layout.confusion_png)
     evaluate.plot_curves(grid.fits[grid.best].history, layout.curves)
     gallery = evaluate.galleries(rows, probs, classes, layout.galleries)
-    write_csv(layout.predictions, rows[["path", "class"]].assign(predicted=[classes[i] for i in probs.argmax(1)],
-                                                                 confidence=probs.max(1)))
+    write_csv(layout.predictions, evaluate.probability_table(rows, probs, classes))
 
     unlearning = None
     if config.unlearn is not None:

@@ -19,11 +19,16 @@ class shares (prior shift): docs/shares.md says when to trust it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from quapy import functional as F
 from quapy.method.aggregative import ACC, PACC
+
+from tasks.core.atomic import read_json
+from tasks.core.errors import FacesetError
+from tasks.core.paths import ModelPaths
 
 METHODS = ("acc", "pacc")
 NO_GROUP = "(none)"
@@ -55,6 +60,55 @@ class Calibration:
     def default_method(self) -> str:
         """PACC when probabilities were kept (it uses more of what the model says), else ACC."""
         return "pacc" if self.probs is not None else "acc"
+
+
+def _from_rows(path: Path, classes: list[str], source: str) -> Calibration | None:
+    """A calibration from a per-image table (`evaluate.probability_table`); None when it cannot serve."""
+    table = pd.read_csv(path)
+    if "class" not in table.columns or table.empty:
+        return None
+    table = table[table["class"].isin(classes)]
+    targets = table["class"].map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=int)
+    columns = [f"p_{c}" for c in classes]
+    if set(columns) <= set(table.columns):
+        probs = table[columns].to_numpy(dtype=float)
+        return Calibration(classes, targets, probs.argmax(1), probs, source)
+    if "predicted" not in table.columns:
+        return None
+    predicted = table["predicted"].map({c: i for i, c in enumerate(classes)})
+    keep = predicted.notna().to_numpy()
+    return Calibration(classes, targets[keep], predicted[keep].to_numpy(dtype=int), None, source)
+
+
+def load_calibration(model_dir: Path, classes: list[str], evaluation: str | None = None) -> Calibration | None:
+    """The model's measured errors, the most independent first: an evaluation by `faceset
+    evaluate` (the one named, else the newest), else the finetune's own held-out split, else
+    its confusion matrix alone (ACC only). None when the model folder holds none of them."""
+    folder = ModelPaths(Path(model_dir))
+    if evaluation is not None:
+        if not folder.evaluation_csv(evaluation).is_file():
+            known = sorted(p.stem for p in folder.evaluations.glob("*.csv"))
+            raise FacesetError(f"no evaluation named {evaluation!r} in {folder.evaluations}",
+                               f"run 'faceset evaluate {model_dir} LABELLED_DIR --name {evaluation}' first"
+                               + (f", or choose one of {', '.join(known)}" if known else ""))
+        named = [folder.evaluation_csv(evaluation)]
+    else:
+        named = sorted(folder.evaluations.glob("*.csv"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in named:
+        found = _from_rows(path, classes, f"the independent evaluation '{path.stem}' ({path})")
+        if found is not None and len(found):
+            return found
+    metrics = read_json(folder.test_metrics, "the finetune's own held-out split is not used") or {}
+    split = metrics.get("evaluated_on", "held-out")
+    if folder.predictions.is_file():
+        found = _from_rows(folder.predictions, classes, f"the finetune's {split} split ({folder.predictions})")
+        if found is not None and len(found):
+            return found
+    matrix = read_json(folder.confusion_json, "no confusion matrix to adjust with")
+    if matrix and matrix.get("labels") == classes:
+        return Calibration.from_confusion(matrix["matrix"], classes,
+                                          f"the finetune's {split} confusion matrix ({folder.confusion_json})")
+    return None
 
 
 def naive_share(probs: np.ndarray) -> np.ndarray:

@@ -49,10 +49,10 @@ def test_apply_writes_probabilities_that_match_the_evaluation(model, tmp_path, c
     tree, model_dir = model
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg at all")
-    out = tmp_path / "pred.csv"
+    out = tmp_path / "applied"
     assert main(["apply", str(model_dir), str(tree / "test"), str(broken), str(tmp_path / "gone.jpg"),
                  "--out", str(out)]) == 0
-    table = pd.read_csv(out)
+    table = pd.read_csv(out / "predictions.csv")
     assert len(table) == 8 + 2
     labelled = table[table["predicted"].notna()]
     assert len(labelled) == 8 and (labelled["status"] == "whole image").all()
@@ -68,7 +68,7 @@ def test_apply_writes_probabilities_that_match_the_evaluation(model, tmp_path, c
     for path, row in evaluation.iterrows():
         assert applied.loc[path, "predicted"] == row["predicted"]
         assert applied.loc[path, "confidence"] == pytest.approx(row["confidence"], abs=1e-4)
-    assert "8 of 10 images labelled" in capsys.readouterr().out
+    assert "8 faces labelled in 10 images" in capsys.readouterr().out
 
 
 @pytest.mark.slow
