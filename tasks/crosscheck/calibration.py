@@ -293,3 +293,90 @@ def apply(frame: pd.DataFrame, index: pd.Index, recipe: Recipe) -> pd.DataFrame:
         if "expected" in result:
             out.loc[idx, "crosscheck_age_expected"] = result["expected"]
     return out
+
+
+# ---------------------------------------------------------------- the flag threshold, learned from reviews
+
+MIN_REVIEWED = 40  # reviewed faces of a check before its threshold is learned from them
+MIN_REVIEWED_ERRORS = 8  # and label errors among them: fewer and the recall moves by one face's worth
+
+
+def reviewed_errors(frame: pd.DataFrame, decisions: pd.DataFrame, field: str) -> pd.Series:
+    """Per reviewed row (index of `frame`): True where a reviewer relabelled `field` (the
+    crawled label was wrong), False where they kept the face or that field (it was right)."""
+    if decisions is None or not len(decisions):
+        return pd.Series(dtype=bool)
+    rows = {str(item): index for index, item in frame["item_id"].items()}
+    verdict: dict[Any, bool] = {}
+    for d in decisions.to_dict("records"):
+        index = rows.get(str(d["item_id"]))
+        name = d.get("field")
+        name = None if name is None or pd.isna(name) or not str(name).strip() else str(name)
+        if index is None:
+            continue
+        if d.get("action") == "relabel" and name == field:
+            verdict[index] = True
+        elif d.get("action") == "keep" and name in (None, field):
+            verdict.setdefault(index, False)
+    return pd.Series(verdict, dtype=bool)
+
+
+def learn_threshold(scores: np.ndarray, errors: np.ndarray, target_recall: float) -> dict[str, float] | None:
+    """The highest score threshold at which flagging `score >= threshold` finds at least
+    `target_recall` of the reviewed errors, with its recall and precision on the reviewed
+    faces (scikit-learn's precision-recall curve). None without errors to find."""
+    from sklearn.metrics import precision_recall_curve
+
+    if not errors.any() or errors.all():
+        return None
+    precision, recall, thresholds = precision_recall_curve(errors.astype(int), scores)
+    reach = np.flatnonzero(recall[:-1] >= target_recall)  # the last point is (recall 0, no threshold)
+    best = reach[-1]
+    return {"threshold": float(thresholds[best]), "recall": float(recall[best]), "precision": float(precision[best])}
+
+
+def review_thresholds(frame: pd.DataFrame, recipe: Recipe, decisions: pd.DataFrame | None,
+                      sample: set[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Per check (gender, age), the threshold learned from reviewed faces where there are enough.
+
+    Faces of the validation sample are used alone when there are enough of them: they
+    are a random draw, so the recall measured on them is the dataset's. Otherwise every
+    reviewed face is: the flags queue shows flagged faces first, so errors the flags miss
+    are under-represented and the recall reached may be lower than measured; the report
+    says which was used."""
+    found: dict[str, dict[str, Any]] = {}
+    target = recipe.crosscheck.target_recall
+    for check in ("gender", "age"):
+        spec = recipe.crosscheck.fields.get(check)
+        column = f"crosscheck_{check}_score"
+        if spec is None or column not in frame:
+            continue
+        verdict = reviewed_errors(frame, decisions, spec.field)
+        scores = frame[column].astype("Float64").reindex(verdict.index)
+        verdict = verdict[scores.notna().to_numpy()]
+        in_sample = verdict[frame.loc[verdict.index, "item_id"].astype(str).isin(sample or set()).to_numpy()]
+        used, basis = ((in_sample, "validation sample") if len(in_sample) >= MIN_REVIEWED and in_sample.sum() >= MIN_REVIEWED_ERRORS
+                       else (verdict, "all reviewed faces (mostly from the flags queue: recall may be overstated)"))
+        if len(used) < MIN_REVIEWED or used.sum() < MIN_REVIEWED_ERRORS:
+            continue
+        learned = learn_threshold(frame.loc[used.index, column].astype(float).to_numpy(), used.to_numpy(), target)
+        if learned is None:
+            continue
+        found[check] = {**{k: round(v, 4) for k, v in learned.items()}, "reviewed": int(len(used)),
+                        "errors": int(used.sum()), "target_recall": target, "basis": basis,
+                        "says": (f"{check} flag threshold learned from {len(used)} reviewed faces ({int(used.sum())} label "
+                                 f"errors, {basis}): it finds {learned['recall']:.0%} of their errors (asked: {target:.0%}); "
+                                 f"expected precision there {learned['precision']:.0%}")}
+    return found
+
+
+def apply_thresholds(frame: pd.DataFrame, index: pd.Index, learned: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Re-decide each check of rows `index` by its learned threshold: disagree at or above it."""
+    for check, found in learned.items():
+        column = f"crosscheck_{check}"
+        rows = index[frame.loc[index, f"{column}_score"].notna().to_numpy()]
+        high = frame.loc[rows, f"{column}_score"].astype(float) >= found["threshold"]
+        frame.loc[rows, column] = np.where(high, "disagree", "agree")
+        reason = frame.loc[rows, f"{column}_reason"].astype("string").fillna(check)
+        frame.loc[rows, f"{column}_reason"] = reason + f" (threshold learned from {found['reviewed']} reviews)"
+    return frame

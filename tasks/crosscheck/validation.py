@@ -341,6 +341,22 @@ def build(manifest: pd.DataFrame, recipe: Recipe, gold_labels: pd.DataFrame, dec
     for field in sorted(gold_labels["field"].unique()):
         if field in manifest:
             summary["fields"][str(field)] = field_report(manifest, gold_labels[gold_labels["field"] == field], field, recipe)
+    config = recipe.crosscheck.label_from
+    if config is not None:
+        accuracy, answered = tagger_accuracy(summary["fields"].get(config.field, {}))
+        filled = int(manifest.get(f"{config.field}_source", pd.Series(dtype="string")).eq("machine").sum())
+        summary["label_from"] = {
+            "field": config.field, "min_agreement": config.min_agreement, "tagger_accuracy": _round(accuracy),
+            "gold_faces_answered": answered, "filled": filled,
+            "says": (f"{filled} missing {config.field} values filled from the autotagger (machine labels, "
+                     f"`{config.field}_source`): its accuracy on {answered} gold labels is {accuracy:.1%}, "
+                     f"at least the {config.min_agreement:.0%} asked" if filled or (accuracy is not None and answered >= MIN_GROUP
+                                                                          and accuracy >= config.min_agreement)
+                     else f"no {config.field} value filled from the autotagger: " + (
+                         f"its accuracy on {answered} gold labels is {accuracy:.1%}, below the {config.min_agreement:.0%} asked"
+                         if accuracy is not None and answered >= MIN_GROUP else
+                         f"{answered} gold labels answered by it, fewer than the {MIN_GROUP} needed to measure it")),
+        }
     return summary
 
 
@@ -409,4 +425,51 @@ def flag_trust(crosscheck: dict[str, Any], checked: dict[str, Any], recipe: Reci
                     "is not measured yet (review some, or import gold labels)" + (f"; {error}" if error else ""))
         out[check] = {"field": field, "compared": n, "flagged": flagged, "measured": measured, "tagger_error": error,
                       "too_few_to_judge": n < MIN_GROUP, "says": text}
+    return out
+
+
+# ---------------------------------------------------------------- the autotagger as labeller
+
+
+def tagger_accuracy(report: dict[str, Any]) -> tuple[float | None, int]:
+    """The tagger's accuracy on a field's gold labels among the faces it answered for (it
+    fills only those), and how many that is: categories right, or ages within the margin."""
+    tagger = next((v for k, v in report.get("sources", {}).items() if k.startswith("tagger")), None)
+    if not tagger or not tagger.get("answered"):
+        return None, 0
+    if report["kind"] == "numeric":
+        return tagger["within_margin"] * tagger["n"] / tagger["answered"], tagger["answered"]
+    confusion = tagger.get("confusion", {})
+    right = sum(row.get(name, 0) for name, row in confusion.items())
+    return right / tagger["answered"], tagger["answered"]
+
+
+def label_from(frame: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> pd.DataFrame:
+    """`crosscheck.label_from`: fill missing values of its field from the autotagger, only when
+    the tagger's measured accuracy on that field's gold labels (at least MIN_GROUP faces)
+    reaches `min_agreement`. `<field>_source` says where each value came from: crawled,
+    machine (filled here) or reviewer (a relabel)."""
+    config = recipe.crosscheck.label_from
+    if config is None or config.field not in frame:
+        return frame
+    out = frame.copy()
+    field = config.field
+    check, kind = field_kinds(recipe)[field]
+    source = pd.Series(pd.NA, index=out.index, dtype="string")
+    source[out[field].notna()] = "crawled"
+    if f"{field}_crawled" in out:  # a reviewer's relabel (tasks/crosscheck/decisions.py) keeps the crawled value there
+        relabelled = out[f"{field}_crawled"].notna() & out[field].astype("string").ne(out[f"{field}_crawled"].astype("string")).fillna(True)
+        source[relabelled.fillna(False)] = "reviewer"
+    table = gold.labels(paths, out, sorted(manifest_fields(out)), gold.decision_table(paths.root))
+    table = table[table["field"] == field]
+    accuracy, answered = tagger_accuracy(field_report(out, table, field, recipe)) if len(table) else (None, 0)
+    if accuracy is not None and answered >= MIN_GROUP and accuracy >= config.min_agreement:
+        said = sources(out, field, check, recipe)
+        tagger = next(values for name, values in said.items() if name.startswith("tagger"))
+        if kind == "numeric":
+            tagger = tagger.astype("Float64").round().astype("Int64").astype("string")
+        fill = out[field].isna() & tagger.notna() & out["status"].eq("kept").fillna(False)
+        out.loc[fill, field] = tagger[fill]
+        source[fill] = "machine"
+    out[f"{field}_source"] = source
     return out
