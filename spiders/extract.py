@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Protocol
 from urllib.parse import urljoin, urlsplit
 
 from parsel import Selector, SelectorList
 
-from spiders.parsers import parse_field
+from spiders.parsers import FieldValue, parse_field
 from tasks.core.recipe import FieldSpec, ItemSpec
 
 # Lazy-loading libraries put the real image in one of these; `src` is often a placeholder.
@@ -111,10 +112,23 @@ def image_urls(scope: Selector, spec: FieldSpec, base_url: str) -> list[str]:
     return list(urls)
 
 
-def read_items(page: Selector, spec: ItemSpec, base_url: str, today: date, limit: int | None = None) -> list[PageItem]:
+class ReadObserver(Protocol):
+    """Told what `read_items` found, selector by selector (spiders/diagnosis.py tallies it)."""
+
+    def blocks(self, count: int) -> None: ...
+
+    def image(self, urls: list[str]) -> None: ...
+
+    def field(self, name: str, spec: FieldSpec, found: list[str], parsed: FieldValue) -> None: ...
+
+
+def read_items(page: Selector, spec: ItemSpec, base_url: str, today: date, limit: int | None = None,
+               observer: ReadObserver | None = None) -> list[PageItem]:
     """The items on a page: one per image found, in each `each` block (or on the whole page);
     the first `limit` only, so a hostile page of a million blocks is not read to its end."""
     scopes = page.css(spec.each) if spec.each else [page]
+    if observer is not None:
+        observer.blocks(len(scopes))
     items: list[PageItem] = []
     for scope in scopes:
         fields: dict[str, str] = {}
@@ -122,10 +136,15 @@ def read_items(page: Selector, spec: ItemSpec, base_url: str, today: date, limit
         for name, field_spec in spec.fields.items():
             found = [field_spec.value] if field_spec.value is not None else texts(select(scope, field_spec))
             parsed = parse_field(found, field_spec, today)
+            if observer is not None and field_spec.value is None:
+                observer.field(name, field_spec, found, parsed)
             fields[name] = parsed.value
             if parsed.unmapped is not None:
                 unmapped[name] = parsed.unmapped
-        for url in image_urls(scope, spec.image, base_url):
+        urls = image_urls(scope, spec.image, base_url)
+        if observer is not None:
+            observer.image(urls)
+        for url in urls:
             items.append(PageItem(url, fields, unmapped))
             if len(items) == limit:
                 return items

@@ -23,6 +23,7 @@ from parsel import Selector
 from scrapy.http import Response
 from w3lib.url import canonicalize_url
 
+from spiders.diagnosis import Tally, step_key
 from spiders.extract import PageItem, read_items, select
 from spiders.failures import ROBOTS, describe
 from tasks.core.recipe import Recipe, Source
@@ -66,6 +67,7 @@ class RecipeSpider(scrapy.Spider):
             return None
         if not host_allowed(host_of(url), self.hosts[source.name]):
             stats.inc_value("faceset/offsite_skipped")
+            Tally(stats).offsite(source.name, url)
             return None
         if self.items[source.name] >= self.recipe.crawl.max_items_per_source:
             stats.inc_value(f"faceset/item_limited/{source.name}")
@@ -113,6 +115,9 @@ class RecipeSpider(scrapy.Spider):
     def _follow(self, source: Source, step: int, page: Selector, response: Response):
         follow = source.follow[step]
         links = page.css(follow.links) if follow.links is not None else page.xpath(follow.links_xpath or "")
+        tally, rendered = Tally(self.crawler.stats), bool(response.meta.get("render"))
+        tally.selector(source.name, step_key(step), "links", follow.links or follow.links_xpath or "", response.url,
+                       len(links), rendered=rendered)
         for link in links:
             href = link.root if isinstance(link.root, str) else (link.attrib.get("href") or "")
             href = href.strip()
@@ -120,14 +125,18 @@ class RecipeSpider(scrapy.Spider):
                 if request := self._page_request(source, response.urljoin(href), step + 1):
                     yield request
         if follow.next_page:
-            for link in select(page, follow.next_page):
+            pages = select(page, follow.next_page)
+            tally.selector(source.name, step_key(step), "next_page", follow.next_page, response.url, len(pages),
+                           rendered=rendered)
+            for link in pages:
                 href = link.root if isinstance(link.root, str) else (link.attrib.get("href") or "")
                 if href.strip() and (request := self._page_request(source, response.urljoin(href.strip()), step)):
                     yield request
 
     def _items(self, source: Source, page: Selector, response: Response):
         per_page = self.recipe.crawl.max_items_per_page
-        found = read_items(page, source.item, response.url, self.today, limit=per_page + 1)
+        observer = Tally(self.crawler.stats).page(source, response.url, bool(response.meta.get("render")))
+        found = read_items(page, source.item, response.url, self.today, limit=per_page + 1, observer=observer)
         if not found:
             self.crawler.stats.inc_value("faceset/pages_without_image")
             self._listed("faceset/pages_without_image_urls", response.url)
@@ -165,5 +174,7 @@ class RecipeSpider(scrapy.Spider):
         url = failure.request.url
         if reason == ROBOTS:
             self._listed("faceset/robots_blocked", url)
+            if source := failure.request.meta.get("source"):
+                Tally(self.crawler.stats).robots(source, url)
         else:
             self._error(url, reason)

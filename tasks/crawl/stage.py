@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from spiders import diagnosis
 from spiders.launch import read_jsonl, run_job, safety_job
 from tasks.core import manifest as mf
 from tasks.core.atomic import read_or_absent, write_text
@@ -94,8 +95,9 @@ def _close_crawl(state: Path) -> None:
         shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
 
 
-def _judge(stats: dict[str, Any], records: list[dict[str, Any]], state: Path) -> None:
-    """Raise a FacesetError when the crawl failed or found nothing; return when it is usable."""
+def _judge(stats: dict[str, Any], records: list[dict[str, Any]], state: Path, findings: list[str]) -> None:
+    """Raise a FacesetError when the crawl failed or found nothing; return when it is usable.
+    `findings` (spiders/diagnosis.py) say which step of which source went wrong."""
     reason = str(stats.get("finish_reason", "unknown"))
     log = state / "crawl.log"
     if reason.startswith("error"):
@@ -109,12 +111,13 @@ def _judge(stats: dict[str, Any], records: list[dict[str, Any]], state: Path) ->
         blocked = len(stats.get("faceset/robots_blocked", []))
         errors = stats.get("faceset/page_errors", 0)
         no_image = stats.get("faceset/pages_without_image", 0)
+        found = "".join(f"\n  - {finding}" for finding in findings)
         raise FacesetError(
             f"the crawl found no images ({pages} pages fetched, {errors} page errors, "
-            f"{blocked} pages blocked by robots.txt, {no_image} item pages without an image)",
-            "check that the start URLs open in a browser, that the follow: links and item: image "
-            "selectors match the pages (see docs/recipe-reference.md), and that robots.txt allows them; "
-            f"the crawl log is {log}",
+            f"{blocked} pages blocked by robots.txt, {no_image} item pages without an image){found}",
+            ("fix the steps named above" if findings else "check that the start URLs open in a browser, that the "
+             "follow: links and item: image selectors match the pages, and that robots.txt allows them")
+            + f" (see docs/recipe-reference.md); the crawl log is {log}",
         )
 
 
@@ -162,7 +165,7 @@ def merge(manifest: pd.DataFrame, found: pd.DataFrame, fields: list[str], now: s
 
 
 def summarize(stats: dict[str, Any], records: list[dict[str, Any]], merged: pd.DataFrame, before: int,
-              recipe: Recipe, paths: DatasetPaths) -> dict[str, Any]:
+              recipe: Recipe, paths: DatasetPaths, findings: list[str] | None = None) -> dict[str, Any]:
     """reports/crawl.json: what was fetched and found, what went wrong, and the settings used."""
     unmapped: dict[str, Counter[str]] = defaultdict(Counter)
     per_source: dict[str, Counter[str]] = defaultdict(Counter)
@@ -194,6 +197,8 @@ def summarize(stats: dict[str, Any], records: list[dict[str, Any]], merged: pd.D
         "offsite_skipped": stats.get("faceset/offsite_skipped", 0),
         "retries": stats.get("retry/count", 0),
         "per_source": {k: dict(v) for k, v in per_source.items()},
+        "diagnosis": findings or [],
+        "selectors": stats.get(diagnosis.STATS_KEY, {}).get("selectors", {}),
         "elapsed_seconds": round(elapsed, 3),
         "pages_per_second": round(pages / elapsed, 2) if elapsed else None,
         "settings": recipe.crawl.model_dump(mode="json"),
@@ -216,9 +221,12 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, today: d
     records = read_jsonl(Path(job["items_file"]))
     if stats.get("finish_reason") == "finished":
         _close_crawl(state)  # even if it found nothing: the next run starts afresh
-    _judge(stats, records, state)
+    found = stats.setdefault(diagnosis.STATS_KEY, {})
+    diagnosis.check_rendered(recipe, found)  # only where a selector matched nothing
+    findings = diagnosis.messages(recipe, found)
+    _judge(stats, records, state, findings)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     fields = recipe.field_names
     merged = merge(manifest, _new_rows(records, fields, now), fields, now)
-    summarize(stats, records, merged, len(manifest), recipe, paths)
+    summarize(stats, records, merged, len(manifest), recipe, paths, findings)
     return merged
