@@ -52,7 +52,7 @@ def test_javascript_roster_without_render_names_the_step_and_the_fix(tmp_path) -
     assert ("source staffsite, follow step 1: the links selector `div.card a` matched nothing on the start page "
             f"(e.g. {server.url('/js/index.html')}), while the rendered page has 6 such links: "
             "add `render: true` to this step") in err.value.message
-    assert err.value.hint.startswith("fix the steps named above")
+    assert err.value.hint.startswith("fix the selectors or steps named above")
 
 
 def test_each_wrong_step_of_each_source_is_named(tmp_path) -> None:
