@@ -2,7 +2,8 @@
 
 `tasks/core` imports nothing else of the project; `tasks/vision` only the core; a stage
 package only the core, vision and itself (crawl and fetch also `spiders/`, which Scrapy
-runs); `spiders/` only the core; nothing under `tasks/` or `spiders/` imports `flows/`.
+runs); a tool package (`tasks/review/`, the review app) likewise only the core, vision
+and itself; `spiders/` only the core; nothing under `tasks/` or `spiders/` imports `flows/`.
 And no module takes part in an import cycle, at module level or inside functions.
 """
 
@@ -16,6 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = ("tasks", "spiders", "flows")
 STAGES = ("crawl", "fetch", "faces", "dedupe", "crosscheck", "split", "export", "finetune", "report")
+TOOLS = ("review",)  # packages under tasks/ that are not stages: the same rule, no run() contract
 SHARED = ("tasks.core", "tasks.vision")
 
 
@@ -72,6 +74,9 @@ def allowed(importer: str, imported: str) -> bool:
         return within(importer, "tasks")
     if within(importer, "tasks.vision"):
         return False
+    for tool in TOOLS:
+        if within(importer, f"tasks.{tool}"):
+            return within(imported, f"tasks.{tool}")
     for stage in STAGES:
         if within(importer, f"tasks.{stage}"):
             return within(imported, f"tasks.{stage}") or (within(imported, "spiders") and stage in ("crawl", "fetch"))
@@ -101,6 +106,7 @@ def test_the_check_would_catch_a_stage_importing_another():
     assert not allowed("tasks.core.card", "tasks.split.assign")
     assert not allowed("tasks.vision.detector", "tasks.faces.stage")
     assert not allowed("spiders.extract", "tasks.crawl.stage")
+    assert not allowed("tasks.review.app", "tasks.crosscheck.review") and allowed("tasks.review.app", "tasks.review.index")
     assert allowed("tasks.crawl.stage", "spiders.launch") and allowed("tasks.split.stage", "tasks.split.assign")
 
 
