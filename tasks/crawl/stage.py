@@ -115,7 +115,7 @@ def _judge(stats: dict[str, Any], records: list[dict[str, Any]], state: Path, fi
         raise FacesetError(
             f"the crawl found no images ({pages} pages fetched, {errors} page errors, "
             f"{blocked} pages blocked by robots.txt, {no_image} item pages without an image){found}",
-            ("fix the steps named above" if findings else "check that the start URLs open in a browser, that the "
+            ("fix the selectors or steps named above" if findings else "check that the start URLs open in a browser, that the "
              "follow: links and item: image selectors match the pages, and that robots.txt allows them")
             + f" (see docs/recipe-reference.md); the crawl log is {log}",
         )
