@@ -189,3 +189,96 @@ def galleries(frame: pd.DataFrame, probs: np.ndarray, classes: list[str], out_di
 
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+
+
+def labelled_images(folder: Path, classes: list[str], split: str | None = None) -> tuple[pd.DataFrame, str]:
+    """The labelled images of an ImageFolder tree, as rows (path, class, target and group columns),
+    and a sentence saying what was read. Layouts, the first that fits:
+
+    - a split tree (train/ val/ test/: a dataset's splits/ or variants/<name>/): its `split`
+      folder, by default test/, else val/ (metadata.jsonl columns come along);
+    - <class>/ folders named as the model's classes (metadata.jsonl columns come along);
+    - <group>/<class>/ folders: the first level becomes the `group` column.
+    """
+    from tasks.core.errors import FacesetError
+    from tasks.core.paths import SPLITS
+    from tasks.finetune.data import read_split
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FacesetError(f"{folder}: no such folder", "give a folder of <class>/ image folders (an ImageFolder tree)")
+    if (folder / "splits").is_dir():
+        folder = folder / "splits"
+    said = str(folder)
+    present = [s for s in SPLITS if (folder / s).is_dir()]
+    if present:
+        chosen = split or ("test" if "test" in present else "val" if "val" in present else present[-1])
+        if chosen not in present:
+            raise FacesetError(f"{folder} has no {chosen}/ folder", f"choose --split among {', '.join(present)}")
+        folder, said = folder / chosen, f"the {chosen}/ split of {folder}"
+    subfolders = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if subfolders and set(subfolders) <= set(classes):
+        rows = read_split(folder, split or "")
+    elif subfolders and all({d.name for d in (folder / g).iterdir() if d.is_dir()} <= set(classes) for g in subfolders):
+        rows = pd.concat([read_split(folder / g, split or "").assign(group=g) for g in subfolders], ignore_index=True)
+        said += " (one folder per group, the group in column 'group')"
+    else:
+        strange = sorted(set(subfolders) - set(classes))
+        raise FacesetError(f"{folder}: the folders {', '.join(strange) or '(none)'} are not classes of the model "
+                           f"({', '.join(classes)})",
+                           "lay the images out as <class>/*.jpg or <group>/<class>/*.jpg with the model's class names")
+    if rows.empty:
+        raise FacesetError(f"{folder} holds no labelled images", "put images in its <class>/ folders")
+    rows["target"] = rows["class"].map({c: i for i, c in enumerate(classes)}).astype(int)
+    return rows.drop(columns=["split"]), said
+
+
+def merge_labels(rows: pd.DataFrame, labels_csv: Path) -> pd.DataFrame:
+    """Group columns from a CSV: a `file` column (a path under the labelled folder, or a file
+    name) and any other columns, joined to the images by that path or name."""
+    from tasks.core.errors import FacesetError
+
+    labels = pd.read_csv(labels_csv, dtype="string")
+    if "file" not in labels.columns:
+        raise FacesetError(f"{labels_csv} has no 'file' column", "name the image column 'file' (a path or file name)")
+    extra = labels.drop(columns=[c for c in labels.columns if c in rows.columns and c != "file"])
+    by_name = extra.assign(file=extra["file"].map(lambda f: Path(f).name)).drop_duplicates("file")
+    return rows.assign(file=rows["path"].map(lambda p: Path(p).name)).merge(by_name, on="file", how="left").drop(
+        columns="file")
+
+
+def evaluate_folder(model_dir: Path, folder: Path, *, name: str | None = None, labels_csv: Path | None = None,
+                    split: str | None = None, device: str | None = None) -> dict:
+    """`faceset evaluate`: the model on labelled images it never saw. Writes the metrics (accuracy,
+    per class, per group, confusion) to MODEL_DIR/evaluations/<name>.json and every image's
+    probabilities to <name>.csv, which `faceset apply` then prefers to the finetune's own split."""
+    from tasks.core.atomic import write_csv, write_json
+    from tasks.core.paths import ModelPaths
+    from tasks.core.safepaths import folder_name
+    from tasks.finetune.apply import classify, load_models
+    from tasks.finetune.data import attribute_columns
+    from tasks.finetune.training import pick_device
+
+    model_dir = Path(model_dir)
+    models, checkpoint = load_models(model_dir)
+    classes = list(checkpoint["classes"])
+    rows, said = labelled_images(Path(folder), classes, split)
+    if labels_csv is not None:
+        rows = merge_labels(rows, Path(labels_csv))
+    crops = []
+    for path in rows["path"]:
+        with Image.open(path) as image:
+            crops.append(image.convert("RGB"))
+    probs = classify(models, crops, pick_device(device))
+    targets = rows["target"].to_numpy()
+    groups = [c for c in ["group", *attribute_columns(rows)] if c in rows.columns and rows[c].notna().any()]
+    groups = list(dict.fromkeys(groups))
+    result = metrics(targets, probs, classes)
+    result["per_group"] = per_group(rows, probs.argmax(1) == targets, groups, reference=rows)
+    name = folder_name(name or Path(folder).resolve().name)
+    layout = ModelPaths(model_dir)
+    result.update(name=name, labelled=said, model=str(layout.model), groups=groups,
+                  probabilities=str(layout.evaluation_csv(name)))
+    write_csv(layout.evaluation_csv(name), probability_table(rows, probs, classes, keep=groups))
+    write_json(layout.evaluation_json(name), result)
+    return result
