@@ -26,6 +26,10 @@ class Declined(IgnoreRequest):
     """A request faceset declined itself (URL policy, limits); the message is the row's reason."""
 
 
+class TakenDown(Declined):
+    """A request for a URL on the takedown list: its reason is `takedown`, and the URL is never logged."""
+
+
 class BudgetSpent(StopDownload):
     """A download stopped as it arrived because the byte budget ran out; the message is the reason."""
 

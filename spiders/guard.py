@@ -10,6 +10,10 @@ report's errors, or the image's manifest row.
 
 Host names are resolved with the reactor's caching resolver, the one the connection
 uses next, so the address checked is the address connected to.
+
+URLs on the takedown list (tasks/core/takedown.py: a page or image URL entry, and the image
+URLs entries learned) are declined first, as `TakenDown`, whose errbacks count them
+without writing the URL anywhere: a taken-down person's page is never fetched again.
 """
 
 from __future__ import annotations
@@ -18,9 +22,21 @@ from scrapy import Request
 from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import defer, error
 
-from spiders.failures import Declined
+from spiders.failures import Declined, TakenDown
 from spiders.settings import settings_recipe
+from tasks.core.reasons import TAKEDOWN
+from tasks.core.takedown import normalize_url, refused_urls
 from tasks.core.urls import check_addresses, check_url, host_of, ip_literal, source_hosts, url_policy
+
+
+def takedown_urls(settings) -> frozenset[str]:
+    """The normalized URLs this build must not request (FACESET_TAKEDOWNS: the list's data root and the dataset)."""
+    where = settings.get("FACESET_TAKEDOWNS")
+    return refused_urls(where["data_root"], where["dataset"]) if where else frozenset()
+
+
+def taken_down(url: str, urls: frozenset[str]) -> bool:
+    return bool(urls) and normalize_url(url) in urls
 
 
 class UrlGuard:
@@ -31,12 +47,16 @@ class UrlGuard:
         self.crawler = crawler
         self.policy = url_policy(recipe)
         self.hosts = {source.name: source_hosts(source) for source in recipe.sources}
+        self.taken_down = takedown_urls(crawler.settings)
 
     @classmethod
     def from_crawler(cls, crawler) -> "UrlGuard":
         return cls(crawler)
 
     async def process_request(self, request: Request, spider=None) -> None:
+        if taken_down(request.url, self.taken_down):
+            self.crawler.stats.inc_value("faceset/takedown_refused")
+            raise TakenDown(TAKEDOWN)
         reason = self.refusal(request) or await self.address_refusal(request)
         if reason:
             self.crawler.stats.inc_value("faceset/refused")

@@ -25,7 +25,8 @@ from w3lib.url import canonicalize_url
 
 from spiders.diagnosis import Tally, step_key
 from spiders.extract import PageItem, read_items, select
-from spiders.failures import ROBOTS, describe
+from spiders.failures import ROBOTS, TakenDown, describe
+from spiders.guard import taken_down, takedown_urls
 from tasks.core.recipe import Recipe, Source
 from tasks.core.urls import host_allowed, host_of, source_hosts
 
@@ -44,6 +45,20 @@ class RecipeSpider(scrapy.Spider):
         self.scheduled: dict[str, set[str]] = {s.name: set() for s in self.recipe.sources}
         self.items: dict[str, int] = {s.name: 0 for s in self.recipe.sources}  # items given per source
         self.item_limited: set[str] = set()  # sources that reached max_items_per_source
+        self.taken_down: frozenset[str] = frozenset()  # the takedown list's URLs, read once the crawler is known
+
+    @classmethod
+    def from_crawler(cls, crawler, *args, **kwargs) -> "RecipeSpider":
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        spider.taken_down = takedown_urls(crawler.settings)
+        return spider
+
+    def _refused_takedown(self, url: str) -> bool:
+        """A URL on the takedown list: counted, never scheduled, stored or listed."""
+        if taken_down(url, self.taken_down):
+            self.crawler.stats.inc_value("faceset/takedown_refused")
+            return True
+        return False
 
     # ------------------------------------------------------------ requests
 
@@ -68,6 +83,8 @@ class RecipeSpider(scrapy.Spider):
         if not host_allowed(host_of(url), self.hosts[source.name]):
             stats.inc_value("faceset/offsite_skipped")
             Tally(stats).offsite(source.name, url)
+            return None
+        if self._refused_takedown(url):
             return None
         if self.items[source.name] >= self.recipe.crawl.max_items_per_source:
             stats.inc_value(f"faceset/item_limited/{source.name}")
@@ -144,7 +161,8 @@ class RecipeSpider(scrapy.Spider):
             self._error(response.url, f"limit: more than {per_page} images on the page, the first {per_page} "
                         "kept (crawl.max_items_per_page)")
         crawled_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        for item in self._within_source_limit(source, found[:per_page], response.url):
+        found = [item for item in found[:per_page] if not self._refused_takedown(item.image_url)]
+        for item in self._within_source_limit(source, found, response.url):
             yield {
                 "source": source.name,
                 "page_url": response.url,
@@ -170,6 +188,8 @@ class RecipeSpider(scrapy.Spider):
         return found
 
     def on_error(self, failure) -> None:
+        if isinstance(failure.value, TakenDown):
+            return  # counted by the guard; the URL is not written anywhere
         reason = describe(failure.value, "page")
         url = failure.request.url
         if reason == ROBOTS:

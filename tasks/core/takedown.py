@@ -34,11 +34,14 @@ and the model's predictions and galleries without the person.
 
 from __future__ import annotations
 
+import dbm
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
+import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -121,6 +124,18 @@ def requests(data_root: str | Path) -> frozenset[tuple[str, str, str | None]]:
     """What the list asks to remove, without what builds learn (an image entry's URLs):
     a change here means a build must apply the list again."""
     return frozenset((e.kind, e.value, e.dataset) for e in load(data_root))
+
+
+def refused_urls(data_root: str | Path, dataset: str) -> frozenset[str]:
+    """The URLs (normalized) no request may go to in `dataset`: URL entries, and the image URLs
+    entries learned. The crawl and the image download decline them before they are sent
+    (spiders/guard.py), so a later build never fetches the person's page or image again."""
+    urls: set[str] = set()
+    for entry in load(data_root):
+        if entry.dataset in (None, dataset):
+            urls.update([entry.value] if entry.kind == "url" else [])
+            urls.update(entry.extra.get("urls", []))
+    return frozenset(urls)
 
 
 def save(data_root: str | Path, entries: list[Entry]) -> Path:
@@ -366,6 +381,8 @@ def _forget(paths: DatasetPaths, ids: set[str], urls: set[str]) -> None:
     for meta in sorted(paths.state_folder("crawl").rglob("meta")):  # Scrapy's page cache: one folder per request
         if any(mark in meta.read_text(encoding="utf-8", errors="replace") for mark in marks):
             shutil.rmtree(meta.parent, ignore_errors=True)
+    for db in sorted(paths.state_folder("crawl").rglob("*.db.dir")) + sorted(paths.state_folder("crawl").rglob("*.db")):
+        _forget_cached_pages(db.with_suffix("") if db.suffix == ".dir" else db, marks)
     for table in sorted(paths.stage_manifest("crawl").parent.glob("*.parquet")):
         frame = read_or_absent(table, pd.read_parquet, "that stage runs again")
         if frame is not None and "item_id" in frame.columns and frame["item_id"].isin(ids).any():
@@ -382,6 +399,31 @@ def _forget(paths: DatasetPaths, ids: set[str], urls: set[str]) -> None:
     if isinstance(cache, dict):
         write_json(cache_file, {k: v for k, v in cache.items() if Path(k.rsplit("|", 2)[0]).is_file()},
                    indent=None, durable=False)
+
+
+def _forget_cached_pages(db: Path, marks: tuple[str, ...]) -> None:
+    """Drop from Scrapy's DBM page cache (`<spider>.db`) every page that names a mark. The cache is
+    copied without those entries and the copy put in its place: deleting a key from a dbm.dumb
+    file only unlinks it, and the page's bytes would stay in the `.dat` file."""
+    if dbm.whichdb(str(db)) in (None, ""):
+        return
+    needles = [mark.encode("utf-8") for mark in marks]
+    with dbm.open(str(db), "r") as cache:
+        keys = [key for key in cache.keys() if key.endswith(b"_data")]
+        named = {key[: -len(b"_data")] for key in keys if any(n in cache[key] for n in needles)}
+        if not named:
+            return
+        fresh = Path(tempfile.mkdtemp(prefix=".forget.", dir=db.parent))
+        with dbm.open(str(fresh / db.name), "n") as copy:
+            for key in cache.keys():
+                if key.rsplit(b"_", 1)[0] not in named:
+                    copy[key] = cache[key]
+    for old in db.parent.glob(db.name + "*"):
+        if old.is_file() and not (fresh / old.name).exists():
+            old.unlink()
+    for made in sorted(fresh.iterdir()):
+        os.replace(made, db.parent / made.name)
+    shutil.rmtree(fresh, ignore_errors=True)
 
 
 def taken_down(frame: pd.DataFrame) -> pd.Series:

@@ -127,3 +127,41 @@ def test_the_crawl_and_fetch_records_logs_and_page_cache_forget_the_person(tmp_p
     assert traces(paths.root, frame.iloc[0]) == []
     assert (crawl / "httpcache" / "people" / "cd" / "cd2" / "meta").is_file()  # another person's page stays
     assert "id1" in (fetch / "results.jsonl").read_text() and "1.html" in (crawl / "crawl.log").read_text()
+
+
+def test_a_real_crawl_after_a_takedown_never_requests_the_page_and_keeps_nothing_of_it(tmp_path):
+    """A takedown by page URL, then the next real crawl and download of the same site: the page
+    linked from the index is declined before it is requested (so neither it nor its image reach
+    the page cache, the logs or the reports), and no file of the dataset names the person."""
+    from sites.hostile import image, index, profile, recipe, serve
+
+    from tasks.core import takedown
+    from tasks.core.paths import DatasetPaths
+    from tasks.crawl import stage as crawl
+    from tasks.fetch import stage as fetch
+
+    people = {f"/people/{i}.html": profile(f"Person Number{i}", f"/img/{i}.jpg") for i in range(3)}
+    site = serve({"/index.html": index(list(people)), **people, **{f"/img/{i}.jpg": image(i) for i in range(3)}})
+    data = tmp_path / "data"
+    paths = DatasetPaths.create(data / "ds")
+    try:
+        spec = recipe([site.url("/index.html")])
+        frame = fetch.run(crawl.run(mf.empty(spec.field_names), spec, paths, timeout=60), spec, paths, timeout=60)
+        person = frame.set_index("name").loc["Person Number1"].copy()
+        person["name"] = "Person Number1"
+        assert traces(paths.root, person)  # the first crawl stored the page, the image and the row
+
+        assert faceset(["takedown", "add", site.url("/people/1.html"), "--kind", "url", "--data-root", str(data)]) == 0
+        frame = takedown.apply(frame, paths)  # as the build does after each network stage
+        site.clear_log()
+        frame = takedown.apply(crawl.run(frame, spec, paths, timeout=60), paths)
+        frame = fetch.run(frame, spec, paths, timeout=60)
+    finally:
+        site.stop()
+    requested = site.paths()
+    assert "/index.html" in requested and "/people/0.html" in requested  # the site was crawled again
+    assert "/people/1.html" not in requested and "/img/1.jpg" not in requested
+    assert traces(paths.root, person) == []
+    assert (frame["status"] == mf.KEPT).sum() == 2
+    report = json.loads(paths.report_json("crawl").read_text())
+    assert report["errors"] == [] and report["rows_total"] == 3
