@@ -1,0 +1,223 @@
+"""Validation figures against gold, checked against a hand computation on a small planted example,
+and gold labels imported from a labeller's CSV through `faceset labels import`.
+
+Every expected number below is worked out by hand in the comments, from the table of faces
+at the top of each test; the code computes them with scikit-learn, statsmodels and krippendorff.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from builders import make_recipe
+from fakes.taggers import FakeTagger
+from PIL import Image
+
+from tasks.core import gold
+from tasks.core import manifest as mf
+from tasks.core.decisions import Decision, append as append_decisions
+from tasks.core.parallel import serial_mapper
+from tasks.core.paths import DatasetPaths
+from tasks.crosscheck import stage as crosscheck
+from tasks.crosscheck import validation
+from tasks.crosscheck.autotag import Tags
+
+Z = 1.959963984540054  # the normal quantile of a two-sided 95% interval
+
+
+def wilson_by_hand(k: int, n: int) -> tuple[float, float]:
+    """The Wilson score interval: (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)."""
+    p = k / n
+    centre = (p + Z * Z / (2 * n)) / (1 + Z * Z / n)
+    half = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / (1 + Z * Z / n)
+    return centre - half, centre + half
+
+
+def recipe():
+    return make_recipe("val", fields=("label", "gender", "age", "name"), attributes=("gender", "age"), sources=("site",),
+                       crosscheck={"autotagger": "local", "calibrate": False,
+                                   "fields": {"gender": "gender", "age": {"field": "age", "margin": 5}}})
+
+
+# Eight faces with gender gold; four with age gold.
+#   face  gold    crawled  tagger    flag (crosscheck_gender)
+#   0     female  female   female    agree
+#   1     female  female   male      disagree
+#   2     female  male     female    disagree   <- crawled label wrong
+#   3     female  female   (none)    skipped
+#   4     male    male     male      agree
+#   5     male    male     male      agree
+#   6     male    female   male      disagree   <- crawled label wrong
+#   7     male    male     female    disagree
+GOLD_GENDER = ["female"] * 4 + ["male"] * 4
+CRAWLED = ["female", "female", "male", "female", "male", "male", "female", "male"]
+TAGGER = ["female", "male", "female", None, "male", "male", "male", "female"]
+FLAGS = ["agree", "disagree", "disagree", "skipped", "agree", "agree", "disagree", "disagree"]
+#   face  gold age  crawled  tagger   flag (crosscheck_age)
+#   0     30        30       35       agree
+#   1     40        48       41       disagree   <- crawled off by 8 > margin 5: wrong
+#   2     50        50       (none)   skipped
+#   3     60        61       70       disagree
+GOLD_AGE = [30, 40, 50, 60]
+CRAWLED_AGE = ["30", "48", "50", "61", None, None, None, None]
+TAGGER_AGE = [35.0, 41.0, None, 70.0, None, None, None, None]
+AGE_FLAGS = ["agree", "disagree", "skipped", "disagree", None, None, None, None]
+
+
+def planted() -> tuple[pd.DataFrame, pd.DataFrame]:
+    frame = pd.DataFrame({
+        "item_id": [f"id{i}" for i in range(8)], "status": "kept", "label": "cs", "gender": CRAWLED, "age": CRAWLED_AGE,
+        "autotag_gender": TAGGER, "autotag_age": pd.array(TAGGER_AGE, dtype="Float64"), "autotag_source": "local",
+        "crosscheck_gender": FLAGS, "crosscheck_age": AGE_FLAGS,
+    })
+    labels = [{"item_id": f"id{i}", "field": "gender", "value": g, "labeller": "ann", "labelled_at": "2026-12-01",
+               "source": "import gold.csv"} for i, g in enumerate(GOLD_GENDER)]
+    labels += [{"item_id": f"id{i}", "field": "age", "value": str(a), "labeller": "ann", "labelled_at": "2026-12-01",
+                "source": "import gold.csv"} for i, a in enumerate(GOLD_AGE)]
+    return frame, pd.DataFrame(labels).astype("string")
+
+
+def test_figures_equal_a_hand_computation():
+    frame, labels = planted()
+    summary = validation.build(frame, recipe(), labels)
+    gender = summary["fields"]["gender"]
+
+    # Crawled against gold: right on faces 0,1,3,4,5,7 = 6 of 8.
+    # Confusion (rows gold, columns crawled): female -> female 3 (0,1,3), male 1 (2); male -> male 3 (4,5,7), female 1 (6).
+    crawled = gender["sources"]["crawled"]
+    assert crawled["confusion"] == {"female": {"female": 3, "male": 1}, "male": {"female": 1, "male": 3}}
+    assert crawled["accuracy"] == 0.75
+    assert crawled["accuracy_ci"] == pytest.approx(wilson_by_hand(6, 8), abs=1e-4)
+    # female: precision 3 of the 4 said female, recall 3 of the 4 gold female, F1 2·.75·.75/1.5 = .75; male the same.
+    assert crawled["classes"]["female"]["precision"] == 0.75 and crawled["classes"]["female"]["recall"] == 0.75
+    assert crawled["classes"]["male"]["f1"] == 0.75
+    assert crawled["classes"]["female"]["recall_ci"] == pytest.approx(wilson_by_hand(3, 4), abs=1e-4)
+    low, high = crawled["classes"]["female"]["f1_ci"]
+    assert low < 0.75 < high
+    # Cohen's kappa: observed 6/8 = .75; chance .5·.5 + .5·.5 = .5; kappa = (.75 - .5) / (1 - .5) = .5.
+    assert crawled["kappa"] == pytest.approx(0.5)
+
+    # The tagger: right on 0,2,4,5,6 = 5 of 8; face 3 (no answer) counts against it, not as skipped.
+    # Confusion: female -> female 2 (0,2), male 1 (1), (no answer) 1 (3); male -> male 3 (4,5,6), female 1 (7).
+    tagger = gender["sources"]["tagger local"]
+    assert tagger["confusion"] == {"female": {"female": 2, "male": 1, "(no answer)": 1},
+                                   "male": {"female": 1, "male": 3, "(no answer)": 0}}
+    assert tagger["accuracy"] == 0.625 and tagger["answered"] == 7
+    # female: precision 2 of 3 said female; recall 2 of 4 gold female (the miss counts). male: 3/4 and 3/4.
+    assert tagger["classes"]["female"]["precision"] == pytest.approx(2 / 3, abs=1e-4)
+    assert tagger["classes"]["female"]["recall"] == 0.5
+    assert tagger["classes"]["female"]["precision_ci"] == pytest.approx(wilson_by_hand(2, 3), abs=1e-4)
+    assert tagger["classes"]["male"]["precision"] == 0.75 and tagger["classes"]["male"]["recall"] == 0.75
+    # kappa: observed 5/8; chance: gold female .5 × tagger female 3/8 + gold male .5 × tagger male 4/8 + 0 × 1/8
+    # = 28/64; kappa = (40/64 - 28/64) / (1 - 28/64) = 12/36 = 1/3.
+    assert tagger["kappa"] == pytest.approx(1 / 3, abs=1e-4)
+
+    # Flags: wrong crawled labels are faces 2 and 6; flagged (disagree) 1, 2, 6, 7 (3 skipped is not flagged).
+    # Precision 2/4, recall 2/2.
+    flags = gender["flags"]
+    assert (flags["flagged"], flags["errors"], flags["flagged_errors"]) == (4, 2, 2)
+    assert flags["precision"] == 0.5 and flags["recall"] == 1.0
+    assert flags["precision_ci"] == pytest.approx(wilson_by_hand(2, 4), abs=1e-4)
+    assert flags["too_few_to_judge"] is True  # 4 flags: far fewer than MIN_GROUP
+
+    # Ages, margin 5. Crawled: errors 0, 8, 0, 1 -> MAE 9/4 = 2.25; within the margin 3 of 4.
+    age = summary["fields"]["age"]
+    assert age["sources"]["crawled"]["mae"] == 2.25 and age["sources"]["crawled"]["within_margin"] == 0.75
+    # Tagger: answered 3, errors 5, 1, 10 -> MAE 16/3; within the margin 35 and 41 only, of all 4 (the miss counts): .5.
+    assert age["sources"]["tagger local"]["mae"] == pytest.approx(16 / 3, abs=0.01)
+    assert age["sources"]["tagger local"]["within_margin"] == 0.5
+    assert age["sources"]["tagger local"]["within_margin_ci"] == pytest.approx(wilson_by_hand(2, 4), abs=1e-4)
+    # Age flags: face 1 (crawled 48, gold 40) is the one error; flagged 1 and 3 -> precision 1/2, recall 1/1.
+    assert age["flags"]["precision"] == 0.5 and age["flags"]["recall"] == 1.0
+
+
+def test_krippendorff_alpha_and_disagreements_by_hand():
+    # Two labellers on four faces: a f/f, b m/m, c f/m, d m/m; one more face labelled by ann alone.
+    rows = [("a", "ann", "female"), ("a", "bob", "female"), ("b", "ann", "male"), ("b", "bob", "male"),
+            ("c", "ann", "female"), ("c", "bob", "male"), ("d", "ann", "male"), ("d", "bob", "male"), ("e", "ann", "male")]
+    table = pd.DataFrame(rows, columns=["item_id", "labeller", "value"])
+    # Coincidences over the 8 pairable values: female 3, male 5; the one disagreeing face gives o(f,m) = o(m,f) = 1.
+    # Nominal alpha = 1 - (n - 1)·Σ o(c≠k) / Σ n_c·n_k (c≠k) = 1 - 7·2 / (2·3·5) = 1 - 14/30 = 16/30.
+    found = validation.agreement(table, "categorical")
+    assert found["alpha"] == pytest.approx(16 / 30, abs=1e-4) and found["faces"] == 4
+    assert found["labellers"] == ["ann", "bob"]
+    truth, disagreements = validation.consensus(table, "categorical")
+    assert disagreements == [{"item_id": "c", "labels": {"ann": "female", "bob": "male"}, "gold": None}]
+    assert "c" not in truth.index and truth["e"] == "male"  # a tie has no gold; a single label is gold
+
+
+def write_face(paths: DatasetPaths, name: str, shade: int) -> str:
+    Image.fromarray(np.full((32, 32, 3), shade, np.uint8)).save(paths.faces / name, "JPEG")
+    return f"faces/{name}"
+
+
+def built(paths: DatasetPaths, n: int) -> pd.DataFrame:
+    records = [{"item_id": f"id{i}", "source": "site", "page_url": f"http://127.0.0.1/p{i}.html",
+                "image_url": f"http://127.0.0.1/img/person{i}.jpg", "sha256": f"{i:064x}", "status": "kept",
+                "label": "cs", "gender": "female" if i % 2 else "male", "age": str(20 + i), "name": f"p{i}",
+                "face_path": write_face(paths, f"f{i}.jpg", 40 + i)} for i in range(n)]
+    return mf.conform(pd.DataFrame(records), ["label", "gender", "age", "name"])
+
+
+def test_labels_import_matches_lists_and_scores(tmp_path):
+    paths = DatasetPaths.create(tmp_path / "ds")
+    frame = built(paths, 6)
+    mf.write(frame, paths.manifest)
+    labels = tmp_path / "coder.csv"
+    labels.write_text(
+        "item_id,sha256,page_url,file,gender,age,colour\n"
+        "id0,,,,male,20,red\n"                                     # by item_id
+        f",{1:064x},,,female,21,\n"                                # by sha256
+        ",,http://127.0.0.1/p2.html,,female,,\n"                   # by page_url (crawled male: an error)
+        ",,,person3.jpg,=HYPERLINK(\"x\"),23,\n"                   # by file name; a formula cell
+        "nobody,,,,male,30,\n"                                     # matches no face
+        "id5,,,,,,\n", encoding="utf-8")                           # no label at all
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "labels", "import", str(paths.root), str(labels),
+                           "--labeller", "ann"], capture_output=True, text=True, cwd=validation.__file__.rsplit("/tasks/", 1)[0])
+    assert done.returncode == 0, done.stderr
+    assert "added 7 gold labels on 4 faces" in done.stdout
+    assert "item_id 'nobody' matches no face" in done.stdout and "line 6" in done.stdout
+    assert "line 7: no label in the row" in done.stdout and "colour" in done.stdout
+    assert "item_id: 1" in done.stdout and "sha256: 1" in done.stdout and "page_url: 1" in done.stdout and "file: 1" in done.stdout
+    stored = gold.read(paths)
+    assert list(stored.columns) == list(gold.COLUMNS) and len(stored) == 7
+    assert stored.loc[stored["item_id"].eq("id3") & stored["field"].eq("gender"), "value"].item() == '=HYPERLINK("x")'
+    assert "'=HYPERLINK" in gold.gold_path(paths).read_text()  # a spreadsheet shows it as text
+    # Append-only: a second import adds rows and keeps the first ones.
+    labels.write_text("item_id,gender\nid4,male\n", encoding="utf-8")
+    assert subprocess.run([sys.executable, "-m", "flows.cli", "labels", "import", str(paths.root), str(labels)],
+                          capture_output=True, text=True, cwd=validation.__file__.rsplit("/tasks/", 1)[0]).returncode == 0
+    again = gold.read(paths)
+    assert len(again) == 8 and again.iloc[:7].equals(stored) and again.iloc[7]["labeller"] == "coder"
+
+    # The cross-check scores the crawled labels and the tagger against them: reports/validation.json.
+    tagger = FakeTagger({f"f{i}.jpg": Tags(gender="female" if i % 2 else "male", gender_confidence=99.0, age=20.0 + i)
+                         for i in range(6)})
+    crosscheck.run(frame, recipe(), paths, tagger=tagger, mapper=serial_mapper)
+    report = json.loads(paths.report_json("validation").read_text())
+    assert report["gold_faces"] == 5 and report["gold_sources"] == {"import coder.csv": 8}
+    gender = report["fields"]["gender"]["sources"]["crawled"]
+    # gold: id0 male, id1 female, id2 female, id3 '=hyperlink("x")', id4 male; crawled id2 male: 3 of 5 right.
+    assert gender["n"] == 5 and gender["accuracy"] == pytest.approx(3 / 5)
+    assert report["fields"]["age"]["sources"]["crawled"]["mae"] == 0.0
+
+
+def test_decisions_on_the_validation_sample_are_gold(tmp_path):
+    paths = DatasetPaths.create(tmp_path / "ds")
+    frame = built(paths, 4)
+    gold.write_sample(paths, ["id0", "id1"])
+    append_decisions(paths.root, [
+        Decision("id0", "keep", "", "", "ann", "2026-12-03T10:00:00+00:00"),
+        Decision("id1", "relabel", "gender", "male", "ann", "2026-12-03T10:01:00+00:00"),
+        Decision("id2", "relabel", "gender", "male", "ann", "2026-12-03T10:02:00+00:00"),  # not in the sample: not gold
+    ])
+    table = gold.labels(paths, frame, ["gender", "age"], gold.decision_table(paths.root))
+    got = {(r.item_id, r.field): r.value for r in table.itertuples()}
+    assert got == {("id0", "gender"): "male", ("id0", "age"): "20", ("id1", "gender"): "male"}
+    assert set(table["source"]) == {gold.SAMPLE_SOURCE}
