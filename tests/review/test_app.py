@@ -46,6 +46,7 @@ def _dataset(root: Path, utkface_dir: Path) -> tuple[pd.DataFrame, DatasetPaths]
             shutil.copyfile(photo, original)
             frame.loc[i, "image_path"] = original.relative_to(paths.root).as_posix()
     frame.loc[0, "name"] = HOSTILE
+    frame.loc[2, ["autotag_gender", "autotag_gender_confidence", "autotag_age"]] = ["male", 91.0, 44.5]
     frame.loc[[1, 3], "dup_group"] = "dupA"
     frame.loc[[4, 5, 6], "dup_group"] = "dupB"
     frame.loc[[10, 11], "person_group"] = "personX"
@@ -118,6 +119,11 @@ def test_queues_order_filter_and_page(running, dataset):
     first = flags["items"][0]
     assert first["flag"] == "disagree" and first["flag_reason"] == "autotagger says male (91%)"
     assert first["crop"].startswith("/files/faces/") and first["original"].startswith("/files/images/")
+    tagged = next(card for card in flags["items"] if card["item_id"] == "item002")
+    assert tagged["tagger"] == [{"name": "gender", "value": "male"}, {"name": "gender_confidence", "value": "91"},
+                                {"name": "age", "value": "44.5"}]
+    assert [(label["field"], label["value"]) for label in tagged["labels"]] == [
+        ("name", "Person 2"), ("label", "R&D/ops"), ("gender", "female"), ("age", "27")]
 
     groups = running.get("api/page?queue=duplicates")["items"]
     assert [(g["group"], [c["item_id"] for c in g["cards"]]) for g in groups] == [
