@@ -117,9 +117,15 @@ def start_browser(user_agent: str, page_timeout: float, resolver_rules: str) -> 
 
 
 def render(browser: Browser, url: str, wait_for: str | None, timeout: float) -> tuple[str, str]:
-    """Load `url`, wait until `wait_for` (CSS) is present, and return (final URL, HTML).
+    """Load `url`, wait until `wait_for` (CSS) is present, and return (final URL, HTML)."""
+    open_page(browser, url, wait_for, timeout)
+    return page_state(browser)
 
-    When `wait_for` never appears the page is returned as it is: the extraction then finds
+
+def open_page(browser: Browser, url: str, wait_for: str | None, timeout: float) -> None:
+    """Load `url` and wait until `wait_for` (CSS) is present.
+
+    When `wait_for` never appears the page is kept as it is: the extraction then finds
     nothing and the crawl report says so, which is more useful than a timeout error.
     """
     from selenium.common.exceptions import TimeoutException
@@ -136,4 +142,59 @@ def render(browser: Browser, url: str, wait_for: str | None, timeout: float) -> 
             )
         except TimeoutException:
             pass
-    return driver.current_url, driver.page_source
+
+
+def page_state(browser: Browser) -> tuple[str, str]:
+    """(the browser's current URL, the page's HTML as its scripts left it)."""
+    return browser.driver.current_url, browser.driver.page_source
+
+
+# The page's size: its height and its element count, so content added without growing the
+# page (a grid filling a fixed box) is seen too.
+_SIZE = "return [document.documentElement.scrollHeight, document.getElementsByTagName('*').length];"
+_SCROLL = "window.scrollTo(0, document.documentElement.scrollHeight);"
+_CLICK = "arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();"
+GROWTH_WAIT = 3.0  # seconds a page gets to add content after a scroll or a click
+
+
+def _grew(driver, before: list[int], wait: float) -> bool:
+    """Whether the page's size changes from `before` within `wait` seconds."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(driver, wait, poll_frequency=0.05).until(lambda d: d.execute_script(_SIZE) != before)
+        return True
+    except TimeoutException:
+        return False
+
+
+def load_more(browser: Browser, scroll: int, click: str | None, max_clicks: int, timeout: float) -> tuple[int, int]:
+    """Make a result page load more: scroll to its bottom up to `scroll` times, then click the
+    `click` button up to `max_clicks` times, each time waiting for new content and stopping
+    as soon as the page stops growing (or the button is gone). Returns (scrolls, clicks) that
+    brought new content. Both together cover pages that scroll until a 'more' button shows."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+    from selenium.webdriver.common.by import By
+
+    driver, wait = browser.driver, min(GROWTH_WAIT, timeout)
+    scrolled = clicked = 0
+    for _ in range(scroll):
+        before = driver.execute_script(_SIZE)
+        driver.execute_script(_SCROLL)
+        if not _grew(driver, before, wait):
+            break
+        scrolled += 1
+    for _ in range(max_clicks if click else 0):
+        buttons = [b for b in driver.find_elements(By.CSS_SELECTOR, click) if b.is_displayed() and b.is_enabled()]
+        if not buttons:
+            break
+        before = driver.execute_script(_SIZE)
+        try:
+            driver.execute_script(_CLICK, buttons[0])
+        except (StaleElementReferenceException, WebDriverException):
+            break  # the button went away between finding and clicking it
+        if not _grew(driver, before, wait):
+            break
+        clicked += 1
+    return scrolled, clicked

@@ -12,11 +12,11 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 from parsel import Selector, SelectorList
 
-from spiders.parsers import FieldValue, parse_field
+from spiders.parsers import FieldValue, apply_regex, parse_field
 from tasks.core.recipe import FieldSpec, ItemSpec
 
 # Lazy-loading libraries put the real image in one of these; `src` is often a placeholder.
@@ -24,6 +24,7 @@ LAZY_ATTRIBUTES = ("data-src", "data-lazy-src", "data-original", "data-lazy", "d
 SRCSET_ATTRIBUTES = ("data-srcset", "srcset")
 _SRC_ATTR = re.compile(r"::attr\(\s*src\s*\)\s*$")
 _DESCRIPTOR = re.compile(r"^(\d+(?:\.\d+)?)([wx])$")
+_ENCODED_URL = re.compile(r"^(?:https?%3A|%2F)", re.IGNORECASE)
 
 
 @dataclass
@@ -89,8 +90,16 @@ def url_from_element(element: Selector) -> str:
     return ""
 
 
+def decoded_url(value: str) -> str:
+    """A URL that was percent-encoded whole (`https%3A%2F%2F...`, as a query parameter holds
+    it) decoded once; any other value as it is, so `%20` inside a path stays encoded."""
+    value = value.strip()
+    return unquote(value) if _ENCODED_URL.match(value) else value
+
+
 def image_urls(scope: Selector, spec: FieldSpec, base_url: str) -> list[str]:
-    """Every distinct absolute http(s) image URL the image selector finds, in page order."""
+    """Every distinct absolute http(s) image URL the image selector finds, in page order,
+    after the spec's `regex` (its first group, when it has one) and percent-decoding."""
     raw: list[str] = []
     if spec.css is not None and _SRC_ATTR.search(spec.css):
         # `img::attr(src)`: src is often a placeholder, so read the element as a browser would.
@@ -102,8 +111,10 @@ def image_urls(scope: Selector, spec: FieldSpec, base_url: str) -> list[str]:
                 raw.append(largest_in_srcset(value) if _looks_like_srcset(value) else value)
             else:
                 raw.append(url_from_element(match))
+    if spec.regex is not None:  # a group picks the image out of a link: /imgres?imgurl=<original>
+        raw = [apply_regex(value, spec.regex) for value in raw]
     urls: dict[str, None] = {}  # ordered and linear: a page may hold 50,000 images
-    for value in raw:
+    for value in map(decoded_url, raw):
         if not _usable(value):
             continue
         url = urljoin(base_url, value)

@@ -15,6 +15,7 @@ there); a limit that drops items is listed in the report's errors with its reaso
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timezone
 
@@ -23,6 +24,7 @@ from parsel import Selector
 from scrapy.http import Response
 from w3lib.url import canonicalize_url
 
+from spiders import scopes
 from spiders.diagnosis import Tally, step_key
 from spiders.extract import PageItem, read_items, select
 from spiders.failures import ROBOTS, TakenDown, describe
@@ -45,6 +47,7 @@ class RecipeSpider(scrapy.Spider):
         self.scheduled: dict[str, set[str]] = {s.name: set() for s in self.recipe.sources}
         self.items: dict[str, int] = {s.name: 0 for s in self.recipe.sources}  # items given per source
         self.item_limited: set[str] = set()  # sources that reached max_items_per_source
+        self.scope_items: Counter[tuple[str, str | None]] = Counter()  # items per source and query, for max_items
         self.taken_down: frozenset[str] = frozenset()  # the takedown list's URLs, read once the crawler is known
 
     @classmethod
@@ -74,8 +77,9 @@ class RecipeSpider(scrapy.Spider):
         self.crawler.stats.inc_value("faceset/page_errors")
         self._listed("faceset/errors", {"url": url, "reason": reason})
 
-    def _page_request(self, source: Source, url: str, step: int) -> scrapy.Request | None:
-        """A request for a page of `source` at `step`, or None when a bound says no."""
+    def _page_request(self, source: Source, url: str, step: int, place: dict | None = None) -> scrapy.Request | None:
+        """A request for a page of `source` at `step` and `place` (spiders/scopes.py), or None
+        when a bound says no."""
         stats = self.crawler.stats
         if step > self.recipe.crawl.depth_limit:
             stats.inc_value("faceset/depth_limited")
@@ -89,7 +93,10 @@ class RecipeSpider(scrapy.Spider):
         if self.items[source.name] >= self.recipe.crawl.max_items_per_source:
             stats.inc_value(f"faceset/item_limited/{source.name}")
             return None
-        key = canonicalize_url(url)
+        place = place or {}
+        if source.max_items is not None and self.scope_items[scopes.scope_of(source.name, place)] >= source.max_items:
+            return None  # this query (or source) has its max_items already
+        key = canonicalize_url(url) if place.get("query") is None else f"{place['query']}\n{canonicalize_url(url)}"
         seen = self.scheduled[source.name]
         if key in seen:
             return None
@@ -101,15 +108,18 @@ class RecipeSpider(scrapy.Spider):
             follow = source.follow[step]
             render = source.render if follow.render is None else follow.render
             wait_for = follow.wait_for or source.wait_for
+            more = scopes.load_more(follow)
         else:
-            render, wait_for = source.render, source.wait_for
-        meta = {"source": source.name, "step": step, "render": render, "wait_for": wait_for}
-        return scrapy.Request(url, callback=self.parse_page, errback=self.on_error, meta=meta)
+            render, wait_for, more = source.render, source.wait_for, scopes.load_more(source)
+        meta = {"source": source.name, "step": step, "render": render, "wait_for": wait_for, **more, **place}
+        # one page reached from two queries is read in both scopes, so the dupe filter stays out of it
+        return scrapy.Request(url, callback=self.parse_page, errback=self.on_error, meta=meta,
+                              dont_filter=bool(source.queries))
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         for source in self.recipe.sources:
-            for url in source.start_urls:
-                request = self._page_request(source, url, 0)
+            for url, place in scopes.start_places(source):  # urls:/folder: sources have none
+                request = self._page_request(source, url, 0, place)
                 if request is not None:
                     yield request
 
@@ -135,11 +145,12 @@ class RecipeSpider(scrapy.Spider):
         tally, rendered = Tally(self.crawler.stats), bool(response.meta.get("render"))
         tally.selector(source.name, step_key(step), "links", follow.links or follow.links_xpath or "", response.url,
                        len(links), rendered=rendered)
-        for link in links:
+        for position, link in enumerate(links):
             href = link.root if isinstance(link.root, str) else (link.attrib.get("href") or "")
             href = href.strip()
             if href and not href.startswith(("javascript:", "mailto:", "#")):
-                if request := self._page_request(source, response.urljoin(href), step + 1):
+                place = scopes.link_place(response.meta, position)
+                if request := self._page_request(source, response.urljoin(href), step + 1, place):
                     yield request
         if follow.next_page:
             pages = select(page, follow.next_page)
@@ -147,7 +158,8 @@ class RecipeSpider(scrapy.Spider):
                            rendered=rendered)
             for link in pages:
                 href = link.root if isinstance(link.root, str) else (link.attrib.get("href") or "")
-                if href.strip() and (request := self._page_request(source, response.urljoin(href.strip()), step)):
+                place = scopes.next_place(response.meta)
+                if href.strip() and (request := self._page_request(source, response.urljoin(href.strip()), step, place)):
                     yield request
 
     def _items(self, source: Source, page: Selector, response: Response):
@@ -162,15 +174,37 @@ class RecipeSpider(scrapy.Spider):
                         "kept (crawl.max_items_per_page)")
         crawled_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         found = [item for item in found[:per_page] if not self._refused_takedown(item.image_url)]
-        for item in self._within_source_limit(source, found, response.url):
+        meta = response.meta
+        for position, item in enumerate(self._within_scope_limit(source, meta, found, response.url)):
             yield {
                 "source": source.name,
+                "query": meta.get("query"),
+                "page": meta.get("page", 1),
+                "order": [*meta.get("order", []), position],
                 "page_url": response.url,
                 "image_url": item.image_url,
                 "fields": item.fields,
                 "unmapped": item.unmapped,
                 "crawled_at": crawled_at,
             }
+        if source.next_page:  # result pages: the next one is read with item: too
+            for link in select(page, source.next_page):
+                href = (link.root if isinstance(link.root, str) else (link.attrib.get("href") or "")).strip()
+                if href and (request := self._page_request(source, response.urljoin(href), len(source.follow),
+                                                           scopes.next_place(meta))):
+                    yield request
+
+    def _within_scope_limit(self, source: Source, meta: dict, found: list[PageItem], url: str) -> list[PageItem]:
+        """The items that still fit in the source's (or its query's) `max_items`, then in
+        `crawl.max_items_per_source`; a scope cut short is counted in the crawl report."""
+        if source.max_items is not None:
+            scope = scopes.scope_of(source.name, meta)
+            room = source.max_items - self.scope_items[scope]
+            if len(found) > room:
+                self.crawler.stats.inc_value(f"faceset/max_items_dropped/{source.name}", len(found) - room)
+                found = found[:max(room, 0)]
+            self.scope_items[scope] += len(found)
+        return self._within_source_limit(source, found, url)
 
     def _within_source_limit(self, source: Source, found: list[PageItem], url: str) -> list[PageItem]:
         """The items that still fit in the source's `max_items_per_source`; the first page

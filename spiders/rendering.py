@@ -1,5 +1,9 @@
 """Downloader middleware that fetches `render: true` pages with headless Chromium.
 
+A request whose meta holds `scroll` or `click` (a search page that loads more results)
+is scrolled or clicked until it stops growing before its HTML is taken
+(spiders/browser.py `load_more`).
+
 Selenium calls block, so they never run on Scrapy's reactor: each page is rendered in
 a small thread pool (`render_workers` threads, one browser per thread, started on first
 use), and the reactor keeps downloading other requests meanwhile. The rendered HTML
@@ -29,7 +33,7 @@ from scrapy import Request, signals
 from scrapy.http import HtmlResponse, Response
 from w3lib.url import canonicalize_url
 
-from spiders.browser import Browser, host_resolver_rules, render, start_browser
+from spiders.browser import Browser, host_resolver_rules, load_more, open_page, page_state, start_browser
 from spiders.failures import Declined, too_large
 from spiders.settings import settings_recipe
 from tasks.core.urls import source_hosts, url_policy
@@ -70,8 +74,17 @@ class SeleniumRenderMiddleware:
             self.crawler.stats.inc_value("faceset/browsers_started")
         return browser
 
-    def _render(self, url: str, wait_for: str | None) -> tuple[str, str]:
-        return render(self._browser(), url, wait_for, self.timeout)
+    def _render(self, url: str, meta: dict) -> tuple[str, str]:
+        """Open the page, make it load more results when the recipe says so (scroll, click), and
+        return (final URL, HTML); the scrolls and clicks that brought content are counted."""
+        browser = self._browser()
+        open_page(browser, url, meta.get("wait_for"), self.timeout)
+        if meta.get("scroll") or meta.get("click"):
+            scrolled, clicked = load_more(browser, meta.get("scroll") or 0, meta.get("click"),
+                                          meta.get("max_clicks") or 0, self.timeout)
+            self.crawler.stats.inc_value("faceset/scrolls", scrolled)
+            self.crawler.stats.inc_value("faceset/clicks", clicked)
+        return page_state(browser)
 
     async def process_request(self, request: Request, spider=None):
         if not request.meta.get("render"):
@@ -79,7 +92,7 @@ class SeleniumRenderMiddleware:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="faceset-browser")
         loop = asyncio.get_running_loop()
-        url, html = await loop.run_in_executor(self._executor, self._render, request.url, request.meta.get("wait_for"))
+        url, html = await loop.run_in_executor(self._executor, self._render, request.url, request.meta)
         self.crawler.stats.inc_value("faceset/rendered_pages")
         if canonicalize_url(url) != canonicalize_url(request.url):
             self.crawler.stats.inc_value("faceset/browser_navigations")

@@ -46,6 +46,14 @@ CORE_COLUMNS: dict[str, str] = {
 }
 
 
+# Where an image was found: its result page (1 = the first) and its rank, 1-based, in page
+# order within its query (or its source, or its urls: list); the crawl stage writes them.
+PAGE, RANK = "page", "rank"
+# A `folder:` source's row: the file's path inside the folder, and its size and time, so
+# that a file changed under the same name is copied again.
+LOCAL_FILE, LOCAL_VERSION = "local_file", "local_version"
+
+
 class ManifestError(RuntimeError):
     """The manifest broke an invariant (a lost row, a bad status): a bug, reported plainly."""
 

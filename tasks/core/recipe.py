@@ -187,6 +187,8 @@ class Source(LoadMore):
     wait_for: str | None = None
     follow: list[FollowStep] = Field(default_factory=list)
     item: ItemSpec | None = None
+    next_page: str | None = Field(None, description="CSS selector of the 'next page' link of the pages item: reads "
+                                  "(search results listed over several pages)")
     max_items: int | None = Field(None, ge=1, description="images taken from this source at most (from each query "
                                   "when there are queries), the first ones in page order")
     allowed_domains: list[str] = Field(default_factory=list, description="hosts besides the start URLs' that links may lead to")
@@ -218,6 +220,8 @@ class Source(LoadMore):
             table, skip = Path(base) / data["urls"], URL_COLUMN
         elif isinstance(data.get("folder"), str):
             table, skip = Path(base) / data["folder"] / LABELS_FILE, FILE_COLUMN
+            if not table.exists():
+                return data  # images without labels
         else:
             return data
         try:
@@ -250,7 +254,8 @@ class Source(LoadMore):
                 raise ValueError("scroll and click need a rendered page: set render: true")
         else:
             origin = "urls" if self.urls else "folder"
-            crawl_only = [key for key in ("queries", "follow", "item", "render", "wait_for", "scroll", "click")
+            crawl_only = [key for key in ("queries", "follow", "item", "next_page", "render", "wait_for", "scroll",
+                                          "click")
                           if getattr(self, key)]
             if crawl_only:
                 raise ValueError(f"{', '.join(crawl_only)} belong to crawled sources; a {origin}: source reads its file")
@@ -686,7 +691,7 @@ def _validated(model: type[_Model], data: Any, path: Path, shape: str, what: str
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: {shape}, not {type(data).__name__}")
     try:
-        return model.model_validate(data, context={"base": path.parent})
+        return model.model_validate(data, context={"base": Path(path).parent})
     except ValidationError as exc:
         raise RecipeError(format_validation_error(path, exc, what)) from None
 
@@ -695,7 +700,7 @@ def parse_recipe(data: Any, path: Path) -> Recipe:
     """Validate already-parsed YAML; `path` names the file in messages, and its folder is where
     the recipe's urls:/folder: paths start."""
     recipe = _validated(Recipe, data, path, "a recipe must be a YAML mapping of keys (name:, sources:, ...)")
-    recipe._folder = path.parent
+    recipe._folder = Path(path).parent
     return recipe
 
 

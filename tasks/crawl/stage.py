@@ -28,12 +28,14 @@ from typing import Any
 import pandas as pd
 
 from spiders import diagnosis
+from spiders import scopes
 from spiders.launch import read_jsonl, run_job, safety_job
 from tasks.core import manifest as mf
 from tasks.core.atomic import read_or_absent, write_text
 from tasks.core.errors import FacesetError
 from tasks.core.paths import DatasetPaths
-from tasks.core.recipe import Recipe
+from tasks.core.recipe import QUERY, Recipe
+from tasks.crawl.local_sources import local_rows
 from tasks.core.reports import write_report
 
 LAST_SEEN = "last_seen"
@@ -121,31 +123,76 @@ def _judge(stats: dict[str, Any], records: list[dict[str, Any]], state: Path, fi
         )
 
 
-def _new_rows(records: list[dict[str, Any]], fields: list[str], now: str) -> pd.DataFrame:
-    rows = []
+# Written for recipes that rank (see `_ranks`); local rows also carry their file.
+RANKED = {mf.PAGE: "Int64", mf.RANK: "Int64"}
+LOCAL = {mf.LOCAL_FILE: "string", mf.LOCAL_VERSION: "string"}
+
+
+def _ranks(recipe: Recipe) -> bool:
+    """Whether the manifest gets `page` and `rank`: for search-like sources (queries, max_items,
+    pages that load more) and urls:/folder: lists, where the position of an image matters."""
+    return any(s.queries or s.max_items or s.loads_more() or any(f.loads_more() for f in s.follow)
+               or not s.start_urls for s in recipe.sources)
+
+
+def _row_id(rec: dict[str, Any]) -> str:
+    """A crawled item's id: its page and image URL, and its query (one image in two queries
+    gives two rows), stable across rebuilds."""
+    page_url = rec["page_url"] if not rec.get("query") else f"{rec['query']}\n{rec['page_url']}"
+    return mf.item_id(page_url, rec["image_url"])
+
+
+def _ranked(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Crawled records with their `rank`: 1, 2, 3... in page order within each source and query
+    (spiders/scopes.py), whatever order the concurrent crawl found them in."""
+    scopes_found: dict[tuple[str, Any], list[dict[str, Any]]] = defaultdict(list)
     for rec in records:
+        scopes_found[(rec["source"], rec.get("query"))].append(rec)
+    for found in scopes_found.values():
+        for rank, rec in enumerate(sorted(found, key=scopes.rank_key), start=1):
+            rec["rank"] = rank if isinstance(rec.get("order"), list) else None
+    return records
+
+
+def _new_rows(records: list[dict[str, Any]], fields: list[str], now: str, local: list[dict[str, Any]] = (),
+              ranks: bool = False) -> pd.DataFrame:
+    """Manifest rows for what the crawl found and for the rows of urls:/folder: sources (which
+    come with their id, rank and, when a line was refused, status and reason)."""
+    rows = []
+    for rec in [*_ranked(records), *local]:
+        values = {**rec["fields"], **({QUERY: rec["query"]} if rec.get("query") else {})}
         row = {
-            "item_id": mf.item_id(rec["page_url"], rec["image_url"]),
+            "item_id": rec.get("item_id") or _row_id(rec),
             "source": rec["source"],
-            "page_url": rec["page_url"],
-            "image_url": rec["image_url"],
+            "page_url": rec.get("page_url"),
+            "image_url": rec.get("image_url"),
             "crawled_at": rec["crawled_at"],
             LAST_SEEN: now,
+            "status": rec.get("status"),
+            "reason": rec.get("reason"),
+            mf.PAGE: rec.get("page"),
+            mf.RANK: rec.get("rank"),
+            mf.LOCAL_FILE: rec.get(mf.LOCAL_FILE),
+            mf.LOCAL_VERSION: rec.get(mf.LOCAL_VERSION),
         }
         for name in fields:
-            row[name] = rec["fields"].get(name) or pd.NA
+            row[name] = values.get(name) or pd.NA
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=["item_id", "source", "page_url", "image_url", "crawled_at", LAST_SEEN, *fields])
+    extra = {**(RANKED if ranks else {}), **(LOCAL if any(mf.LOCAL_FILE in rec for rec in local) else {})}
+    columns = ["item_id", "source", "page_url", "image_url", "crawled_at", LAST_SEEN, "status", "reason", *extra, *fields]
+    frame = mf.with_columns(pd.DataFrame(rows, columns=columns), extra)
     # an item found twice (two sources) keeps the same copy whatever the order pages arrived in
     frame = frame.sort_values(["item_id", "source"], kind="stable")
     return frame.drop_duplicates("item_id", keep="first").reset_index(drop=True)
 
 
 def merge(manifest: pd.DataFrame, found: pd.DataFrame, fields: list[str], now: str) -> pd.DataFrame:
-    """Previous rows (refreshed when found again, untouched otherwise) plus the new ones as `kept`,
-    sorted by item_id: the row order, which later stages keep, never follows the order in
-    which a concurrent crawl happened to receive its pages."""
-    previous = mf.conform(manifest, fields)
+    """Previous rows (refreshed when found again, untouched otherwise) plus the new ones as `kept`
+    (or `failed` with the reason a urls:/folder: line was refused), sorted by item_id: the row
+    order, which later stages keep, never follows the order in which a concurrent crawl
+    happened to receive its pages."""
+    extra = {name: dtype for name, dtype in {**RANKED, **LOCAL}.items() if name in found.columns}
+    previous = mf.with_columns(mf.conform(manifest, fields), extra)
     if LAST_SEEN not in previous.columns:
         previous[LAST_SEEN] = pd.Series(previous["crawled_at"], dtype="string")
     previous = previous.set_index("item_id", drop=False)
@@ -155,11 +202,13 @@ def merge(manifest: pd.DataFrame, found: pd.DataFrame, fields: list[str], now: s
         fresh = found.loc[again, name].astype("string")
         has = fresh.notna()
         previous.loc[fresh.index[has], name] = fresh[has]
+    for name in extra:  # where the image is now: its page and rank today, its file's version
+        previous.loc[again, name] = found.loc[again, name]
     previous.loc[again, LAST_SEEN] = now
     new = found.loc[found.index.difference(previous.index, sort=False)].copy()
-    new["status"] = mf.KEPT
+    new["status"] = new["status"].fillna(mf.KEPT) if "status" in new else mf.KEPT
     merged = pd.concat([previous, mf.conform(new, fields)], ignore_index=True) if len(new) else previous.reset_index(drop=True)
-    merged = mf.conform(merged, fields)
+    merged = mf.with_columns(mf.conform(merged, fields), extra)
     merged[LAST_SEEN] = merged[LAST_SEEN].astype("string")
     return merged.sort_values("item_id", kind="stable").reset_index(drop=True)
 
@@ -176,6 +225,11 @@ def summarize(stats: dict[str, Any], records: list[dict[str, Any]], merged: pd.D
     for source in recipe.sources:
         per_source[source.name]["pages"] = stats.get(f"faceset/pages/{source.name}", 0)
         per_source[source.name]["budget_exhausted"] = stats.get(f"faceset/budget_exhausted/{source.name}", 0)
+        per_source[source.name]["max_items_dropped"] = stats.get(f"faceset/max_items_dropped/{source.name}", 0)
+    per_query: dict[str, Counter[str]] = defaultdict(Counter)
+    for rec in records:
+        if rec.get("query"):
+            per_query[rec["source"]][rec["query"]] += 1
     elapsed = float(stats.get("elapsed_time_seconds") or 0.0)  # the crawl itself, without process start
     pages = int(stats.get("response_received_count", 0))
     summary = {
@@ -184,7 +238,7 @@ def summarize(stats: dict[str, Any], records: list[dict[str, Any]], merged: pd.D
         "rendered_pages": stats.get("faceset/rendered_pages", 0),
         "pages_from_resume_cache": stats.get("httpcache/hit", 0),
         "pages_unchanged": stats.get("httpcache/revalidate", 0),
-        "items": len({mf.item_id(r["page_url"], r["image_url"]) for r in records}),
+        "items": len({r.get("item_id") or _row_id(r) for r in records}),
         "rows_before": before,
         "rows_total": len(merged),
         "rows_new": len(merged) - before,
@@ -197,6 +251,10 @@ def summarize(stats: dict[str, Any], records: list[dict[str, Any]], merged: pd.D
         "offsite_skipped": stats.get("faceset/offsite_skipped", 0),
         "retries": stats.get("retry/count", 0),
         "per_source": {k: dict(v) for k, v in per_source.items()},
+        "per_query": {source: dict(counts) for source, counts in per_query.items()},
+        "max_items": {source.name: source.max_items for source in recipe.sources if source.max_items},
+        "scrolls": stats.get("faceset/scrolls", 0),
+        "clicks": stats.get("faceset/clicks", 0),
         "diagnosis": findings or [],
         "selectors": stats.get(diagnosis.STATS_KEY, {}).get("selectors", {}),
         "elapsed_seconds": round(elapsed, 3),
@@ -215,18 +273,26 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, today: d
         from spiders.browser import require_browser
 
         require_browser()
-    state = crawl_state(paths)
-    job = prepare_job(recipe, paths, today or datetime.now(timezone.utc).date())
-    stats = run_job(job, state, timeout=timeout)
-    records = read_jsonl(Path(job["items_file"]))
-    if stats.get("finish_reason") == "finished":
-        _close_crawl(state)  # even if it found nothing: the next run starts afresh
-    found = stats.setdefault(diagnosis.STATS_KEY, {})
-    diagnosis.check_rendered(recipe, found)  # only where a selector matched nothing
-    findings = diagnosis.messages(recipe, found)
-    _judge(stats, records, state, findings)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    local = local_rows(recipe, now)  # urls:/folder: sources: read, not crawled
+    stats: dict[str, Any] = {"finish_reason": "finished"}
+    records: list[dict[str, Any]] = []
+    findings: list[str] = []
+    if any(source.start_urls for source in recipe.sources):
+        state = crawl_state(paths)
+        job = prepare_job(recipe, paths, today or datetime.now(timezone.utc).date())
+        stats = run_job(job, state, timeout=timeout)
+        records = read_jsonl(Path(job["items_file"]))
+        if stats.get("finish_reason") == "finished":
+            _close_crawl(state)  # even if it found nothing: the next run starts afresh
+        found = stats.setdefault(diagnosis.STATS_KEY, {})
+        diagnosis.check_rendered(recipe, found)  # only where a selector matched nothing
+        findings = diagnosis.messages(recipe, found)
+        _judge(stats, [*records, *local], state, findings)
+    elif not local:
+        raise FacesetError("the recipe's urls: and folder: sources hold no image", "check the files they name: a "
+                           "url column with image URLs, or image files in the folder")
     fields = recipe.field_names
-    merged = merge(manifest, _new_rows(records, fields, now), fields, now)
-    summarize(stats, records, merged, len(manifest), recipe, paths, findings)
+    merged = merge(manifest, _new_rows(records, fields, now, local, _ranks(recipe)), fields, now)
+    summarize(stats, [*records, *local], merged, len(manifest), recipe, paths, findings)
     return merged

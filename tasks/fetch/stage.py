@@ -11,6 +11,8 @@ server gave validators (ETag / Last-Modified) get a conditional request and are 
 downloaded again if the image changed; other stored rows are not requested at all.
 Rows this stage failed earlier (a timeout, a 503) are tried again on the next run.
 
+Images of `folder:` sources are copied from the folder, not downloaded (local_copy.py).
+
 Resume: results are appended to `<data>/.faceset/fetch/results.jsonl` as each image
 completes; an interrupted fetch started again only requests the rows still missing.
 """
@@ -31,6 +33,7 @@ from tasks.core.reports import write_report
 from tasks.core.errors import FacesetError
 from tasks.core.paths import DatasetPaths
 from tasks.core.recipe import Recipe
+from tasks.fetch.local_copy import copy_local
 
 EXTRA_COLUMNS = ("etag", "last_modified", "fetch_status", "fetched_at")
 
@@ -113,6 +116,9 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, timeout:
     """Download the images of kept rows; never drops a row."""
     frame = _ensure_columns(mf.conform(manifest, recipe.field_names).reset_index(drop=True))
     request, stored = to_fetch(frame, paths)
+    local = frame[mf.LOCAL_FILE].notna() if mf.LOCAL_FILE in frame.columns else pd.Series(False, index=frame.index)
+    copied = copy_local(frame, (request | stored) & local, recipe, paths)  # folder: sources, never downloaded
+    request, stored = request & ~local, stored & ~local
     state = paths.state_folder("fetch")
     state.mkdir(parents=True, exist_ok=True)
     results_file = state / "results.jsonl"
@@ -146,6 +152,7 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, timeout:
             done[item_id] = {"status": "failed", "reason": "download failed: no result"}
     close_budget(budget_file(paths))  # the build's downloads are done: the next build counts afresh
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    done.update(copied)
     frame = apply_results(frame, done, now)
     summarize(frame, done, int(stored.sum()), stats, recipe, paths)
     results_file.unlink(missing_ok=True)

@@ -1,0 +1,127 @@
+"""Search-result sources: queries, result pages that load more, thumbnail links, max_items,
+and the sources without crawling (a URL list, a folder), on local sites and real files.
+
+The scrolling and 'more results' pages run in real headless Chromium; the URL list and
+the folder go through the crawl and fetch stages with real images from ../shared/corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import corpus_dir
+from sites.search import build, recipe_dict
+from sites.server import FixtureServer, Route
+from sites.staff import jpeg
+
+from spiders import browser
+from tasks.core import manifest as mf
+from tasks.core.errors import FacesetError
+from tasks.core.paths import DatasetPaths
+from tasks.core.recipe import RecipeError, load_recipe, parse_recipe
+from tasks.crawl import stage as crawl
+from tasks.fetch import stage as fetch
+
+QUERIES = {"nurse": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "software engineer": [10, 11, 3, 12, 13, 14, 15]}
+
+
+@pytest.fixture
+def search_site():
+    server = FixtureServer({}).start()
+    site = build(server.base, [jpeg(i) for i in range(16)], QUERIES)
+    server.routes.update(site.routes)
+    yield server, site
+    server.stop()
+
+
+def _crawl(spec: dict, root: Path) -> tuple[pd.DataFrame, dict]:
+    recipe = parse_recipe(spec, Path("test.yaml"))
+    paths = DatasetPaths.create(root)
+    frame = crawl.run(mf.empty(recipe.field_names), recipe, paths)
+    return frame, json.loads(paths.report_json("crawl").read_text())
+
+
+def _ranked(frame: pd.DataFrame, query: str) -> list[str]:
+    rows = frame[frame["query"] == query].sort_values("rank")
+    assert list(rows["rank"]) == list(range(1, len(rows) + 1)), "ranks are 1, 2, 3... within a query"
+    return list(rows["image_url"])
+
+
+def test_queries_on_paged_results_with_thumbnail_links(search_site, tmp_path) -> None:
+    server, site = search_site
+    frame, report = _crawl(recipe_dict(site, "search"), tmp_path)
+    for query in QUERIES:
+        # the originals, decoded out of /imgres?imgurl=..., in the order of the result pages
+        assert _ranked(frame, query) == site.expected(query)
+    nurse = frame[frame["query"] == "nurse"].set_index("rank")
+    assert list(nurse.loc[[1, 4, 5, 9], "page"]) == [1, 1, 2, 3]  # four results a page
+    assert nurse.loc[5, "page_url"] == server.url("/search/nurse/2.html")
+    # one image in two queries is two rows, each with its own rank
+    shared = frame[frame["image_url"] == site.original(3)].set_index("query")["rank"]
+    assert shared.to_dict() == {"nurse": 4, "software engineer": 3}
+    assert server.counts()["/search/software+engineer/1.html"] == 1  # the query URL-encoded into the start URL
+    assert report["per_query"]["search"] == {"nurse": 10, "software engineer": 7}
+
+
+def test_max_items_per_query_stops_the_crawl_and_is_reported(search_site, tmp_path) -> None:
+    server, site = search_site
+    frame, report = _crawl(recipe_dict(site, "search", max_items=5), tmp_path)
+    for query in QUERIES:
+        assert _ranked(frame, query) == site.expected(query)[:5]
+    assert report["max_items"] == {"search": 5}
+    assert report["per_source"]["search"]["max_items_dropped"] == 3 + 2  # of each query's second page
+    assert "/search/nurse/3.html" not in server.counts(), "a query with its max_items asks for no more pages"
+
+
+def _needs_browser() -> None:
+    try:
+        browser.require_browser()
+    except FacesetError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.mark.slow
+def test_scrolling_and_more_button_pages_in_chromium(search_site, tmp_path) -> None:
+    """Both pages show 4 results at first; scrolling and clicking bring the rest."""
+    _needs_browser()
+    server, site = search_site
+    spec = recipe_dict(site, "scroll", scroll=10)
+    clicks = recipe_dict(site, "more", click="#more", max_clicks=10)["sources"][0]
+    spec["sources"].append(clicks)
+    frame, report = _crawl(spec, tmp_path)
+    for source in ("scroll", "more"):
+        rows = frame[frame["source"] == source]
+        for query in QUERIES:
+            assert _ranked(rows, query) == site.expected(query), (source, query)
+    # 10 and 7 results in batches of 4: two and one growing scroll or click per query; the
+    # next try finds no growth (scroll) or no button (click) and stops
+    assert report["scrolls"] == 2 + 1 and report["clicks"] == 2 + 1
+    assert report["rendered_pages"] == 4
+
+
+@pytest.mark.slow
+def test_scrolling_stops_at_its_bound(search_site, tmp_path) -> None:
+    _needs_browser()
+    _, site = search_site
+    frame, report = _crawl(recipe_dict(site, "scroll", scroll=1), tmp_path)
+    assert _ranked(frame, "nurse") == site.expected("nurse")[:8]
+    assert report["scrolls"] == 2
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"urls": "list.csv"}, "exactly one of 'start_urls'"),
+    ({"queries": []}, "give the search terms in 'queries'"),
+    ({"render": False}, "scroll and click need a rendered page"),
+    ({"queries": ["a", "a"]}, "distinct"),
+])
+def test_bad_search_sources_are_refused_with_a_clear_message(search_site, tmp_path, change, message) -> None:
+    _, site = search_site
+    spec = recipe_dict(site, "scroll", scroll=3)
+    (tmp_path / "list.csv").write_text("url\nhttp://127.0.0.1/a.jpg\n")
+    spec["sources"][0].update(change)
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe(spec, tmp_path / "recipe.yaml")
