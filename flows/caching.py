@@ -54,7 +54,8 @@ DECLARED_INPUTS: dict[str, Callable[[DatasetPaths], list[Path]]] = {
     # reviewers' decisions, imported gold labels and the validation sample: a new decision or label
     # re-runs the cross-check on (its row cache spares the tagging), never crawl, fetch or faces
     "crosscheck": lambda paths: [decisions.path_of(paths.root), *gold.inputs(paths)],
-    "export": lambda paths: [paths.report_json("crosscheck"), paths.report_json("split")],  # the card quotes them
+    "export": lambda paths: [paths.report_json("crosscheck"), paths.report_json("split"),
+                             paths.report_json("validation")],  # the card quotes them
     "finetune": lambda paths: [paths.splits],
     "report": lambda paths: [*sorted(paths.reports.glob("*.json")), paths.models],
 }

@@ -88,7 +88,8 @@ def crosscheck(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> s
     agree, disagree = int(counts.get("agree", 0)), int(counts.get("disagree", 0))
     text = (f"Of {len(checked)} images compared with the autotagger ({recipe.crosscheck.autotagger}), "
             f"{agree} agree, {disagree} disagree and {int(counts.get('skipped', 0))} were skipped")
-    text += f": agreement {agree / (agree + disagree):.1%}.\n" if agree + disagree else ".\n"
+    text += f"{_agreement(agree, agree + disagree)}.\n"
+    text += _trust(paths)
     if disagree:
         text += (f"On disagreement the recipe says `{recipe.crosscheck.on_disagreement}`: disagreeing images were "
                  + ("dropped.\n" if recipe.crosscheck.on_disagreement == "drop" else "kept and flagged in the manifest (`crosscheck`).\n"))
@@ -104,6 +105,49 @@ def crosscheck(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> s
             figures = []
         if figures:
             text += "\nFrom `reports/crosscheck.json`:\n\n" + md_table([{"figure": k, "value": v} for k, v in figures])
+    return text
+
+
+def _agreement(agree: int, compared: int) -> str:
+    """The agreement rate with its 95% interval, or that too few faces were compared to give one.
+    Agreement is not accuracy: neither the tagger nor the crawled labels are known right."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    if compared < MIN_GROUP:
+        return f"; too few compared ({compared}, fewer than {MIN_GROUP}) to judge how often they agree"
+    low, high = proportion_confint(agree, compared, method="wilson")
+    return f": they agree on {agree / compared:.0%} (95% interval {low:.0%} to {high:.0%}); agreement is not accuracy"
+
+
+def _report(paths: DatasetPaths, stage: str) -> dict[str, Any]:
+    path = paths.report_json(stage)
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except ValueError:
+        return {}
+
+
+def _trust(paths: DatasetPaths) -> str:
+    """What the flags mean, as measured (reports/crosscheck.json `flag_trust`, `threshold`), the
+    scores against gold labels (reports/validation.json) and the machine labels (label_from)."""
+    summary, checked = _report(paths, "crosscheck"), _report(paths, "validation")
+    lines = [entry["says"] for entry in summary.get("flag_trust", {}).values()]
+    lines += [entry["says"] for entry in summary.get("threshold", {}).values()]
+    text = "".join(f"- {md_text(line)}\n" for line in lines)
+    if checked.get("gold_faces"):
+        rows = []
+        for field, figures in checked.get("fields", {}).items():
+            for name, score in figures.get("sources", {}).items():
+                rate = score.get("accuracy", score.get("within_margin", score.get("recall")))
+                rows.append({"field": field, "labels from": name, "gold faces": score.get("n", 0),
+                             "accuracy": "too few to judge" if score.get("too_few_to_judge") or rate is None else rate})
+        text += (f"\nAgainst **{checked['gold_faces']}** hand-labelled faces (gold labels, `reports/validation.json`; "
+                 "ages: within the margin):\n\n" + md_table(rows))
+    else:
+        text += ("\nNo gold labels yet: how right the crawled labels, the tagger and its flags are is not measured "
+                 "(`faceset labels import`, or the review app's validation sample; docs/validation.md).\n")
+    if checked.get("label_from"):
+        text += f"\nMachine labels: {md_text(checked['label_from']['says'])}.\n"
     return text
 
 

@@ -7,6 +7,7 @@ lays them out.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from markupsafe import Markup
@@ -117,5 +118,58 @@ def crosscheck(summary: dict[str, Any], paths: DatasetPaths) -> Markup:
         })
     few = any(row.get("note") for f in fields for table in [f["sources"], *f["attributes"].values()] for row in table)
     review = [thumbnail(r["face_path"], r["reason"]) for r in summary.get("review", [])]
+    trust = summary.get("flag_trust", {})
+    lines = [e["says"] for e in trust.values()] + [e["says"] for e in summary.get("threshold", {}).values()]
+    checked = paths.report_json("validation")
     return render("sections/crosscheck.html.j2", summary=summary, outcomes=summary.get("outcomes", {}), fields=fields,
-                  few=few, review=review, min_group=MIN_GROUP)
+                  few=few, review=review, min_group=MIN_GROUP, trust=lines,
+                  measured=bool(trust) and all(e.get("measured") for e in trust.values()),
+                  validation=validation(json.loads(checked.read_text(encoding="utf-8")), paths) if checked.is_file() else "")
+
+
+def _interval(ci: list[float] | None) -> str:
+    return f"{ci[0]:.2f} to {ci[1]:.2f}" if ci else ""
+
+
+def _score_rows(field: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per source of a field's values (crawled, each tagger) against gold; a source
+    scored on too few faces shows its counts and says so."""
+    out = []
+    for name, s in field.get("sources", {}).items():
+        few = s.get("too_few_to_judge")
+        row = {"labels from": name, "gold faces": s.get("n"), "answered": s.get("answered", s.get("recognised"))}
+        if field["kind"] == "numeric":
+            row.update({"MAE": s.get("mae"), f"within {s.get('margin', 5):g}": s.get("within_margin"),
+                        "95% interval": _interval(s.get("within_margin_ci"))})
+        elif field["kind"] == "celebrity":
+            row.update({"precision": s.get("precision"), "95% interval (p)": _interval(s.get("precision_ci")),
+                        "recall": s.get("recall"), "95% interval (r)": _interval(s.get("recall_ci"))})
+        else:
+            row.update({"accuracy": s.get("accuracy"), "95% interval": _interval(s.get("accuracy_ci")), "kappa": s.get("kappa")})
+        out.append({k: ("" if few and k not in ("labels from", "gold faces", "answered") else v) for k, v in row.items()}
+                   | {"note": TOO_FEW if few else ""})
+    return out
+
+
+def _class_rows(source: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"class": name, "gold": c["support"], "said": c["predicted"], "precision": c["precision"],
+             "95% interval (p)": _interval(c["precision_ci"]), "recall": c["recall"],
+             "95% interval (r)": _interval(c["recall_ci"]), "F1": c["f1"], "95% interval (F1)": _interval(c["f1_ci"])}
+            for name, c in source.get("classes", {}).items()]
+
+
+def validation(summary: dict[str, Any], paths: DatasetPaths) -> Markup:
+    """reports/validation.json in the report: every source of labels and the flags against gold."""
+    fields = []
+    for name, field in summary.get("fields", {}).items():
+        fields.append({
+            "name": name, "field": field, "scores": _score_rows(field),
+            "details": [{"source": source, "classes": _class_rows(s),
+                         "confusion": [{"gold": g, **row} for g, row in s.get("confusion", {}).items()]}
+                        for source, s in field.get("sources", {}).items() if s.get("classes")],
+            "flags": field.get("flags"), "agreement": field.get("agreement"),
+            "disagreements": [{"item": d["item_id"], "labels": ", ".join(f"{k}: {v}" for k, v in d["labels"].items()),
+                               "gold": d["gold"] if d["gold"] is not None else "tie: left out"}
+                              for d in field.get("disagreements", [])],
+        })
+    return render("sections/validation.html.j2", summary=summary, fields=fields, min_group=MIN_GROUP)
