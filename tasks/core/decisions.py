@@ -279,12 +279,20 @@ def _said(decision: Decision) -> str:
 
 
 def fingerprint(decisions: Iterable[Decision], actions: Iterable[str] = ACTIONS) -> str:
-    """A hash of the decisions that hold with one of `actions`, for the cache key of the stage
-    that applies them: the same decision made again, or one another stage applies, re-runs nothing."""
+    """A hash of the decisions with one of `actions`, for the cache key of the stage that applies
+    them ("" when there are none, as before the first decision): a row that only repeats one
+    already in the file re-runs nothing."""
     wanted = set(actions)
-    held = sorted((d.item_id, d.action, d.field, d.value, d.reviewer, d.note)
-                  for d in latest(decisions).values() if d.action in wanted)
-    return hashlib.sha256(json.dumps(held).encode()).hexdigest() if held else ""
+    rows = sorted({astuple(d) for d in decisions if d.action in wanted})
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest() if rows else ""
+
+
+def state(dataset_dir: Path) -> str:
+    """The fingerprint of a dataset's decisions file as the build reads it: its decisions and
+    its unreadable rows (which the cross-check's report lists)."""
+    decisions, problems = read(dataset_dir)
+    held = fingerprint(decisions)
+    return held + hashlib.sha256("\n".join(problems).encode()).hexdigest()[:16] if problems else held
 
 
 # ---------------------------------------------------------------- import
@@ -480,13 +488,14 @@ def export_label_studio(dataset_dir: Path, path: Path, checks: dict[str, str] | 
     where the dataset is served; else the original image URL), `item_id`, the page and
     the crawled labels; `predictions` hold the autotagger's opinion, `model_version` naming
     it. `checks` maps a tagger output (gender, age, celebrity) to the field it checks; by
-    default it is read from the cross-check's report."""
+    default it is read from the cross-check's report (else fields named gender, age, celebrity)."""
     manifest = _manifest_of(dataset_dir)
     if manifest is None:
         raise FacesetError(f"{dataset_dir} has no manifest.parquet", "build the dataset first (faceset build RECIPE)")
     if checks is None:
         report = Path(dataset_dir) / "reports" / "crosscheck.json"
         checks = (json.loads(report.read_text(encoding="utf-8")).get("checks") or {}) if report.is_file() else {}
+        checks = checks or {check: check for check in ("gender", "age", "celebrity")}  # fields named like the checks
     fields = [c for c in manifest.columns if c in manifest_fields(manifest)]
     faces = manifest[manifest["face_path"].notna()] if "face_path" in manifest else manifest.iloc[:0]
     tasks = []
