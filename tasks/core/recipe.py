@@ -214,8 +214,9 @@ class Source(LoadMore):
         """A `urls:` or `folder:` source without `fields` takes every column of its file (read here,
         where the recipe's folder is known; a recipe passed on as JSON carries the list)."""
         base = (info.context or {}).get("base")
-        if not isinstance(data, dict) or data.get("fields") or base is None:
-            return data
+        if (not isinstance(data, dict) or data.get("fields") or base is None
+                or sum(bool(data.get(key)) for key in ("start_urls", "urls", "folder")) != 1):
+            return data  # nothing to read, or `_one_origin` says what is wrong
         if isinstance(data.get("urls"), str):
             table, skip = Path(base) / data["urls"], URL_COLUMN
         elif isinstance(data.get("folder"), str):

@@ -125,3 +125,107 @@ def test_bad_search_sources_are_refused_with_a_clear_message(search_site, tmp_pa
     spec["sources"][0].update(change)
     with pytest.raises(RecipeError, match=message):
         parse_recipe(spec, tmp_path / "recipe.yaml")
+
+
+# ---------------------------------------------------------------- sources without crawling
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def local_sources(tmp_path):
+    """A URL list served by a local site and a folder of images, both of real faces from the
+    corpus (read from ../shared/corpus; the folder is a temporary copy, never in the repository)."""
+    faces = sorted(corpus_dir("utkface").glob("*.jpg"))[:6]
+    served = {f"/img/{i}.jpg": Route(face.read_bytes(), "image/jpeg") for i, face in enumerate(faces[:3])}
+    server = FixtureServer(served).start()
+    folder = tmp_path / "recipe" / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for name, face in (("a.jpg", faces[3]), ("sub/b.jpg", faces[4])):
+        (folder / name).write_bytes(face.read_bytes())
+    (folder / "notes.txt").write_text("not an image: not a row")
+    os.symlink(faces[5], folder / "outside.jpg")  # a link leading out of the folder
+    (folder / "labels.csv").write_text(
+        "file,gender,note\n"
+        "a.jpg,female,=HYPERLINK(\"http://evil\")\n"
+        "sub/b.jpg,male,\n"
+        "../escape.jpg,female,\n"
+        "missing.jpg,male,\n")
+    (tmp_path / "recipe" / "list.csv").write_text(
+        "url,gender,note\n"
+        f"{server.url('/img/0.jpg')},female,first\n"
+        f"{server.url('/img/1.jpg')},male,\n"
+        f"{server.url('/img/2.jpg')},female,\n"
+        "ftp://files.example.org/a.jpg,male,\n"
+        ",female,no url\n"
+        "http://169.254.169.254/latest/meta-data.jpg,male,\n"
+        f"{server.url('/img/404.jpg')},male,\n")
+    recipe_file = tmp_path / "recipe" / "local.yaml"
+    recipe_file.write_text(
+        "name: local\ncontact: tests@example.org\n"
+        "crawl: {delay: 0, retries: 0, timeout: 5, allow_private_hosts: ['127.0.0.1']}\n"
+        "sources:\n  - {name: listed, urls: list.csv}\n  - {name: photos, folder: photos}\n"
+        "target: gender\n")
+    yield load_recipe(recipe_file), server, faces
+    server.stop()
+
+
+def test_a_url_list_and_a_folder_go_through_crawl_and_fetch(local_sources, tmp_path) -> None:
+    recipe, server, faces = local_sources
+    assert recipe.sources[0].fields == ["gender", "note"]  # every column but url, read from the file
+    paths = DatasetPaths.create(tmp_path / "data")
+    crawled = crawl.run(mf.empty(recipe.field_names), recipe, paths)
+    frame = fetch.run(crawled, recipe, paths).set_index("image_url", drop=False)
+
+    listed = frame[frame["source"] == "listed"]
+    for index in range(3):
+        row = listed.loc[server.url(f"/img/{index}.jpg")]
+        assert row["status"] == mf.KEPT and row["sha256"] == _sha256(faces[index])
+        assert (paths.root / row["image_path"]).is_file()
+        assert row["rank"] == index + 1
+    assert listed.loc[server.url("/img/0.jpg"), "note"] == "first"
+    reasons = dict(zip(listed["image_url"].fillna("<none>"), listed["reason"]))
+    assert reasons["ftp://files.example.org/a.jpg"].startswith("refused: ftp: URL")
+    assert reasons["<none>"] == "line 6 of list.csv has no url"
+    assert "link-local" in reasons["http://169.254.169.254/latest/meta-data.jpg"]
+    assert reasons[server.url("/img/404.jpg")] == "download failed: 404"
+    assert "/latest/meta-data.jpg" not in server.paths()
+
+    photos = frame[frame["source"] == "photos"].set_index("item_id")
+    by_file = {row.local_file: row for row in photos.itertuples() if isinstance(row.local_file, str)}
+    assert set(by_file) == {"a.jpg", "sub/b.jpg", "outside.jpg"}  # notes.txt is no image
+    assert by_file["a.jpg"].sha256 == _sha256(faces[3]) and by_file["a.jpg"].gender == "female"
+    assert by_file["sub/b.jpg"].gender == "male" and by_file["sub/b.jpg"].status == mf.KEPT
+    assert by_file["a.jpg"].note == '=HYPERLINK("http://evil")'  # kept as text in the manifest...
+    written = mf.write(frame.reset_index(drop=True), tmp_path / "manifest.parquet").with_suffix(".csv").read_text()
+    assert "'=HYPERLINK" in written  # ...and a spreadsheet shows it as text
+    assert by_file["outside.jpg"].status == mf.FAILED
+    assert by_file["outside.jpg"].reason == "refused: outside.jpg is a link leading out of the folder"
+    other = sorted(photos.loc[photos["local_file"].isna(), "reason"])
+    assert other[0].startswith("labels.csv names missing.jpg")
+    assert "refused: file '../escape.jpg' would leave its folder" in other[1]
+    assert not (paths.root / "images").joinpath("..", "escape.jpg").exists()
+
+    # a second crawl finds the same rows again (stable ids), and a changed file is copied anew
+    (recipe.local_path("photos") / "a.jpg").write_bytes(faces[0].read_bytes())
+    again = fetch.run(crawl.run(frame.reset_index(drop=True), recipe, paths), recipe, paths)
+    assert len(again) == len(frame)
+    assert again.set_index("local_file").loc["a.jpg", "sha256"] == _sha256(faces[0])
+
+
+def test_a_source_has_one_origin_and_its_files_must_exist(tmp_path) -> None:
+    base = {"name": "x", "contact": "a@b.c", "target": "gender"}
+    (tmp_path / "list.csv").write_text("address,gender\nhttp://x.org/a.jpg,male\n")
+    with pytest.raises(RecipeError, match="needs a 'url' column"):
+        parse_recipe({**base, "sources": [{"name": "s", "urls": "list.csv"}]}, tmp_path / "r.yaml")
+    with pytest.raises(RecipeError, match="urls: .*absent.csv is not a file"):
+        parse_recipe({**base, "sources": [{"name": "s", "urls": "absent.csv"}]}, tmp_path / "r.yaml")
+    with pytest.raises(RecipeError, match="exactly one of 'start_urls'.*has urls, folder"):
+        parse_recipe({**base, "sources": [{"name": "s", "urls": "list.csv", "folder": "."}]}, tmp_path / "r.yaml")
+    with pytest.raises(RecipeError, match="item belong to crawled sources"):
+        parse_recipe({**base, "sources": [{"name": "s", "folder": ".", "fields": ["gender"],
+                                           "item": {"image": "img::attr(src)"}}]}, tmp_path / "r.yaml")
