@@ -63,6 +63,11 @@ def item_id(page_url: str, image_url: str) -> str:
     return hashlib.sha256(f"{page_url}\n{image_url}".encode()).hexdigest()[:16]
 
 
+def face_item_id(parent_id: str, face_index: int) -> str:
+    """Stable id of one face of an image (`faces: {each: true}`): its image's id and its number there."""
+    return hashlib.sha256(f"{parent_id}\nface {int(face_index)}".encode()).hexdigest()[:16]
+
+
 def empty(fields: Iterable[str] = ()) -> pd.DataFrame:
     """A manifest with no rows and every core column (plus the recipe's fields)."""
     return conform(pd.DataFrame(), fields)

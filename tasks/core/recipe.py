@@ -299,7 +299,11 @@ class FacesConfig(_Section):
     size: int = Field(224, ge=16, le=4096, description="side of the square crop in pixels")
     face_percent: int = Field(50, ge=1, le=100, description="share of the crop taken by the face")
     min_face_px: int = Field(48, ge=1)
-    max_faces: int = Field(1, ge=1)
+    each: bool = Field(False, description="one manifest row per face: every face of a group photo becomes a row "
+                                          "(docs/faces.md); the image keeps a row counting them")
+    max_faces: int | None = Field(None, ge=1, description="each: false: more faces quarantine the image (default 1); "
+                                                          "each: true: most faces taken from one image, largest first "
+                                                          "(default: no bound)")
     min_score: float = Field(0.7, ge=0, le=1)
     blur_threshold: float = Field(40.0, ge=0)
     detect_max_side: int = Field(640, ge=64, description="photos are downscaled to this for detection")
@@ -308,6 +312,11 @@ class FacesConfig(_Section):
     max_pixels: int = Field(50_000_000, ge=1, description="decompression-bomb limit")
     max_aspect: float = Field(4.0, ge=1)
     align: bool = Field(False, description="rotate the face level (eye landmarks) before cropping")
+
+    @property
+    def face_limit(self) -> int | None:
+        """`max_faces` as it applies: 1 by default for one face per image, no bound (None) for `each`."""
+        return self.max_faces if self.each else (self.max_faces or 1)
 
 
 class DedupeConfig(_Section):

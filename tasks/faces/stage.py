@@ -15,6 +15,15 @@ For every kept row with an `image_path` (from the fetch stage):
 4. autocrop's `Cropper` cuts the square crop (`size`, `face_percent`, `align`), and the
    crop is re-encoded from pixels as JPEG, so EXIF, GPS and ICC data never leave.
 
+One row per face (`faces: {each: true}`, docs/faces.md): `tasks.vision.detector.each_face`
+finds every face at a scale that keeps faces of `min_face_px` findable, checks each, and
+crops each usable one (`<sha256>_<config hash>_<face index>.jpg`). `expand` then gives
+each face a row of its own, right after its image's row: its own `item_id` (from the
+image's id and the face's number, `face_item_id`), `parent_id`, `face_index`,
+`face_box` (original pixels), `face_score`, `face_path`, and every column of the image.
+The image's row stays, `excluded` with the reason `one row per face (N faces)`, and
+counts what was left out: `faces_small`, `faces_blurred`, `faces_over` (`max_faces`).
+
 A rejected image keeps its row (status `quarantined`, a reason a person understands) and
 its original file is copied to `quarantine/<reason>/<item_id>.<ext>` for review. One bad
 file never stops the stage: anything unexpected becomes `could not process: <Error>`.
@@ -43,8 +52,8 @@ from tasks.core.reports import write_report
 from tasks.core.quarantine import quarantine
 from tasks.core.reasons import reason_kind
 from tasks.vision.decode import Decoded, decode_bytes
-from tasks.vision.detector import FaceDetector, default_detector, verify_and_crop
-from tasks.core.manifest import FAILED, KEPT, QUARANTINED, kept, with_columns
+from tasks.vision.detector import FaceDetector, default_detector, each_face, verify_and_crop
+from tasks.core.manifest import EXCLUDED, FAILED, KEPT, QUARANTINED, face_item_id, kept, with_columns
 from tasks.core.parallel import Batching, Mapper, run_per_image
 from tasks.core.paths import DatasetPaths
 from tasks.core.recipe import FacesConfig, Recipe
@@ -68,9 +77,28 @@ COLUMNS: dict[str, str] = {
     "quarantine_path": "string",
     "faces_config": "string",
     "faces_ms": "Float64",
+    # one row per face: on face rows ...
+    "parent_id": "string",
+    "face_index": "Int64",
+    # ... and on their image's row
+    "faces": "Int64",
+    "faces_small": "Int64",
+    "faces_blurred": "Int64",
+    "faces_over": "Int64",
 }
+# The faces of an image (JSON), carried on its row from the batches to `expand`; never in the manifest.
+FACE_ROWS = "face_rows"
+# Per face, copied from `each_face` onto the face's row.
+FACE_VALUES = ("face_index", "face_box", "face_score", "face_blur", "face_path")
+# Columns that describe the image as a whole: a face row leaves them empty.
+IMAGE_ONLY = ("faces", "faces_small", "faces_blurred", "faces_over", "faces_ms", "quarantine_path")
 
 MISSING = "image file missing"
+PARENT = "one row per face"  # the reason of an image whose faces have rows of their own
+
+
+def parent_reason(faces: int) -> str:
+    return f"{PARENT} ({faces} face{'s' if faces != 1 else ''})"
 
 
 
@@ -112,6 +140,14 @@ def analyse(source: Path, recipe: Recipe, paths: DatasetPaths, name: str, detect
     outcome: dict[str, Any] = {"reason": decoded.reason, "pixel_sha256": decoded.pixel_sha256,
                                "image_width": decoded.width, "image_height": decoded.height}
     crop = decoded.rgb
+    if decoded.ok and recipe.faces is not None and config.each:
+        found = each_face(decoded.rgb, config, detector or default_detector(config.min_score))
+        faces = found.pop("face_list")
+        outcome.update(found)
+        if outcome["reason"] is None:
+            outcome[FACE_ROWS] = [_save_face(face, paths, name) for face in faces]
+        outcome["faces_ms"] = round(1000 * (time.perf_counter() - started), 2)
+        return outcome
     if decoded.ok and recipe.faces is not None:
         found = verify_and_crop(decoded.rgb, config, detector or default_detector(config.min_score))
         crop = found.pop("crop")
@@ -122,6 +158,13 @@ def analyse(source: Path, recipe: Recipe, paths: DatasetPaths, name: str, detect
         outcome["face_path"] = _relative(face_file, paths)
     outcome["faces_ms"] = round(1000 * (time.perf_counter() - started), 2)
     return outcome
+
+
+def _save_face(face: dict[str, Any], paths: DatasetPaths, name: str) -> dict[str, Any]:
+    """Write one face's crop; its values for the face's row."""
+    face_file = paths.faces / f"{name}_{face['face_index']}.jpg"
+    save_jpeg(face.pop("crop"), face_file)
+    return {**face, "face_path": _relative(face_file, paths)}
 
 
 def _cache_file(paths: DatasetPaths, name: str) -> Path:
@@ -139,7 +182,8 @@ def _cached(cache: Path, paths: DatasetPaths) -> dict[str, Any] | None:
     outcome = read_json(cache, "the image is looked at again")
     if not isinstance(outcome, dict):
         return None
-    if outcome.get("face_path") and not (paths.root / outcome["face_path"]).is_file():
+    crops = [outcome.get("face_path")] + [face.get("face_path") for face in outcome.get(FACE_ROWS) or []]
+    if any(crop and not (paths.root / crop).is_file() for crop in crops):
         return None
     return outcome
 
@@ -167,20 +211,54 @@ def process_row(row: dict[str, Any], recipe: Recipe, paths: DatasetPaths, detect
     values.update({k: v for k, v in outcome.items() if k in COLUMNS or k == "reason"})
     if outcome.get("reason"):
         values.update(status=QUARANTINED, quarantine_path=quarantine(source, outcome["reason"], str(row["item_id"]), paths))
+    elif outcome.get(FACE_ROWS) is not None:
+        values.update(status=EXCLUDED, reason=parent_reason(len(outcome[FACE_ROWS])),
+                      **{FACE_ROWS: json.dumps(outcome[FACE_ROWS])})
     else:
         values.update(status=KEPT, reason=None)
     return values
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    return with_columns(frame, {"status": "string", "reason": "string", **COLUMNS})
+    return with_columns(frame, {"status": "string", "reason": "string", **COLUMNS, FACE_ROWS: "string"})
+
+
+def _images(frame: pd.DataFrame) -> pd.Series:
+    """Kept rows that are images (a face row from an earlier run is never looked at again)."""
+    return kept(frame) & frame["parent_id"].isna()
+
+
+def expand(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per face, right after its image's row, carrying every column of the image.
+
+    No row is dropped: the image's row stays (status `excluded`, `parent_reason`).
+    """
+    carried = frame[FACE_ROWS].notna()
+    if not carried.any():
+        return frame.drop(columns=[FACE_ROWS])
+    parents = frame[carried]
+    lists = [json.loads(text) for text in parents[FACE_ROWS]]
+    faces = parents.loc[parents.index.repeat([len(items) for items in lists])].copy()
+    values = pd.DataFrame([face for items in lists for face in items], index=faces.index)
+    faces["parent_id"] = faces["item_id"]
+    for column in FACE_VALUES:
+        faces[column] = values[column].to_numpy()
+    faces["item_id"] = [face_item_id(p, i) for p, i in zip(faces["parent_id"], faces["face_index"])]
+    faces["status"], faces["reason"] = KEPT, pd.NA
+    for column in IMAGE_ONLY:
+        faces[column] = pd.NA
+    order = np.concatenate([np.zeros(len(frame)), np.concatenate([np.arange(1, len(items) + 1) for items in lists])])
+    position = np.concatenate([np.arange(len(frame)), frame.index.get_indexer(faces.index)])
+    out = pd.concat([frame, faces], ignore_index=True)
+    out = out.iloc[np.lexsort((order, position))].reset_index(drop=True)
+    return _typed(out).drop(columns=[FACE_ROWS])
 
 
 def process_batch(rows: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, detector: FaceDetector | None = None) -> pd.DataFrame:
     """Process a batch of kept rows; returns them with status, reason and face columns set."""
     results = [process_row(row, recipe, paths, detector) for row in rows.to_dict("records")]
     out = rows.copy()
-    for column, dtype in {"status": "string", "reason": "string", **COLUMNS}.items():
+    for column, dtype in {"status": "string", "reason": "string", **COLUMNS, FACE_ROWS: "string"}.items():
         values = [result.get(column) for result in results]
         out[column] = pd.Series(pd.array(values, dtype=dtype), index=rows.index)
     return out
@@ -194,10 +272,10 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *,
     """
     digest = config_hash(recipe, detector)
     return run_per_image(
-        manifest, kept, functools.partial(process_batch, recipe=recipe, paths=paths, detector=detector),
+        manifest, _images, functools.partial(process_batch, recipe=recipe, paths=paths, detector=detector),
         lambda out, done: summarize(out, recipe, paths, elapsed=done.map_seconds, processed=done.processed),
-        columns=[*COLUMNS, "status", "reason"], batching=BATCHING, mapper=mapper, typed=_typed,
-        here=lambda rows: [_has_cache(row, paths, digest) for row in rows.to_dict("records")])
+        columns=[*COLUMNS, FACE_ROWS, "status", "reason"], batching=BATCHING, mapper=mapper, typed=_typed,
+        here=lambda rows: [_has_cache(row, paths, digest) for row in rows.to_dict("records")], decide=expand)
 
 
 # ---------------------------------------------------------------- report
@@ -211,14 +289,15 @@ def summarize(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *,
     per-worker rate comes from each image's own processing time (`faces_ms`).
     """
     frame = _typed(manifest.copy())
-    seen = frame[frame["faces_config"].notna()]
+    seen = frame[frame["faces_config"].notna() & frame["parent_id"].isna()]  # images, not their faces
+    face_rows = frame[frame["parent_id"].notna()]
     reasons = seen.loc[seen["status"] != KEPT, "reason"].dropna().map(reason_kind)
     millis = seen["faces_ms"].dropna().astype(float)
-    kept_rows = seen[(seen["status"] == KEPT) & seen["face_path"].notna()]
+    kept_rows = frame[frame["faces_config"].notna() & (frame["status"] == KEPT) & frame["face_path"].notna()]
     rejected = seen[seen["quarantine_path"].notna() & seen["face_count"].notna()]  # decodable images only
     summary: dict[str, Any] = {
         "images": len(seen),
-        "kept": int((seen["status"] == KEPT).sum()),
+        "kept": int(len(kept_rows)),  # images, or with `each` their faces
         "quarantined": int((seen["status"] == QUARANTINED).sum()),
         "failed": int((seen["status"] == FAILED).sum()),
         "reasons": {str(k): int(v) for k, v in reasons.value_counts().items()},
@@ -234,6 +313,16 @@ def summarize(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *,
                          for r in rejected.groupby(rejected["reason"].map(reason_kind)).head(3).head(SAMPLES).itertuples()],
         },
     }
+    if recipe.faces is not None and recipe.faces.each:
+        summary["each"] = {  # one row per face: what the images gave
+            "images_with_faces": int(seen["faces"].notna().sum()),
+            "face_rows": int(len(face_rows)),
+            "kept_faces": int((face_rows["status"] == KEPT).sum()),
+            "faces_small": int(seen["faces_small"].fillna(0).sum()),
+            "faces_blurred": int(seen["faces_blurred"].fillna(0).sum()),
+            "faces_over_max": int(seen["faces_over"].fillna(0).sum()),
+            "faces_per_image": {str(k): int(v) for k, v in seen["faces"].dropna().astype(int).value_counts().sort_index().items()},
+        }
     write_report(paths, "faces", summary)
     return summary
 
