@@ -362,7 +362,8 @@ def review_thresholds(frame: pd.DataFrame, recipe: Recipe, decisions: pd.DataFra
         learned = learn_threshold(frame.loc[used.index, column].astype(float).to_numpy(), used.to_numpy(), target)
         if learned is None:
             continue
-        found[check] = {**{k: round(v, 4) for k, v in learned.items()}, "reviewed": int(len(used)),
+        found[check] = {**{k: round(v, 4) for k, v in learned.items()}, "threshold": learned["threshold"],  # exact: scores tie
+                        "reviewed": int(len(used)),
                         "errors": int(used.sum()), "target_recall": target, "basis": basis,
                         "says": (f"{check} flag threshold learned from {len(used)} reviewed faces ({int(used.sum())} label "
                                  f"errors, {basis}): it finds {learned['recall']:.0%} of their errors (asked: {target:.0%}); "
