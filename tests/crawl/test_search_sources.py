@@ -23,6 +23,7 @@ from tasks.core import manifest as mf
 from tasks.core.errors import FacesetError
 from tasks.core.paths import DatasetPaths
 from tasks.core.recipe import RecipeError, load_recipe, parse_recipe
+from tasks import faces
 from tasks.crawl import stage as crawl
 from tasks.fetch import stage as fetch
 
@@ -138,17 +139,17 @@ def _sha256(path: Path) -> str:
 
 @pytest.fixture
 def local_sources(tmp_path):
-    """A URL list served by a local site and a folder of images, both of real faces from the
+    """A URL list served by a local site and a folder of images, both of real portraits from the
     corpus (read from ../shared/corpus; the folder is a temporary copy, never in the repository)."""
-    faces = sorted(corpus_dir("utkface").glob("*.jpg"))[:6]
-    served = {f"/img/{i}.jpg": Route(face.read_bytes(), "image/jpeg") for i, face in enumerate(faces[:3])}
+    portraits = [corpus_dir("photos", "deepface") / f"img{i}.jpg" for i in range(1, 7)]
+    served = {f"/img/{i}.jpg": Route(face.read_bytes(), "image/jpeg") for i, face in enumerate(portraits[:3])}
     server = FixtureServer(served).start()
     folder = tmp_path / "recipe" / "photos"
     (folder / "sub").mkdir(parents=True)
-    for name, face in (("a.jpg", faces[3]), ("sub/b.jpg", faces[4])):
+    for name, face in (("a.jpg", portraits[3]), ("sub/b.jpg", portraits[4])):
         (folder / name).write_bytes(face.read_bytes())
     (folder / "notes.txt").write_text("not an image: not a row")
-    os.symlink(faces[5], folder / "outside.jpg")  # a link leading out of the folder
+    os.symlink(portraits[5], folder / "outside.jpg")  # a link leading out of the folder
     (folder / "labels.csv").write_text(
         "file,gender,note\n"
         "a.jpg,female,=HYPERLINK(\"http://evil\")\n"
@@ -170,12 +171,13 @@ def local_sources(tmp_path):
         "crawl: {delay: 0, retries: 0, timeout: 5, allow_private_hosts: ['127.0.0.1']}\n"
         "sources:\n  - {name: listed, urls: list.csv}\n  - {name: photos, folder: photos}\n"
         "target: gender\n")
-    yield load_recipe(recipe_file), server, faces
+    yield load_recipe(recipe_file), server, portraits
     server.stop()
 
 
+@pytest.mark.slow
 def test_a_url_list_and_a_folder_go_through_crawl_and_fetch(local_sources, tmp_path) -> None:
-    recipe, server, faces = local_sources
+    recipe, server, portraits = local_sources
     assert recipe.sources[0].fields == ["gender", "note"]  # every column but url, read from the file
     paths = DatasetPaths.create(tmp_path / "data")
     crawled = crawl.run(mf.empty(recipe.field_names), recipe, paths)
@@ -184,7 +186,7 @@ def test_a_url_list_and_a_folder_go_through_crawl_and_fetch(local_sources, tmp_p
     listed = frame[frame["source"] == "listed"]
     for index in range(3):
         row = listed.loc[server.url(f"/img/{index}.jpg")]
-        assert row["status"] == mf.KEPT and row["sha256"] == _sha256(faces[index])
+        assert row["status"] == mf.KEPT and row["sha256"] == _sha256(portraits[index])
         assert (paths.root / row["image_path"]).is_file()
         assert row["rank"] == index + 1
     assert listed.loc[server.url("/img/0.jpg"), "note"] == "first"
@@ -198,7 +200,7 @@ def test_a_url_list_and_a_folder_go_through_crawl_and_fetch(local_sources, tmp_p
     photos = frame[frame["source"] == "photos"].set_index("item_id")
     by_file = {row.local_file: row for row in photos.itertuples() if isinstance(row.local_file, str)}
     assert set(by_file) == {"a.jpg", "sub/b.jpg", "outside.jpg"}  # notes.txt is no image
-    assert by_file["a.jpg"].sha256 == _sha256(faces[3]) and by_file["a.jpg"].gender == "female"
+    assert by_file["a.jpg"].sha256 == _sha256(portraits[3]) and by_file["a.jpg"].gender == "female"
     assert by_file["sub/b.jpg"].gender == "male" and by_file["sub/b.jpg"].status == mf.KEPT
     assert by_file["a.jpg"].note == '=HYPERLINK("http://evil")'  # kept as text in the manifest...
     written = mf.write(frame.reset_index(drop=True), tmp_path / "manifest.parquet").with_suffix(".csv").read_text()
@@ -210,11 +212,17 @@ def test_a_url_list_and_a_folder_go_through_crawl_and_fetch(local_sources, tmp_p
     assert "refused: file '../escape.jpg' would leave its folder" in other[1]
     assert not (paths.root / "images").joinpath("..", "escape.jpg").exists()
 
+    # the faces stage crops the faces of both sources like crawled ones
+    faced = faces.run(frame.reset_index(drop=True), recipe, paths)
+    kept = faced[faced["status"] == mf.KEPT]
+    assert set(kept["source"]) == {"listed", "photos"} and len(kept) >= 4
+    assert all((paths.root / path).is_file() for path in kept["face_path"])
+
     # a second crawl finds the same rows again (stable ids), and a changed file is copied anew
-    (recipe.local_path("photos") / "a.jpg").write_bytes(faces[0].read_bytes())
+    (recipe.local_path("photos") / "a.jpg").write_bytes(portraits[0].read_bytes())
     again = fetch.run(crawl.run(frame.reset_index(drop=True), recipe, paths), recipe, paths)
     assert len(again) == len(frame)
-    assert again.set_index("local_file").loc["a.jpg", "sha256"] == _sha256(faces[0])
+    assert again.set_index("local_file").loc["a.jpg", "sha256"] == _sha256(portraits[0])
 
 
 def test_a_source_has_one_origin_and_its_files_must_exist(tmp_path) -> None:
