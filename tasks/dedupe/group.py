@@ -17,6 +17,12 @@
 4. identity (`dedupe.identity`): kept faces are grouped into `person_group` by
    `identity.group_people` (no chaining; names corroborate), named by their smallest
    item_id. Duplicates take their keeper's group. No image is ever removed for identity.
+
+With one row per face (`faces: {each: true}`) a face row carries its image's sha256 and
+pixel_sha256: same bytes or pixels then match face by face (the same `face_index`), so
+a re-posted group photo duplicates each of its faces; two faces of one image (`parent_id`)
+are never duplicates of each other, nor one person; and ties in the keeper rule go to the
+faces of one image, so a re-posted photo's faces are all kept from the same copy.
 """
 
 from __future__ import annotations
@@ -118,12 +124,16 @@ def close_faces(query: pd.DataFrame, base: pd.DataFrame, qpos: np.ndarray, bpos:
 
 
 def exact_pairs(frame: pd.DataFrame) -> list[tuple[int, int, str]]:
-    """Rows with the same bytes or the same decoded pixels, chained to the group's first."""
+    """Rows with the same bytes or the same decoded pixels, chained to the group's first.
+
+    Face rows of one image share its hashes: they match only the same face of a copy."""
     found = []
+    face = frame["face_index"].astype("string") if "face_index" in frame else pd.Series(pd.NA, index=frame.index, dtype="string")
     for column, how in (("sha256", "same bytes"), ("pixel_sha256", "same pixels")):
         if column not in frame:
             continue
         values = frame[column].astype("string")
+        values = values.where(face.isna(), values + "#" + face)
         for _, positions in values[values.notna()].groupby(values[values.notna()]).indices.items():
             found.extend((int(positions[0]), int(p), how) for p in positions[1:])
     return found
@@ -146,13 +156,16 @@ def keeper_order(frame: pd.DataFrame) -> pd.Series:
     if "image_width" in frame and "image_height" in frame:
         image_area = pd.to_numeric(frame["image_width"], errors="coerce") * pd.to_numeric(frame["image_height"], errors="coerce")
         area = area.fillna(image_area.astype(float))
+    image = frame["parent_id"].astype("string").fillna(frame["item_id"].astype("string")) if "parent_id" in frame else frame["item_id"]
     keys = pd.DataFrame({
         "area": area.astype(float).fillna(0),
         "blur": pd.to_numeric(frame.get("face_blur", pd.Series(0, index=frame.index)), errors="coerce").astype(float).fillna(0),
         "score": pd.to_numeric(frame.get("face_score", pd.Series(0, index=frame.index)), errors="coerce").astype(float).fillna(0),
+        "image": image.astype(str),  # equal faces of two copies: every face kept from the same copy
         "item_id": frame["item_id"].astype(str),
     }, index=frame.index)
-    ranked = keys.sort_values(["area", "blur", "score", "item_id"], ascending=[False, False, False, True], kind="stable")
+    ranked = keys.sort_values(["area", "blur", "score", "image", "item_id"], ascending=[False, False, False, True, True],
+                              kind="stable")
     return pd.Series(np.arange(len(ranked)), index=ranked.index).reindex(frame.index)
 
 
@@ -212,7 +225,10 @@ def cluster(manifest: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
     local = rows.reset_index(drop=True)
     finder = UnionFind(len(local))
     how_joined: dict[int, str] = {}
+    parent = local["parent_id"].astype("string").to_numpy() if "parent_id" in local else None
     for a, b, how in exact_pairs(local) + similar_pairs(local, local, recipe, self_join=True):
+        if parent is not None and not pd.isna(parent[a]) and parent[a] == parent[b]:
+            continue  # two faces of one photo: two people, or one person twice, never a duplicate
         if finder.find(a) != finder.find(b):
             how_joined.setdefault(max(a, b), how)
             how_joined.setdefault(min(a, b), how)
@@ -241,8 +257,9 @@ def group_identities(out: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
         names = None
         if config.name_field and config.name_field in faces:
             names = [identity.normalise_name(v) for v in faces[config.name_field]]
+        photos = faces["parent_id"].astype("string").tolist() if "parent_id" in faces else None
         labels = identity.group_people(descriptor_array(faces["face_descriptor"]), config.identity_threshold,
-                                       names, config.name_threshold)
+                                       names, config.name_threshold, apart=photos)
         first = pd.Series(faces["item_id"].astype(str).to_numpy()).groupby(labels).transform("min")
         out.loc[faces.index, "person_group"] = first.to_numpy()
     alone = kept(out) & out["person_group"].isna() & out["phash"].notna()

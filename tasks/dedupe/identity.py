@@ -34,6 +34,7 @@ from scipy.sparse.csgraph import connected_components
 
 from tasks.core.errors import FacesetError
 
+APART = 1e6  # the distance given to two faces of one photo: no average over a real cluster comes near the threshold
 CHIP_SIZE = 80  # aligned face for hashing: tight (padding 0), 80 px, inner 64 px used
 CNN_SIDE = 256  # crops are downscaled to this for the (slow) CNN face finder
 MODELS_PACKAGE = "face_recognition_models"
@@ -202,11 +203,13 @@ def normalise_name(value: object) -> str | None:
 
 
 def group_people(descriptors: np.ndarray, threshold: float, names: list[str | None] | None = None,
-                 name_threshold: float = 0.6) -> np.ndarray:
+                 name_threshold: float = 0.6, apart: list[str | None] | None = None) -> np.ndarray:
     """A person label per face (0..k-1): average-linkage clusters under `threshold`.
 
     A pair whose faces carry the same name counts as closer by the factor
     threshold / name_threshold, so a named pair joins up to `name_threshold`.
+    Faces with the same `apart` value (faces of one photo) are different people: such
+    a pair never links and keeps any cluster holding both above the threshold.
     Components of the close-pair graph are clustered separately, so the cost follows
     the size of the components, not of the dataset.
     """
@@ -215,10 +218,11 @@ def group_people(descriptors: np.ndarray, threshold: float, names: list[str | No
     if n < 2:
         return labels
     codes = pd.factorize(pd.Series(names if names is not None else [None] * n, dtype="object"))[0]
+    photos = pd.factorize(pd.Series(apart if apart is not None else [None] * n, dtype="object"))[0]
     scale = threshold / name_threshold
     i, j, d = pairwise_within(descriptors, max(threshold, name_threshold))
     effective = np.where((codes[i] >= 0) & (codes[i] == codes[j]), d * scale, d)
-    close = effective <= threshold
+    close = (effective <= threshold) & ~((photos[i] >= 0) & (photos[i] == photos[j]))
     graph = coo_matrix((np.ones(int(close.sum())), (i[close], j[close])), shape=(n, n))
     _, component = connected_components(graph, directed=False)
     next_label = 0
@@ -232,6 +236,9 @@ def group_people(descriptors: np.ndarray, threshold: float, names: list[str | No
         dist = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
         sub = codes[members]
         dist = np.where((sub[:, None] >= 0) & (sub[:, None] == sub[None, :]), dist * scale, dist)
+        same_photo = photos[members]
+        dist = np.where((same_photo[:, None] >= 0) & (same_photo[:, None] == same_photo[None, :]), APART, dist)
+        np.fill_diagonal(dist, 0)
         condensed = dist[np.triu_indices(len(members), 1)]
         clusters = fcluster(linkage(condensed, method="average"), t=threshold, criterion="distance")
         labels[members] = clusters - 1 + next_label

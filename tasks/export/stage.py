@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # Columns of the shareable manifest besides the recipe's target and attributes. Names are
 # left out on purpose: the share carries labels, not identities.
 SHARE_COLUMNS = ("item_id", "source", "page_url", "image_url", "crawled_at", "sha256", "face_box",
-                 "dup_group", "person_group")
+                 "parent_id", "face_index", "dup_group", "person_group")  # parent_id: faces of one photo (each: true)
 
 
 def trees(recipe: Recipe, paths: DatasetPaths) -> dict[str, Path]:

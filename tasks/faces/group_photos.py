@@ -62,14 +62,15 @@ def background(path: Path, size: tuple[int, int]) -> np.ndarray:
 
 
 def compose(faces: Sequence[Path], face_sides: Sequence[int], canvas: np.ndarray, rng: np.random.Generator,
-            tries: int = 500) -> GroupPhoto:
+            tries: int = 500, at: Sequence[tuple[int, int]] | None = None) -> GroupPhoto:
     """Paste each face photo so that its *face* is `face_sides[i]` px wide, at random
-    places where no two pasted photos touch. Photos without a findable face are skipped."""
+    places where no two pasted photos touch (or with its face's top-left corner at
+    `at[i]`). Photos without a findable face are skipped."""
     out = canvas.copy()
     height, width = out.shape[:2]
     taken: list[tuple[int, int, int, int]] = []
     boxes = []
-    for path, side in zip(faces, face_sides):
+    for number, (path, side) in enumerate(zip(faces, face_sides)):
         face = chip_face(path)
         if face is None:
             continue
@@ -78,12 +79,17 @@ def compose(faces: Sequence[Path], face_sides: Sequence[int], canvas: np.ndarray
         cw, ch = max(1, round(chip.shape[1] * scale)), max(1, round(chip.shape[0] * scale))
         if cw + 2 * GAP > width or ch + 2 * GAP > height:
             continue
-        for _ in range(tries):
-            x, y = int(rng.integers(0, width - cw + 1)), int(rng.integers(0, height - ch + 1))
-            if all(x + cw + GAP <= a or a + w + GAP <= x or y + ch + GAP <= b or b + h + GAP <= y for a, b, w, h in taken):
-                break
+        if at is not None:
+            x = min(max(0, at[number][0] - round(face[0] * cw)), width - cw)
+            y = min(max(0, at[number][1] - round(face[1] * ch)), height - ch)
         else:
-            continue
+            for _ in range(tries):
+                x, y = int(rng.integers(0, width - cw + 1)), int(rng.integers(0, height - ch + 1))
+                if all(x + cw + GAP <= a or a + w + GAP <= x or y + ch + GAP <= b or b + h + GAP <= y
+                       for a, b, w, h in taken):
+                    break
+            else:
+                continue
         interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
         out[y : y + ch, x : x + cw] = cv2.resize(chip, (cw, ch), interpolation=interpolation)
         taken.append((x, y, cw, ch))

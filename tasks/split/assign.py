@@ -56,9 +56,12 @@ def _normalized(values: pd.Series) -> pd.Series:
 
 
 def group_keys(frame: pd.DataFrame, group_by: str | None) -> dict[str, pd.Series]:
-    """Every key whose equal values must share a split (missing values join nothing)."""
+    """Every key whose equal values must share a split (missing values join nothing).
+
+    `parent_id` joins the faces of one photo (`faces: {each: true}`): a group photo's
+    faces are never spread over train and test."""
     keys = {}
-    for column in ("dup_group", "person_group"):
+    for column in ("dup_group", "person_group", "parent_id"):
         if column in frame.columns:
             keys[column] = _normalized(frame[column])
     if "name" in frame.columns and "source" in frame.columns:

@@ -3,8 +3,8 @@ leak-free by construction.
 
 A test image that shares a person or a near-copy with the training set inflates every
 accuracy the user reports, so the unit that is assigned to a split is a *group*, never
-an image: rows sharing a `dup_group`, a `person_group`, the same `name` within a source
-or the recipe's `group_by` value are joined (transitively, by union-find) and placed
+an image: rows sharing a `dup_group`, a `person_group`, a `parent_id` (the faces of one
+photo), the same `name` within a source or the recipe's `group_by` value are joined (transitively, by union-find) and placed
 together. Within that constraint each stratum (the target and `split.stratify` jointly,
 numbers binned) gets as close to the recipe's ratios as whole groups allow:
 
