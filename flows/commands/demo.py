@@ -50,10 +50,36 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--port", type=int, default=8765, help="port of the demo site on 127.0.0.1 (default 8765; "
                         "a stable port keeps item ids and caches valid across runs)")
     parser.add_argument("--rebuild", action="store_true", help="ignore cached stages")
+    parser.add_argument("--study", choices=("staff", "search"), default="staff",
+                        help="'staff' (default): build a dataset from a demo staff directory; 'search': group photos "
+                             "per search query with known shares of women, a small model, 'faceset evaluate' and "
+                             "'faceset apply --faces each', naive and adjusted shares printed beside the truth")
     return parser
 
 
+def search_study(args: argparse.Namespace) -> int:
+    """`--study search` (flows/demo_search.py): the shares of women per query, naive and adjusted, beside the truth."""
+    from flows.demo_search import run_study
+
+    images = find_demo_images(args.images)
+    out = Path(args.data_root).resolve() / "demo-search"
+    started = time.monotonic()
+    result = run_study(images, out, epochs=args.epochs)
+    table = result["table"]
+    print(f"\nshare of women per query ({(time.monotonic() - started) / 60:.1f} min); {result['note']}")
+    print(f"  {'query':<16} {'truth':>6} {'naive':>6} {'adjusted':>9}  95% interval   faces")
+    for query, row in table.iterrows():
+        print(f"  {query:<16} {row['truth']:6.1%} {row['naive']:6.1%} {row['adjusted']:9.1%}  "
+              f"{row['low']:5.1%} to {row['high']:5.1%}  {int(row['faces'])}")
+    naive, adjusted = (table["naive"] - table["truth"]).abs().mean(), (table["adjusted"] - table["truth"]).abs().mean()
+    print(f"  mean absolute error: naive {naive:.1%}, adjusted {adjusted:.1%}")
+    print(f"  shares: {result['files']['html']}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.study == "search":
+        return search_study(args)
     from flows.build import build  # imported late: Prefect is slow to import
 
     images = find_demo_images(args.images)

@@ -122,3 +122,131 @@ def test_an_ensemble_averages_its_members_and_each_member_works_alone(ensemble_m
     assert np.allclose(evaluation.loc[main.index, "confidence"].to_numpy(), expected.max(axis=1).to_numpy(), atol=1e-4)
     # and the members really differ from the main model (else the test above proves little)
     assert not np.allclose(alone[0].loc[main.index].to_numpy(), main.to_numpy(), atol=1e-3)
+
+
+# ---------------------------------------------------------------- one row per face, shares per group
+
+
+@pytest.fixture(scope="module")
+def small_model(utkface_dir, tmp_path_factory):
+    """A small real model (whole UTKFace crops) with its held-out probabilities saved."""
+    root = tmp_path_factory.mktemp("small")
+    tree = utkface_tree(utkface_dir, root / "tree", {"train": 5, "val": 3, "test": 4}, seed=5)
+    finetune_tree(tree, root / "model", CONFIGS["last layer"], log=None)
+    return tree, root / "model"
+
+
+def _group_photos(utkface_dir, folder, counts, seed):
+    """Group photos of real faces at known places (flows.demo_search), {file name: placed faces}."""
+    import random
+
+    from flows.demo_search import group_photo, read_people
+
+    rng = random.Random(seed)
+    people = read_people(utkface_dir)
+    for pool in people.values():
+        rng.shuffle(pool)
+    folder.mkdir(parents=True)
+    placed = {}
+    for number, count in enumerate(counts):
+        faces = [(people["female" if i % 2 else "male"].pop(), "female" if i % 2 else "male") for i in range(count)]
+        image, placed[f"photo{number}.jpg"] = group_photo(faces, rng)
+        image.save(folder / f"photo{number}.jpg", quality=90)
+    return placed
+
+
+@pytest.mark.slow
+def test_apply_classifies_every_face_of_group_photos_and_reports_shares_per_folder(small_model, utkface_dir,
+                                                                                     tmp_path, capsys):
+    import json
+
+    _, model_dir = small_model
+    placed = {"nurse": _group_photos(utkface_dir, tmp_path / "in" / "nurse", [3, 5], seed=1),
+              "engineer": _group_photos(utkface_dir, tmp_path / "in" / "engineer", [1, 4, 2], seed=2)}
+    out = tmp_path / "out"
+    assert main(["apply", str(model_dir), str(tmp_path / "in"), "--faces", "each", "--by", "folder",
+                 "--out", str(out), "--rounds", "200"]) == 0
+    table = pd.read_csv(out / "predictions.csv")
+    assert (table["status"] == "face crop").all() and table["predicted"].notna().all()
+    for query, photos in placed.items():
+        for name, faces in photos.items():
+            rows = table[table["image"] == str(tmp_path / "in" / query / name)]
+            assert sorted(rows["face_index"]) == list(range(len(faces)))  # every face found, one row each
+            owners = []
+            for box in rows["face_box"].map(json.loads):
+                cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+                owners += [i for i, f in enumerate(faces) if f.box[0] <= cx <= f.box[0] + f.box[2]
+                           and f.box[1] <= cy <= f.box[1] + f.box[3]]
+            assert sorted(owners) == list(range(len(faces)))  # each box on its own pasted face
+            assert (rows["folder"] == query).all()
+    shares = pd.read_csv(out / "shares.csv").set_index(["folder", "class"])
+    assert shares.loc[("nurse", "female"), "images"] == 2 and shares.loc[("nurse", "female"), "faces"] == 8
+    assert shares.loc[("engineer", "male"), "images"] == 3 and shares.loc[("engineer", "male"), "faces"] == 7
+    assert shares.groupby(level="folder")["naive"].sum().to_numpy() == pytest.approx([1, 1])
+    assert (shares["method"] == "PACC").all() and (shares["low"] <= shares["adjusted"] + 1e-9).all()
+    page = (out / "shares.html").read_text()
+    assert "data:image/png;base64," in page and "the finetune&#39;s test split" in page
+    printed = capsys.readouterr().out
+    assert "15 faces labelled in 5 images" in printed and "nurse: 8 faces" in printed
+
+
+@pytest.mark.slow
+def test_apply_on_a_dataset_uses_its_kept_face_rows_and_their_columns(small_model, utkface_dir, tmp_path):
+    from tasks.core import manifest as mf
+    from tasks.core.paths import DatasetPaths
+    from tasks.finetune.apply import apply_model
+
+    _, model_dir = small_model
+    paths = DatasetPaths.create(tmp_path / "dataset")
+    files = sorted(utkface_dir.glob("*.jpg"))[:9]
+    rows = []
+    for image, (query, faces) in enumerate([("nurse", 3), ("nurse", 2), ("engineer", 3), ("engineer", 0)]):
+        parent = f"img{image}"
+        rows.append({"item_id": parent, "image_url": f"http://127.0.0.1/{parent}.jpg", "query": query,
+                     "status": "kept" if faces else "quarantined", "reason": None if faces else "no face"})
+        for index in range(faces):
+            source = files.pop()
+            shutil.copyfile(source, paths.faces / source.name)
+            rows.append({"item_id": f"{parent}-{index}", "parent_id": parent, "face_index": index,
+                         "face_box": f"[{index * 100}, 10, 90, 90]", "image_url": f"http://127.0.0.1/{parent}.jpg",
+                         "query": query, "face_path": f"faces/{source.name}",
+                         "status": "duplicate" if (image, index) == (1, 1) else "kept"})
+    manifest = mf.conform(pd.DataFrame(rows), ["query"])
+    manifest["face_index"] = manifest["face_index"].astype("Int64")
+    manifest.to_parquet(paths.manifest)
+    result = apply_model(model_dir, [paths.root], tmp_path / "out", by=["query"], rounds=100)
+    table = result["table"]
+    assert len(table) == 7 and (table["status"] == "kept face").all()  # kept face rows only
+    assert set(table["parent_id"]) == {"img0", "img1", "img2"} and "query" in table.columns
+    assert table.set_index("item_id").loc["img2-1", "face_box"] == "[100, 10, 90, 90]"
+    shares = result["shares"].set_index(["query", "class"])
+    assert shares.loc[("nurse", "female"), ["images", "faces"]].tolist() == [2, 4]
+    assert shares.loc[("engineer", "female"), ["images", "faces"]].tolist() == [1, 3]
+
+
+@pytest.mark.slow
+def test_without_measured_errors_the_adjusted_shares_are_omitted_with_a_reason(small_model, tmp_path, capsys):
+    tree, model_dir = small_model
+    (tmp_path / "bare").mkdir()
+    shutil.copyfile(model_dir / "model.pt", tmp_path / "bare" / "model.pt")
+    assert main(["apply", str(tmp_path / "bare"), str(tree / "test"), "--out", str(tmp_path / "out")]) == 0
+    assert "Adjusted shares are omitted" in capsys.readouterr().out
+    shares = pd.read_csv(tmp_path / "out" / "shares.csv")
+    assert "adjusted" not in shares.columns and shares["faces"].iloc[0] == 8
+    assert "Adjusted shares are omitted" in (tmp_path / "out" / "shares.html").read_text()
+
+
+@pytest.mark.slow
+def test_bad_input_gets_one_clear_message(small_model, tmp_path, capsys):
+    tree, model_dir = small_model
+    (tmp_path / "empty").mkdir()
+    cases = [([str(tmp_path / "no-model"), str(tree / "test")], "no trained model at"),
+             ([str(model_dir), str(tmp_path / "empty")], "holds no images"),
+             ([str(model_dir), str(tree / "test"), "--by", "query"], "--by query: no such column")]
+    for arguments, message in cases:
+        capsys.readouterr()
+        assert main(["apply", *arguments, "--out", str(tmp_path / "out")]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and message in error and "Traceback" not in error
+    assert "choose among folder" in error
+    assert not (tmp_path / "out").exists()
