@@ -441,6 +441,9 @@ def build(recipe_path: str | Path, data_root: str | Path = "data", rebuild: bool
     options = Options(str(recipe_path), str(data_root), rebuild, from_stage, runner, recrawl, dry_run, stages)
     options.check()
     recipe = load_recipe(recipe_path)
+    from flows.server_watch import watch_temporary_server
+
+    watch_temporary_server()  # Prefect's temporary server, if any, must not outlive a killed build
     named = build_flow.with_options(name=f"build-{recipe.name}", task_runner=runners.task_runner(runner, dask_address))
     root = Path(named(**asdict(options)))
     if dry_run:

@@ -106,3 +106,75 @@ def test_sigterm_stops_the_build_and_its_prefect_server_and_the_build_resumes(tm
     assert calls["report"] == 1
     frame = mf.read(tmp_path / "data" / "fakeset" / "manifest.parquet")
     assert len(frame) == 40 and frame["face_path"].notna().sum() + (frame["reason"] == "no face").sum() == 40
+
+
+def _gone_within(pids: dict[int, str], seconds: float) -> dict[int, str]:
+    """The processes of `pids` still running after `seconds` (checked every 0.1 s)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.1)
+    return {pid: command for pid, command in pids.items() if _alive(pid)}
+
+
+@pytest.mark.slow
+def test_a_sigkilled_build_leaves_no_prefect_server_or_worker_running(tmp_path):
+    """SIGKILL runs no exit hook: the temporary server (and the build's workers) used to run on, orphaned."""
+    fakes.write_site(tmp_path / "site.json", 40)
+    recipe = fakes.write_recipe(tmp_path)
+    log = tmp_path / "calls.log"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]), PREFECT_HOME=str(tmp_path / "prefect"),
+               FACESET_TEST_SITE=str(tmp_path / "site.json"), FACESET_TEST_LOG=str(log), FACESET_TEST_SLEEP="0.5",
+               FACESET_WORKERS="2", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    command = [sys.executable, "-c", DRIVER, str(recipe), "--data-root", str(tmp_path / "data")]
+    with open(tmp_path / "build-output.txt", "w") as output:
+        build = subprocess.Popen(command, env=env, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
+    children: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 240
+        while _calls(log)["faces-row"] < 2:
+            assert build.poll() is None, (tmp_path / "build-output.txt").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the build never reached faces"
+            time.sleep(0.05)
+        children = _children(build.pid)
+        assert any("uvicorn" in c for c in children.values()), children
+        build.kill()
+        build.wait()
+        left = _gone_within(children, 8.0)
+        assert not left, f"still running 8 s after the build was killed: {left}"
+    finally:
+        build.kill()
+        for pid in [pid for pid in children if _alive(pid)]:
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_crawl_child_stops_within_seconds_while_a_page_hangs_and_resumes(tmp_path):
+    """The crawl process used to get 30 s to stop; one waiting on a slow page now ends in a few."""
+    from sites.hostile import image, index, profile, recipe as hostile_recipe, serve
+
+    from spiders.launch import start_job, stop_gracefully
+    from tasks.core.paths import DatasetPaths
+    from tasks.crawl import stage as crawl
+
+    people = {f"/people/{i}.html": profile(f"P{i}", f"/img/{i}.jpg") for i in range(3)}
+    people["/people/2.html"].delay = 60.0
+    site = serve({"/index.html": index(list(people)), **people, **{f"/img/{i}.jpg": image(i) for i in range(3)}})
+    try:
+        spec = hostile_recipe([site.url("/index.html")], timeout=120)
+        paths = DatasetPaths.create(tmp_path)
+        job = crawl.prepare_job(spec, paths, __import__("datetime").date.today())
+        process = start_job(job, crawl.crawl_state(paths))
+        deadline = time.monotonic() + 60
+        while "/people/2.html" not in site.paths():
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.5)
+        sent = time.monotonic()
+        stop_gracefully(process)
+        took = time.monotonic() - sent
+        assert process.returncode is not None and took < 7.0, took
+        people["/people/2.html"].delay = 0.0
+        found = crawl.run(mf.empty(spec.field_names), spec, paths, timeout=60)
+    finally:
+        site.stop()
+    assert sorted(found["name"]) == ["P0", "P1", "P2"]
