@@ -25,10 +25,12 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from tasks.core.locks import file_lock
 from tasks.core.paths import DatasetPaths
 from tasks.core.text import read_spreadsheet_csv, write_spreadsheet_csv
 
 GOLD_CSV = "gold.csv"
+LOCK = "gold.lock"  # in the dataset's state folder (.faceset/)
 COLUMNS = ("item_id", "field", "value", "labeller", "labelled_at", "source")
 SAMPLE_SOURCE = "review sample"  # `source` of the gold labels that come from validation-sample decisions
 KEYS = ("item_id", "sha256", "page_url", "file")  # how an imported row names its face, tried in this order
@@ -59,9 +61,12 @@ def read(paths: DatasetPaths) -> pd.DataFrame:
 
 def append(paths: DatasetPaths, rows: pd.DataFrame) -> None:
     """Add labels to gold.csv (earlier rows are never changed; the latest label of a
-    labeller for an item and field is the one that counts)."""
+    labeller for an item and field is the one that counts). Under a lock, and written
+    whole through a rename: two imports never lose each other's rows, and a build reading
+    meanwhile sees the file before or after, never half of it."""
     new = rows.reindex(columns=list(COLUMNS)).astype("string")
-    write_spreadsheet_csv(gold_path(paths), pd.concat([read(paths), new], ignore_index=True))
+    with file_lock(paths.state / LOCK):
+        write_spreadsheet_csv(gold_path(paths), pd.concat([read(paths), new], ignore_index=True))
 
 
 def read_sample(paths: DatasetPaths) -> set[str]:

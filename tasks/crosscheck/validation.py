@@ -378,6 +378,9 @@ def write(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> dict[s
     decisions = gold.decision_table(paths.root)
     table = gold.labels(paths, manifest, sorted(manifest_fields(manifest)), decisions)
     summary = build(manifest, recipe, table, decisions)
+    stored = gold.read(paths)
+    gone = sorted(set(stored["item_id"].dropna()) - set(manifest["item_id"].astype(str)))
+    summary["gold_items_not_in_manifest"] = {"count": len(gone), "items": gone[:DISAGREEMENTS_LISTED]}  # kept in gold.csv
     write_report(paths, "validation", summary)
     return summary
 
