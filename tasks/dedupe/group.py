@@ -21,7 +21,8 @@
 With one row per face (`faces: {each: true}`) a face row carries its image's sha256 and
 pixel_sha256: same bytes or pixels then match face by face (the same `face_index`), so
 a re-posted group photo duplicates each of its faces; two faces of one image (`parent_id`)
-are never duplicates of each other, nor one person; and ties in the keeper rule go to the
+are never in one cluster (pairs are joined in order, and a pair that would put two faces
+of one photo together is left out), nor one person; and ties in the keeper rule go to the
 faces of one image, so a re-posted photo's faces are all kept from the same copy.
 """
 
@@ -225,14 +226,18 @@ def cluster(manifest: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
     local = rows.reset_index(drop=True)
     finder = UnionFind(len(local))
     how_joined: dict[int, str] = {}
-    parent = local["parent_id"].astype("string").to_numpy() if "parent_id" in local else None
+    # the photos each cluster holds faces of: two faces of one photo (two people, or one person
+    # twice) never end up in one cluster, not even through a copy of the photo
+    parent = local["parent_id"].astype("string") if "parent_id" in local else pd.Series(pd.NA, index=local.index)
+    photos: dict[int, set[str]] = {i: set() if pd.isna(p) else {str(p)} for i, p in enumerate(parent)}
     for a, b, how in exact_pairs(local) + similar_pairs(local, local, recipe, self_join=True):
-        if parent is not None and not pd.isna(parent[a]) and parent[a] == parent[b]:
-            continue  # two faces of one photo: two people, or one person twice, never a duplicate
-        if finder.find(a) != finder.find(b):
-            how_joined.setdefault(max(a, b), how)
-            how_joined.setdefault(min(a, b), how)
+        root_a, root_b = finder.find(a), finder.find(b)
+        if root_a == root_b or photos[root_a] & photos[root_b]:
+            continue
+        how_joined.setdefault(max(a, b), how)
+        how_joined.setdefault(min(a, b), how)
         finder.union(a, b)
+        photos[finder.find(a)] = photos[root_a] | photos[root_b]
     roots = pd.Series([finder.find(i) for i in range(len(local))])
     rank = keeper_order(local)
     keeper_pos = rank.groupby(roots).idxmin()
