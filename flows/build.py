@@ -41,6 +41,7 @@ from prefect.tasks import exponential_backoff  # noqa: E402
 
 from flows import artifacts, progress, runners  # noqa: E402
 from flows.caching import CachingMapper, RowCache, StageCache, code_version, declared_inputs, module_files, source_files, stage_key  # noqa: E402
+from tasks.core import decisions  # noqa: E402
 from tasks.core import locks  # noqa: E402
 from tasks.core import manifest as mf  # noqa: E402
 from tasks.core import takedown  # noqa: E402
@@ -53,6 +54,7 @@ RUNNERS = ("default", "dask")
 RETRIES = 3  # network stages: attempts after the first
 RETRY_BACKOFF = 10.0  # seconds; waits grow 10, 20, 40 (exponential_backoff)
 TAKEDOWN_STAGES = ("crawl", "fetch", "faces")
+DECISION_STAGES = ("crosscheck",)  # applies <dataset>/decisions.csv; the split sees it through the manifest
 DRY_RUN_LAST = "dedupe"  # --dry-run stops here, before any paid API call
 ROW_FLUSH_SECONDS = 10.0  # per-image stages save finished rows at least this often (resume granularity)
 
@@ -310,6 +312,7 @@ def run_stage(stage: str, manifest_in: str | None, options: Options) -> str:
     code = code_version(stage, plan.stages.sources(stage))
     section = recipe.section(stage)
     extra = takedown.fingerprint(paths.root.parent) if stage in TAKEDOWN_STAGES else ""
+    extra += decisions.state(paths.root) if stage in DECISION_STAGES else ""
     key = stage_key(stage, code, section, None if stage == "crawl" else frame, paths, declared_inputs(stage, paths), extra)
     output = paths.stage_manifest(stage)
     bar = progress.current()

@@ -336,7 +336,15 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *,
         functools.partial(process_batch, recipe=recipe, paths=paths, tagger=tagger),
         lambda out, _: summarize(out, recipe, paths), columns=list(COLUMNS), batching=BATCHING,
         mapper=serial_mapper if getattr(tagger, "paid", False) else mapper, typed=_typed,
-        decide=None if config.autotagger == "none" else functools.partial(flag, recipe=recipe))
+        decide=functools.partial(flag_and_honour, recipe=recipe, paths=paths))
+
+
+def flag_and_honour(frame: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> pd.DataFrame:
+    """The tagger's flags (with an autotagger), then the reviewers' decisions over them."""
+    from tasks.crosscheck import decisions
+
+    flagged = frame if recipe.crosscheck.autotagger == "none" else flag(frame, recipe)
+    return decisions.honour(flagged, recipe, paths)
 
 
 # ---------------------------------------------------------------- dataset-level decision
@@ -403,9 +411,11 @@ def estimate_cost(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *
 def summarize(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> dict[str, Any]:
     """Agreement tables per field, source and attribute; writes reports/crosscheck.json and review.html."""
     from tasks.crosscheck import metrics as crosscheck_report
-    from tasks.crosscheck import review
+    from tasks.crosscheck import decisions, review
 
     summary = crosscheck_report.build(_typed(manifest.copy()), recipe)
+    summary["checks"] = {name: spec.field for name, spec in recipe.crosscheck.fields.items()}
+    summary["decisions"] = decisions.summary(manifest, recipe, paths)  # what reviewers changed (report, card)
     write_report(paths, "crosscheck", summary)
-    review.write(_typed(manifest.copy()), recipe, paths)
+    review.write(_typed(decisions.unsettled(manifest).copy()), recipe, paths)
     return summary

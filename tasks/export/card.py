@@ -25,6 +25,7 @@ from tasks.core.funnel import distribution, dropped, fold_reason, funnel, split_
 from tasks.core.manifest import KEPT
 from tasks.core.paths import DatasetPaths
 from tasks.core.recipe import Recipe
+from tasks.core.reports import read_report
 from tasks.core.text import md_block, md_code, md_text
 
 THIN_SHOWN = 12  # thin combinations named in the card, thinnest first
@@ -105,6 +106,27 @@ def crosscheck(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> s
             figures = []
         if figures:
             text += "\nFrom `reports/crosscheck.json`:\n\n" + md_table([{"figure": k, "value": v} for k, v in figures])
+    return text
+
+
+def reviewed(paths: DatasetPaths) -> str:
+    """What people decided in review (decisions.csv), as the cross-check applied it
+    (reports/crosscheck.json): labels changed per field and reviewer, faces dropped."""
+    decided = (read_report(paths, "crosscheck") or {}).get("decisions") or {}
+    if not decided.get("holding"):
+        return ("No review decisions (`decisions.csv`): the labels are as crawled, and the faces kept or dropped "
+                "as the build decided.\n")
+    changed = decided.get("labels_changed", {})
+    text = (f"Reviewers changed **{decided.get('labels_changed_total', 0)}** labels and excluded "
+            f"**{decided.get('excluded', 0)}** faces (reason `reviewer: ...`); a changed label keeps the crawled value "
+            "in `<field>_crawled`. Decisions that hold: "
+            + ", ".join(f"{md_text(a)} {n}" for a, n in decided.get("applied", {}).items()) + ".\n")
+    if changed:
+        text += "\n" + md_table([{"field": field, "reviewer": who, "labels changed": n}
+                                 for field, people in changed.items() for who, n in people.items()])
+    if decided.get("unknown_items"):
+        text += (f"\n{len(decided['unknown_items'])} decisions name items this build does not have; they stay in "
+                 "`decisions.csv` and are listed in `reports/crosscheck.json`.\n")
     return text
 
 
@@ -218,6 +240,8 @@ def render(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> str:
     out += [
         "## Cross-check agreement\n",
         crosscheck(manifest, recipe, paths),
+        "## Review decisions\n",
+        reviewed(paths),
         "## Known gaps\n",
         "\n".join(f"- {g}" for g in gaps(manifest, recipe, paths)) or "_none found_",
         "\n## License and contact\n",

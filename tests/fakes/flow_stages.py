@@ -233,3 +233,23 @@ def stages() -> dict[str, SimpleNamespace]:
         "finetune": SimpleNamespace(run=finetune_run),
         "report": SimpleNamespace(run=report_run),
     }
+
+
+def dedupe_people_run(manifest, recipe, paths):
+    """Like fake dedupe, with the face descriptors' person groups: persons 0 and 1 look alike
+    (one group), persons 2 and 3 too, and so on."""
+    out = dedupe_run(manifest, recipe, paths)
+    number = out["name"].str.extract(r"(\d+)$", expand=False).astype("Int64")
+    out["person_group"] = ("look-" + (number // 2).astype("string")).where(mf.kept(out)).astype("string")
+    return out
+
+
+def reviewed_stages() -> dict[str, SimpleNamespace]:
+    """The fake stages up to dedupe (with person groups) and for finetune and report, and the
+    real cross-check, split and export: the stages that honour review decisions."""
+    import tasks.crosscheck
+    import tasks.export
+    import tasks.split
+
+    return {**stages(), "dedupe": SimpleNamespace(run=dedupe_people_run), "crosscheck": tasks.crosscheck,
+            "split": tasks.split, "export": tasks.export}
