@@ -191,6 +191,10 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
 
 
+def _folders(folder: Path) -> list[str]:
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
 def labelled_images(folder: Path, classes: list[str], split: str | None = None) -> tuple[pd.DataFrame, str]:
     """The labelled images of an ImageFolder tree, as rows (path, class, target and group columns),
     and a sentence saying what was read. Layouts, the first that fits:
@@ -216,10 +220,10 @@ def labelled_images(folder: Path, classes: list[str], split: str | None = None) 
         if chosen not in present:
             raise FacesetError(f"{folder} has no {chosen}/ folder", f"choose --split among {', '.join(present)}")
         folder, said = folder / chosen, f"the {chosen}/ split of {folder}"
-    subfolders = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    subfolders = _folders(folder)
     if subfolders and set(subfolders) <= set(classes):
         rows = read_split(folder, split or "")
-    elif subfolders and all({d.name for d in (folder / g).iterdir() if d.is_dir()} <= set(classes) for g in subfolders):
+    elif subfolders and all(set(_folders(folder / g)) and set(_folders(folder / g)) <= set(classes) for g in subfolders):
         rows = pd.concat([read_split(folder / g, split or "").assign(group=g) for g in subfolders], ignore_index=True)
         said += " (one folder per group, the group in column 'group')"
     else:
