@@ -11,6 +11,13 @@ source's hosts (start URLs' hosts and `allowed_domains`) are not followed; every
 (redirects included) then passes the URL policy in spiders/guard.py. A page gives at
 most `max_items_per_page` items and a source `max_items_per_source` (its crawl stops
 there); a limit that drops items is listed in the report's errors with its reason.
+
+Search sources (spiders/scopes.py): each of a source's `queries` is crawled as its own
+scope, from its start URLs with the query put in. Every request carries its query,
+result page number and an order key, so the crawl stage can rank each query's items in
+reading order; a source's `max_items` counts per scope and stops a scope's crawl. The
+source's `next_page` leads from one item page to the next; `scroll`/`click` travel in
+the request meta to the renderer (spiders/rendering.py).
 """
 
 from __future__ import annotations
