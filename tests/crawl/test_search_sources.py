@@ -237,3 +237,25 @@ def test_a_source_has_one_origin_and_its_files_must_exist(tmp_path) -> None:
     with pytest.raises(RecipeError, match="item belong to crawled sources"):
         parse_recipe({**base, "sources": [{"name": "s", "folder": ".", "fields": ["gender"],
                                            "item": {"image": "img::attr(src)"}}]}, tmp_path / "r.yaml")
+
+
+def test_url_list_bounds_and_damaged_files(tmp_path) -> None:
+    """max_items takes the first lines; a folder without labels.csv is read unlabelled; a list
+    that is not UTF-8 stops the crawl with a message naming the file."""
+    (tmp_path / "list.csv").write_text("url,gender\n" + "".join(f"https://img.example.org/{i}.jpg,male\n"
+                                                               for i in range(10)))
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "x.jpg").write_bytes(jpeg(1))
+    spec = {"name": "x", "contact": "a@b.c", "target": "gender", "sources": [
+        {"name": "listed", "urls": "list.csv", "max_items": 3}, {"name": "photos", "folder": "photos"}]}
+    recipe = parse_recipe(spec, tmp_path / "r.yaml")
+    frame = crawl.run(mf.empty(recipe.field_names), recipe, DatasetPaths.create(tmp_path / "data"))
+    listed = frame[frame["source"] == "listed"].sort_values("rank")
+    assert list(listed["image_url"]) == [f"https://img.example.org/{i}.jpg" for i in range(3)]
+    photos = frame[frame["source"] == "photos"]
+    assert list(photos["local_file"]) == ["x.jpg"] and photos["gender"].isna().all()
+
+    (tmp_path / "list.csv").write_bytes("url,gender\nhttps://img.example.org/é.jpg,male\n".encode("latin-1"))
+    spec["sources"][0]["fields"] = ["gender"]  # so that loading does not read the file
+    with pytest.raises(FacesetError, match="list.csv cannot be read as a UTF-8 CSV file"):
+        crawl.run(mf.empty(["gender"]), parse_recipe(spec, tmp_path / "r.yaml"), DatasetPaths.create(tmp_path / "d2"))
