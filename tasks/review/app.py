@@ -27,12 +27,14 @@ import logging
 import mimetypes
 import secrets
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+
+import numpy as np
 
 from tasks.core import decisions as decisions_file
 from tasks.core.decisions import ACTIONS, Decision
@@ -115,8 +117,17 @@ class ReviewApp:
 
     # ------------------------------------------------------------ pages
 
-    def _order(self, snapshot: Snapshot, query: Query) -> list:
-        """The queue's faces (row positions) or groups, filtered, computed once per manifest version."""
+    def _order(self, snapshot: Snapshot, query: Query) -> list | np.ndarray:
+        """The queue's faces (row positions) or groups, filtered; all but the decided filter
+        computed once per manifest version."""
+        order = self._cached_order(snapshot, replace(query, decided=""))
+        if query.decided not in ("yes", "no"):
+            return order
+        decided = np.zeros(len(snapshot.frame), dtype=bool)
+        decided[[snapshot.positions[i] for i in self.decided() if i in snapshot.positions]] = True
+        return queues.by_decided(order, decided, query.decided)
+
+    def _cached_order(self, snapshot: Snapshot, query: Query) -> list | np.ndarray:
         base = Query(queue=query.queue)
         if query.queue in GROUPED:
             column = GROUPED[query.queue]
@@ -244,7 +255,7 @@ def _query(params: dict[str, list[str]]) -> tuple[Query, int, int]:
             return default
 
     query = Query(queue=one("queue", "flags") or "flags", field=one("field"), value=one("value"), split=one("split"),
-                  status=one("status"), reason=one("reason"))
+                  status=one("status"), reason=one("reason"), decided=one("decided"))
     return query, number("page", 1, 10**9), number("size", PAGE_SIZE, MAX_PAGE_SIZE)
 
 

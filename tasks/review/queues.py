@@ -11,8 +11,10 @@
 - `all`: every row in manifest order.
 
 Filters apply to every queue: a field's value (an empty value means a missing one),
-split, status and (for quarantine) the reason's kind. Orders are positions into the
-manifest, computed once per manifest version by the index.
+split, status, (for quarantine) the reason's kind, and whether people decided about the
+face already (`decided=no` resumes a queue where the reviewers left it). Orders are
+positions into the manifest, computed once per manifest version by the index; the
+decided filter, which changes with every decision, is applied to them per request.
 """
 
 from __future__ import annotations
@@ -45,10 +47,11 @@ class Query:
     split: str = ""
     status: str = ""
     reason: str = ""
+    decided: str = ""  # "yes", "no" or "" (either)
 
     def filters(self) -> dict[str, str]:
         return {k: v for k, v in (("field", self.field), ("value", self.value), ("split", self.split),
-                                  ("status", self.status), ("reason", self.reason)) if v}
+                                  ("status", self.status), ("reason", self.reason), ("decided", self.decided)) if v}
 
 
 def _column(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -126,3 +129,11 @@ def filtered_order(order: np.ndarray, keep: np.ndarray) -> np.ndarray:
 def filtered_groups(groups: list[tuple[str, np.ndarray]], keep: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """Groups with at least one member passing the filters, shown whole (a group is judged as one)."""
     return [(name, rows) for name, rows in groups if keep[rows].any()]
+
+
+def by_decided(order: list | np.ndarray, decided: np.ndarray, wanted: str) -> list | np.ndarray:
+    """Faces (or groups: all members) with a decision (`wanted` "yes") or without ("no")."""
+    want = wanted == "yes"
+    if isinstance(order, list):
+        return [(name, rows) for name, rows in order if bool(decided[rows].all()) == want]
+    return order[decided[order] == want]

@@ -203,6 +203,12 @@ def test_decisions_need_the_token_and_a_known_item(running, dataset):
     assert not problems and [(d.item_id, d.action, d.reviewer, d.note) for d in held] == [
         ("item000", "keep", "ann", "=1+1 looks right")]
     assert running.get("api/page?queue=all&size=1")["items"][0]["decisions"][0].startswith("keep by ann")
+    assert _ids(running.get("api/page?queue=all&decided=yes")) == ["item000"]
+    assert running.get("api/page?queue=all&decided=no")["total"] == N - 1
+    status, _ = running.decide({"item_id": "item001", "action": "same_person", "value": "item003", "reviewer": "bo"})
+    assert status == 200
+    assert [g["group"] for g in running.get("api/page?queue=duplicates&decided=yes")["items"]] == ["dupA"]
+    assert [g["group"] for g in running.get("api/page?queue=duplicates&decided=no")["items"]] == ["dupB"]
 
 
 def test_a_review_open_while_a_build_rewrites_the_manifest(running, dataset):
