@@ -103,7 +103,7 @@ def _people(frame: pd.DataFrame, identity: list[core.Decision], at: pd.Series) -
 def honour(frame: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> pd.DataFrame:
     """The manifest with the decisions that hold applied; what cannot be applied is logged."""
     every, held, problems = _held(paths)
-    if not every:
+    if not every and not problems:
         return frame
     out = frame.copy()
     for column in (REVIEWED, REVIEWED_BY):

@@ -13,12 +13,51 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from builders import make_recipe
 from fakes import flow_stages as fakes
 from flows.build import build
 from tasks.core import decisions as d
+from tasks.core import manifest as mf
+from tasks.core.paths import DatasetPaths
+from tasks.core.reasons import AUTOTAGGER_DISAGREES
+from tasks.crosscheck import decisions as honouring
+from tasks.report import sections
 
 STAGES = "fakes.flow_stages:reviewed_stages"
 AT = "2026-12-03T09:00:00+00:00"
+
+
+def test_keep_restores_a_face_the_tagger_dropped_and_the_latest_decision_on_a_field_holds(tmp_path: Path) -> None:
+    recipe = make_recipe(crosscheck={"fields": {"gender": {"field": "gender"}}, "on_disagreement": "drop"})
+    frame = mf.conform(pd.DataFrame({
+        "item_id": ["a", "b", "c"], "status": ["quarantined", "kept", "quarantined"],
+        "reason": [AUTOTAGGER_DISAGREES + "gender: crawled female, tagger male (97%)", pd.NA, "no face"],
+        "crosscheck": ["disagree", "disagree", pd.NA], "gender": ["female", "male", "male"], "label": "cs"}),
+        recipe.field_names)
+    paths = DatasetPaths(tmp_path)
+    d.append(tmp_path, [d.Decision("a", d.KEEP, "", "", "ann", AT, "it is her"),
+                        d.Decision("b", d.RELABEL, "gender", "female", "ann", AT),
+                        d.Decision("b", d.KEEP, "gender", "", "bob", "2026-12-03T10:00:00+00:00"),
+                        d.Decision("c", d.DROP, "", "", "ann", AT)])  # already out for having no face
+    out = honouring.honour(frame, recipe, paths).set_index("item_id")
+    assert out.at["a", "status"] == "kept" and pd.isna(out.at["a", "reason"])
+    assert out.at["a", "crosscheck"] == "disagree"  # the tagger's verdict stays for scoring against gold
+    assert out.at["b", "gender"] == "male" and out.at["b", "reviewed"] == "keep gender"  # bob's later keep holds
+    assert (out.at["c", "status"], out.at["c", "reason"]) == ("quarantined", "no face")
+    assert list(honouring.unsettled(out.reset_index())["item_id"]) == []
+    summary = honouring.summary(out.reset_index(), recipe, paths)
+    assert summary["labels_changed"] == {} and summary["applied"] == {"drop": 1, "keep": 2}
+    assert summary["problems"] == ["reviewers disagree on b gender: ann: relabel gender=female; bob: keep; "
+                                   "the latest (bob) holds"]
+
+
+def test_the_report_says_how_many_labels_people_changed_per_field_and_reviewer(tmp_path: Path) -> None:
+    decided = {"holding": 3, "applied": {"relabel": 2, "drop": 1}, "labels_changed_total": 2, "excluded": 1,
+               "labels_changed": {"age": {"ann": 1, "<b>bob</b>": 1}}, "problems": ["no item zz in this dataset"]}
+    html = str(sections.crosscheck({"autotagger": "local", "decisions": decided}, DatasetPaths(tmp_path)))
+    assert "Reviewers changed 2 labels and excluded 1 faces" in html
+    assert "<td>age</td><td>ann</td><td class=n>1</td>" in html and "&lt;b&gt;bob&lt;/b&gt;" in html
+    assert "<li>no item zz in this dataset</li>" in html
 
 
 def files_of(root: Path, item: str) -> list[str]:
