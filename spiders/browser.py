@@ -8,8 +8,12 @@ when it quits, so runs never share cookies or caches.
 A rendered page's scripts may load or navigate anywhere, and the browser would go there
 before faceset sees the final URL. So each browser reaches only the recipe's hosts
 (`host_resolver_rules`): their names pinned to addresses the URL policy checked, every
-other host unresolvable. Subdomains are not included: a rendered page that needs
-`static.example.org` names it in the source's `allowed_domains`.
+other host unresolvable (spiders/rendering.py adds a subdomain of a recipe host, checked
+the same way, when a page there is rendered). And a page never leaves by itself: a script
+navigation (`location.replace`, a link clicked, a meta refresh) is cancelled before any
+request is sent (the Navigation API's `navigate` event, hooked into every document before
+its scripts run) and its target is handed back as the page's final URL, so the crawl
+checks that URL (hosts, addresses, robots.txt) before a browser ever loads it.
 """
 
 from __future__ import annotations
@@ -68,6 +72,17 @@ class Browser:
             shutil.rmtree(self.profile, ignore_errors=True)
 
 
+# Runs in every document before its own scripts: cancels each navigation to another document
+# and keeps the first target, which `page_state` reports as the page's final URL.
+HOLD_NAVIGATIONS = """
+navigation.addEventListener('navigate', (event) => {
+  if (event.destination.sameDocument) return;
+  if (!window.__facesetNavigation) window.__facesetNavigation = event.destination.url;
+  event.preventDefault();
+});
+"""
+
+
 def _bracketed(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
@@ -113,6 +128,7 @@ def start_browser(user_agent: str, page_timeout: float, resolver_rules: str) -> 
         shutil.rmtree(profile, ignore_errors=True)
         raise
     driver.set_page_load_timeout(page_timeout)
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOLD_NAVIGATIONS})
     return Browser(driver, profile)
 
 
@@ -145,8 +161,12 @@ def open_page(browser: Browser, url: str, wait_for: str | None, timeout: float) 
 
 
 def page_state(browser: Browser) -> tuple[str, str]:
-    """(the browser's current URL, the page's HTML as its scripts left it)."""
-    return browser.driver.current_url, browser.driver.page_source
+    """(the page's final URL, its HTML as its scripts left it). The final URL is where the page
+    tried to navigate, if it did (the navigation was held back), else the browser's URL (a
+    server redirect followed while loading)."""
+    driver = browser.driver
+    held = driver.execute_script("return window.__facesetNavigation || null;")
+    return (held if isinstance(held, str) and held else driver.current_url), driver.page_source
 
 
 # The page's size: its height and its element count, so content added without growing the

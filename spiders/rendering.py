@@ -18,8 +18,10 @@ A page whose scripts navigate elsewhere (`location.replace`) is answered as the 
 it is: a 302 to the browser's final URL, which RedirectMiddleware sends down the whole
 chain again, so that URL is held to the URL policy and the source's hosts
 (spiders/guard.py) and to its host's robots.txt before it is rendered in its turn. The
-browser itself reaches only the recipe's hosts (spiders/browser.py). Rendered HTML over
-`max_page_bytes` is refused as `page too large`.
+browser itself reaches only the recipe's hosts and the subdomains of them whose pages it
+renders, and it never follows a script's navigation itself (spiders/browser.py), so a page
+that robots.txt disallows is never loaded. Rendered HTML over `max_page_bytes` is refused
+as `page too large`, and its size is charged to the build's byte budget like a download's.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from w3lib.url import canonicalize_url
 
 from spiders.browser import Browser, host_resolver_rules, load_more, open_page, page_state, start_browser
 from spiders.failures import Declined, too_large
+from spiders.limits import budget_spent
 from spiders.settings import settings_recipe
-from tasks.core.urls import source_hosts, url_policy
+from tasks.core.urls import host_allowed, host_of, source_hosts, url_policy
 
 
 class SeleniumRenderMiddleware:
@@ -63,21 +66,35 @@ class SeleniumRenderMiddleware:
     def from_crawler(cls, crawler) -> "SeleniumRenderMiddleware":
         return cls(crawler)
 
-    def _browser(self) -> Browser:
-        """This worker thread's browser, started on first use."""
+    def _browser(self, url: str) -> Browser:
+        """This worker thread's browser, started on first use. Its browser resolves the recipe's
+        hosts and each subdomain of them it has rendered a page of (plain crawling allows those
+        too); a page on a new subdomain restarts it with that host pinned as well, checked by
+        the URL policy like the others."""
         browser = getattr(self._local, "browser", None)
-        if browser is None:
-            browser = start_browser(self.user_agent, self.timeout, host_resolver_rules(self.hosts, self.policy))
-            self._local.browser = browser
+        pinned = getattr(self._local, "hosts", self.hosts)
+        host = host_of(url)
+        if browser is not None and (host in pinned or not host_allowed(host, self.hosts)):
+            return browser
+        if browser is not None:
             with self._lock:
-                self._browsers.append(browser)
-            self.crawler.stats.inc_value("faceset/browsers_started")
+                self._browsers.remove(browser)
+            browser.quit()
+        hosts = pinned | {host} if host_allowed(host, self.hosts) else pinned
+        browser = start_browser(self.user_agent, self.timeout, host_resolver_rules(hosts, self.policy))
+        self._local.browser, self._local.hosts = browser, hosts
+        with self._lock:
+            self._browsers.append(browser)
+        self.crawler.stats.inc_value("faceset/browsers_started")
         return browser
 
     def _render(self, url: str, meta: dict) -> tuple[str, str]:
         """Open the page, make it load more results when the recipe says so (scroll, click), and
         return (final URL, HTML); the scrolls and clicks that brought content are counted."""
-        browser = self._browser()
+        limits = self.crawler.faceset_limits
+        if limits.exhausted():  # checked here, in turn: every rendered request is queued at once
+            raise Declined(budget_spent(limits.max_total))
+        browser = self._browser(url)
         open_page(browser, url, meta.get("wait_for"), self.timeout)
         if meta.get("scroll") or meta.get("click"):
             scrolled, clicked = load_more(browser, meta.get("scroll") or 0, meta.get("click"),
@@ -91,9 +108,13 @@ class SeleniumRenderMiddleware:
             return None
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="faceset-browser")
+        limits = self.crawler.faceset_limits  # the build's byte budget (spiders/limits.py)
         loop = asyncio.get_running_loop()
         url, html = await loop.run_in_executor(self._executor, self._render, request.url, request.meta)
         self.crawler.stats.inc_value("faceset/rendered_pages")
+        limits.charge(len(html.encode("utf-8")))
+        if limits.total > limits.max_total:
+            raise Declined(budget_spent(limits.max_total))
         if canonicalize_url(url) != canonicalize_url(request.url):
             self.crawler.stats.inc_value("faceset/browser_navigations")
             return Response(request.url, status=302, headers={"Location": url}, request=request, flags=["rendered"])
