@@ -63,7 +63,8 @@ def test_editing_a_stage_re_runs_that_stage(tree: Path) -> None:
 
 def test_shared_code_re_runs_the_stages_that_use_it(tree: Path) -> None:
     assert changed_after(tree, "tasks/core/recipe.py") == set(STAGES)
-    assert changed_after(tree, "tasks/core/unionfind.py") == {"dedupe", "split"}
+    # union-find groups duplicates (dedupe), the split's groups and reviewers' identity decisions (crosscheck)
+    assert changed_after(tree, "tasks/core/unionfind.py") == {"dedupe", "crosscheck", "split"}
     uses_detector = changed_after(tree, "tasks/vision/detector.py")
     assert "faces" in uses_detector and "crawl" not in uses_detector and "finetune" in uses_detector
 
