@@ -343,16 +343,19 @@ def flag_and_honour(frame: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) ->
     """The tagger's flags (with an autotagger), then the reviewers' decisions over them."""
     from tasks.crosscheck import decisions
 
-    flagged = frame if recipe.crosscheck.autotagger == "none" else flag(frame, recipe)
-    return decisions.honour(flagged, recipe, paths)
+    from tasks.crosscheck import validation
+
+    flagged = frame if recipe.crosscheck.autotagger == "none" else flag(frame, recipe, paths)
+    return validation.label_from(decisions.honour(flagged, recipe, paths), recipe, paths)
 
 
 # ---------------------------------------------------------------- dataset-level decision
 
 
-def flag(frame: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
+def flag(frame: pd.DataFrame, recipe: Recipe, paths: DatasetPaths | None = None) -> pd.DataFrame:
     """Final decision over all checked rows: re-applies the plain rules, then (with
-    `calibrate`) the cross-fitted calibration, then `on_disagreement`."""
+    `calibrate`) the cross-fitted calibration, then the threshold learned from reviewed
+    faces (with `paths`, once there are enough), then `on_disagreement`."""
     config = recipe.crosscheck
     out = _typed(frame.copy())
     rows = out[_checked(out) & out["autotag_source"].notna()]
@@ -361,6 +364,8 @@ def flag(frame: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
     out["crosscheck_age_expected"] = pd.NA
     if config.calibrate:
         out = calibration.apply(_typed(out), rows.index, recipe)
+    if paths is not None:
+        out = calibration.apply_thresholds(out, rows.index, learned_thresholds(out, recipe, paths))
     for index in rows.index:
         _set(out, index, recombine(out.loc[index], recipe))
     own = _dropped_here(out)
@@ -370,6 +375,13 @@ def flag(frame: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
         disagree = out["crosscheck"].eq(DISAGREE).fillna(False) & kept(out)
         set_status(out, disagree, QUARANTINED, AUTOTAGGER_DISAGREES + out["crosscheck_reason"].astype("string"))
     return _typed(out)
+
+
+def learned_thresholds(frame: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> dict[str, Any]:
+    """The flag thresholds reviewers' decisions teach (calibration.review_thresholds)."""
+    from tasks.core import gold
+
+    return calibration.review_thresholds(frame, recipe, gold.decision_table(paths.root), gold.read_sample(paths))
 
 
 # ---------------------------------------------------------------- cost
@@ -411,11 +423,14 @@ def estimate_cost(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *
 def summarize(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> dict[str, Any]:
     """Agreement tables per field, source and attribute; writes reports/crosscheck.json and review.html."""
     from tasks.crosscheck import metrics as crosscheck_report
-    from tasks.crosscheck import decisions, review
+    from tasks.crosscheck import decisions, review, validation
 
     summary = crosscheck_report.build(_typed(manifest.copy()), recipe)
     summary["checks"] = {name: spec.field for name, spec in recipe.crosscheck.fields.items()}
     summary["decisions"] = decisions.summary(manifest, recipe, paths)  # what reviewers changed (report, card)
+    checked = validation.write(_typed(manifest.copy()), recipe, paths)  # reports/validation.json: against gold
+    summary["threshold"] = learned_thresholds(manifest, recipe, paths)  # learned from reviews, with expected precision
+    summary["flag_trust"] = validation.flag_trust(summary, checked, recipe)  # what the flags may be said to mean
     write_report(paths, "crosscheck", summary)
-    review.write(_typed(decisions.unsettled(manifest).copy()), recipe, paths)
+    review.write(_typed(decisions.unsettled(manifest).copy()), recipe, paths, summary, checked)
     return summary

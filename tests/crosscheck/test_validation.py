@@ -27,6 +27,8 @@ from tasks.core.paths import DatasetPaths
 from tasks.crosscheck import stage as crosscheck
 from tasks.crosscheck import validation
 from tasks.crosscheck.autotag import Tags
+from tasks.export import card
+from tasks.report import sections
 
 Z = 1.959963984540054  # the normal quantile of a two-sided 95% interval
 
@@ -206,6 +208,10 @@ def test_labels_import_matches_lists_and_scores(tmp_path):
     # gold: id0 male, id1 female, id2 female, id3 '=hyperlink("x")', id4 male; crawled id2 male: 3 of 5 right.
     assert gender["n"] == 5 and gender["accuracy"] == pytest.approx(3 / 5)
     assert report["fields"]["age"]["sources"]["crawled"]["mae"] == 0.0
+    html = sections.crosscheck(json.loads(paths.report_json("crosscheck").read_text()), paths)
+    assert "5 hand-labelled faces (8 labels; import coder.csv: 8)" in html
+    assert html.count("too few to judge") >= 4  # 5 gold faces: counts shown, rates withheld
+    assert "hyperlink(&#34;x&#34;)" in html and "hyperlink(\"x\")" not in html  # escaped (gold values are casefolded)
 
 
 def test_decisions_on_the_validation_sample_are_gold(tmp_path):
@@ -221,3 +227,33 @@ def test_decisions_on_the_validation_sample_are_gold(tmp_path):
     got = {(r.item_id, r.field): r.value for r in table.itertuples()}
     assert got == {("id0", "gender"): "male", ("id0", "age"): "20", ("id1", "gender"): "male"}
     assert set(table["source"]) == {gold.SAMPLE_SOURCE}
+
+
+@pytest.mark.parametrize("least, fills", [(0.95, True), (0.97, False)])
+def test_label_from_fills_only_when_the_tagger_is_right_often_enough_on_gold(tmp_path, least, fills):
+    # 40 faces, gender crawled for id0..id29 and missing for id30..id39. The tagger is right on every face but id0.
+    # Gold for id0..id24: the tagger is right on 24 of the 25 it answered, 96%: enough for 95%, not for 97%.
+    paths = DatasetPaths.create(tmp_path / "ds")
+    frame = built(paths, 40)
+    truth = frame["gender"].copy()
+    frame.loc[30:, "gender"] = pd.NA
+    opinions = {f"f{i}.jpg": Tags(gender=("male" if truth[i] == "female" else "female") if i == 0 else truth[i],
+                                  gender_confidence=99.0, age=20.0 + i) for i in range(40)}
+    gold.append(paths, pd.DataFrame({"item_id": [f"id{i}" for i in range(25)], "field": "gender",
+                                     "value": list(truth[:25]), "labeller": "ann", "labelled_at": "2026-12-03",
+                                     "source": "import ann.csv"}))
+    chosen = make_recipe("val", fields=("label", "gender", "age", "name"), attributes=("gender", "age"), sources=("site",),
+                         crosscheck={"autotagger": "local", "calibrate": False, "fields": {"gender": "gender"},
+                                     "label_from": {"field": "gender", "min_agreement": least}})
+    out = crosscheck.run(frame, chosen, paths, tagger=FakeTagger(opinions), mapper=serial_mapper).set_index("item_id")
+    report = json.loads(paths.report_json("validation").read_text())["label_from"]
+    assert report["tagger_accuracy"] == pytest.approx(0.96) and report["gold_faces_answered"] == 25
+    assert (out.loc["id0":"id29", "gender_source"] == "crawled").all()
+    missing = out.loc[[f"id{i}" for i in range(30, 40)]]
+    if fills:
+        assert (missing["gender_source"] == "machine").all() and list(missing["gender"]) == list(truth[30:])
+        assert report["filled"] == 10 and report["says"].startswith("10 missing gender values filled from the autotagger")
+    else:
+        assert missing["gender"].isna().all() and missing["gender_source"].isna().all()
+        assert report["filled"] == 0 and "96.0%, below the 97% asked" in report["says"]
+    assert ("Machine labels: 10 missing gender values" in card.crosscheck(out.reset_index(), chosen, paths)) is fills
