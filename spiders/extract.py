@@ -24,7 +24,9 @@ LAZY_ATTRIBUTES = ("data-src", "data-lazy-src", "data-original", "data-lazy", "d
 SRCSET_ATTRIBUTES = ("data-srcset", "srcset")
 _SRC_ATTR = re.compile(r"::attr\(\s*src\s*\)\s*$")
 _DESCRIPTOR = re.compile(r"^(\d+(?:\.\d+)?)([wx])$")
-_ENCODED_URL = re.compile(r"^(?:https?%3A|%2F)", re.IGNORECASE)
+# A whole URL percent-encoded, as a query parameter holds it: scheme://..., //host/..., /path, or a
+# script URL (decoded so that it is recognised and dropped)
+_ENCODED_URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*%3A%2F%2F|(?:javascript|data|vbscript)%3A|%2F)", re.IGNORECASE)
 
 
 @dataclass
@@ -92,7 +94,8 @@ def url_from_element(element: Selector) -> str:
 
 def decoded_url(value: str) -> str:
     """A URL that was percent-encoded whole (`https%3A%2F%2F...`, as a query parameter holds
-    it) decoded once; any other value as it is, so `%20` inside a path stays encoded."""
+    it) decoded once; any other value as it is, so `%20` inside a path stays encoded. What
+    it decodes to is judged like any URL: http(s) only here, the URL policy at download."""
     value = value.strip()
     return unquote(value) if _ENCODED_URL.match(value) else value
 

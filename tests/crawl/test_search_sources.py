@@ -259,3 +259,19 @@ def test_url_list_bounds_and_damaged_files(tmp_path) -> None:
     spec["sources"][0]["fields"] = ["gender"]  # so that loading does not read the file
     with pytest.raises(FacesetError, match="list.csv cannot be read as a UTF-8 CSV file"):
         crawl.run(mf.empty(["gender"]), parse_recipe(spec, tmp_path / "r.yaml"), DatasetPaths.create(tmp_path / "d2"))
+
+
+def test_image_links_decoded_only_when_encoded_whole() -> None:
+    from parsel import Selector
+
+    from spiders.extract import image_urls
+    from tasks.core.recipe import FieldSpec
+
+    links = ["/imgres?imgurl=https%3A%2F%2Fcdn.example.org%2Fa%2520b.jpg&h=1",  # a %20 inside the original stays
+             "/imgres?imgurl=%2F%2Fcdn.example.org%2Fc.jpg",  # protocol-relative, on the page's scheme
+             "/imgres?imgurl=javascript%3Aalert(1)", "/imgres?imgurl=file%3A%2F%2F%2Fetc%2Fpasswd",
+             "/imgres?h=1"]  # script and file URLs are dropped, a link without imgurl gives nothing
+    page = Selector(text="".join(f'<a class="hit" href="{link}">x</a>' for link in links))
+    spec = FieldSpec(css="a.hit::attr(href)", regex=r"imgurl=([^&]+)")
+    assert image_urls(page, spec, "https://search.example.org/s?q=x") == [
+        "https://cdn.example.org/a%20b.jpg", "https://cdn.example.org/c.jpg"]
