@@ -21,6 +21,7 @@ from tasks.core.errors import FacesetError
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$", re.IGNORECASE)
 MAX_NAME = 80  # characters of a folder name made from a label
+MAX_NAME_BYTES = 255  # the longest file name Linux, macOS and Windows file systems take
 
 
 class UnsafePath(FacesetError):
@@ -39,6 +40,8 @@ def name_problem(name: str) -> str | None:
         return f"'{name}' names a folder, not a name inside it"
     if _DRIVE.match(name):
         return "it starts with a drive letter"
+    if len(name.encode("utf-8", errors="surrogatepass")) > MAX_NAME_BYTES:
+        return f"it is longer than {MAX_NAME_BYTES} bytes, more than a file system takes"
     return None
 
 

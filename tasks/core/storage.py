@@ -164,7 +164,14 @@ class S3Root:
             if target.is_file() and expected and sha256_file(target) == expected:
                 stat = target.stat()
                 return rel, [stat.st_size, stat.st_mtime_ns, expected]
-            atomic_write(target, lambda tmp: self._download(rel, tmp, expected), durable=False)  # the mirror is a copy
+            try:
+                atomic_write(target, lambda tmp: self._download(rel, tmp, expected), durable=False)  # the mirror is a copy
+            except (IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
+                # a key where another key's folder goes ("reports" and "reports/crawl.json"): one of them
+                # cannot be a file here; the bucket is damaged or hostile, the rest is pulled
+                log.warning("S3 key %r cannot be stored in the mirror (%s) (under %s); it is not pulled",
+                            rel, exc.strerror, self.url)
+                return None
             stat = target.stat()
             return rel, [stat.st_size, stat.st_mtime_ns, expected or sha256_file(target)]
 

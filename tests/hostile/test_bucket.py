@@ -46,3 +46,21 @@ def test_keys_leading_out_of_the_mirror_are_not_pulled(s3, tmp_path, caplog):
     assert len(warnings) == 3 and all("would leave its folder" in w and "not pulled" in w for w in warnings)
     assert any("'../../../../escaped.txt'" in w for w in warnings)
     assert any(f"'{absolute}'" in w and "absolute path" in w for w in warnings)
+
+
+def test_a_key_where_a_folder_goes_and_a_name_too_long_leave_the_rest_pulled(s3, tmp_path, caplog):
+    """Found by benchmarks/hostile_check.py: a key `reports` beside `reports/crawl.json`, or a name of
+    300 characters, raised OSError and stopped the whole pull (and so every build of that data root)."""
+    client, bucket = s3
+    root = open_root(f"s3://{bucket}/team", "faces")
+    keys = {"team/faces/manifest.csv": b"item_id\na\n", "team/faces/reports": b"a file where a folder goes",
+            "team/faces/reports/crawl.json": b"{}", "team/faces/" + "n" * 300 + ".txt": b"long"}
+    for key, body in keys.items():
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+    with caplog.at_level(logging.WARNING, logger="tasks.core.storage"):
+        root.pull()
+    assert (root.local / "manifest.csv").read_bytes() == b"item_id\na\n"
+    assert (root.local / "reports").is_file() != (root.local / "reports" / "crawl.json").is_file()  # one of the two
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("longer than 255 bytes" in w for w in warnings)
+    assert any("cannot be stored in the mirror" in w for w in warnings)

@@ -18,7 +18,9 @@ from tasks.core.safepaths import UnsafePath, child, folder_name, inside
 BASE = Path("/data/out")
 NAMES = {"..": "'..' names a folder", ".": "'.' names a folder", "": "it is empty",
          "../x": "path separator", "a/b": "path separator", "a\\b": "path separator", "..\\..\\x": "path separator",
-         "/etc": "path separator", "C:x": "drive letter", "c:\\windows": "path separator", "x\x00.jpg": "NUL"}
+         "/etc": "path separator", "C:x": "drive letter", "c:\\windows": "path separator", "x\x00.jpg": "NUL",
+         # a name no file system takes: the write raised OSError and stopped a whole S3 pull (hostile_check)
+         "n" * 256: "longer than 255 bytes", "é" * 128: "longer than 255 bytes"}
 RELATIVE = {"../x": "'..' names a folder", "variants/../../x": "'..' names a folder", "/etc/x": "absolute path",
             "a//b": "it is empty", "a/": "it is empty", "C:/x": "drive letter", "a\\..\\..\\x": "path separator",
             "variants/\x00": "NUL", "./x": "'.' names a folder"}
@@ -42,6 +44,7 @@ def test_a_relative_path_that_climbs_or_jumps_out_is_refused(relative, why):
 def test_plain_names_pass_unchanged():
     assert child(BASE, "Computer Science", "class") == BASE / "Computer Science"
     assert child(BASE, ".NET", "class") == BASE / ".NET"
+    assert child(BASE, "n" * 255, "item_id") == BASE / ("n" * 255)
     assert inside(BASE, "variants/balanced", "split folder") == BASE / "variants" / "balanced"
     assert inside(BASE, ".faceset/stages/crawl.parquet", "S3 key") == BASE / ".faceset" / "stages" / "crawl.parquet"
 
