@@ -99,7 +99,7 @@ def training_tree(people: dict[str, list[Path]], root: Path, per_class: dict[str
     from tasks.core.recipe import FacesConfig
     from tasks.finetune.apply import every_face
 
-    config = FacesConfig(max_faces=1_000_000)
+    config = FacesConfig(each=True)
     for split, n in per_class.items():
         for gender, pool in people.items():
             (root / split / gender).mkdir(parents=True, exist_ok=True)
@@ -108,7 +108,7 @@ def training_tree(people: dict[str, list[Path]], root: Path, per_class: dict[str
                 image, _ = group_photo([(path, gender)], rng)
                 found, _ = every_face(np.asarray(image), config)
                 if found:
-                    Image.fromarray(found[0][0]).save(root / split / gender / path.name)
+                    Image.fromarray(found[0]["crop"]).save(root / split / gender / path.name)
     return root
 
 
@@ -120,19 +120,20 @@ def labelled_faces(photos: Path, out: Path) -> int:
     from tasks.core.recipe import FacesConfig
     from tasks.finetune.apply import every_face
 
-    config = FacesConfig(max_faces=1_000_000)
+    config = FacesConfig(each=True)
     record = json.loads((photos / "faces.json").read_text(encoding="utf-8"))
     count = 0
     for name, faces in record.items():
         with Image.open(photos / name) as image:
             found, _ = every_face(np.asarray(image.convert("RGB")), config)
-        for index, (crop, (x, y, w, h)) in enumerate(found):
+        for face in found:
+            x, y, w, h = json.loads(face["face_box"])
             cx, cy = x + w / 2, y + h / 2
             owner = [f for f in faces if f["box"][0] <= cx <= f["box"][0] + f["box"][2]
                      and f["box"][1] <= cy <= f["box"][1] + f["box"][3]]
             if owner:
                 (out / owner[0]["gender"]).mkdir(parents=True, exist_ok=True)
-                Image.fromarray(crop).save(out / owner[0]["gender"] / f"{Path(name).stem}_{index}.jpg")
+                Image.fromarray(face["crop"]).save(out / owner[0]["gender"] / f"{Path(name).stem}_{face['face_index']}.jpg")
                 count += 1
     return count
 
@@ -163,7 +164,7 @@ def run_study(images_dir: Path, out: Path, *, photos: int = 30, epochs: int = 6,
     config = FinetuneConfig(model="tf_efficientnet_lite0", weights="lite0", freeze="head", features_from="blocks.3",
                             pool=6, eval_crop=1.0, image_size=128, epochs=epochs,
                             grid={"lr": [0.005], "momentum": [0.9], "batch_size": [16], "weight_decay": [0.3]})
-    crop = FacesConfig(max_faces=1_000_000).model_dump(mode="json")
+    crop = FacesConfig(each=True).model_dump(mode="json")
     summary = finetune_tree(tree, out / "model", config, crop_faces=crop, log=log)
     labelled = labelled_faces(out / "to_label", out / "hand_labelled")
     evaluation = evaluate_folder(out / "model", out / "hand_labelled", name="hand_labelled")

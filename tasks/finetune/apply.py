@@ -9,7 +9,6 @@ crops are classified as they are, with the manifest's columns beside them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,9 +103,10 @@ def crop_settings(checkpoint: dict, faces: str) -> FacesConfig | None:
     """The face crop the model was trained with; for `faces="each"` a crop is needed even for a
     model trained on whole images (the recipe defaults), and no bound on faces per image."""
     settings = checkpoint.get("crop_faces")
-    if faces != "each":
-        return FacesConfig(**settings) if settings is not None else None
-    return FacesConfig(**{**(settings or {}), "max_faces": 1_000_000})
+    if faces != "each":  # one face per image, as the faces stage takes it without `each`
+        one = {**settings, "each": False, "max_faces": None} if settings and settings.get("each") else settings
+        return FacesConfig(**one) if one is not None else None
+    return FacesConfig(**{**(settings or {}), "each": True, "max_faces": None})
 
 
 def face_cropper(settings: dict | None, log: Callable[[str], None] | None = print) -> Callable | None:
@@ -125,25 +125,15 @@ def face_cropper(settings: dict | None, log: Callable[[str], None] | None = prin
     return crop
 
 
-def every_face(rgb: np.ndarray, config: FacesConfig, detector=None) -> tuple[list[tuple[np.ndarray, list[int]]], str | None]:
-    """Each face of at least `min_face_px` in the image, as (crop, box in the image's pixels), largest
-    first; and why there is none. Detection is the faces stage's (tasks/vision/detector.py)."""
-    from tasks.vision.detector import FACE_TOO_SMALL, crop_face, default_detector, find_faces
+def every_face(rgb: np.ndarray, config: FacesConfig, detector=None) -> tuple[list[dict], str | None]:
+    """Each usable face of the image, as the faces stage finds them with `faces: {each: true}`
+    (tasks/vision/detector.py `each_face`: detection at a scale that keeps `min_face_px` faces
+    findable, numbered in reading order, small and blurred faces left out): per face its
+    face_index, face_box (JSON, the image's pixels) and crop; and why there is none."""
+    from tasks.vision.detector import default_detector, each_face
 
-    rows = find_faces(rgb, config, detector or default_detector(config.min_score))
-    found, small = [], 0
-    for row in sorted(rows, key=lambda r: -float(r[2]) * float(r[3])):
-        x0, y0 = max(0, int(row[0])), max(0, int(row[1]))
-        box = [x0, y0, min(rgb.shape[1], int(round(row[0] + row[2]))) - x0, min(rgb.shape[0], int(round(row[1] + row[3]))) - y0]
-        if min(box[2], box[3]) < config.min_face_px:
-            small += 1
-            continue
-        crop = crop_face(rgb, row, config)
-        if crop is not None:
-            found.append((crop, box))
-    if found:
-        return found, None
-    return [], f"{FACE_TOO_SMALL} ({small} under {config.min_face_px} px)" if small else NO_FACE
+    outcome = each_face(rgb, config, detector or default_detector(config.min_score))
+    return outcome["face_list"], outcome["reason"]
 
 
 def _read(path: Path) -> tuple[Image.Image | None, str]:
@@ -170,9 +160,10 @@ def image_faces(paths: list[Path], checkpoint: dict, faces: str, cropper: Callab
         elif faces == "each":
             found, reason = every_face(np.asarray(image), config, detector)
             if not found:
-                yield Face(str(path), reason, columns=columns)
-            for index, (crop, box) in enumerate(found):
-                yield Face(str(path), "face crop", Image.fromarray(crop), index, json.dumps(box), columns)
+                yield Face(str(path), reason or NO_FACE, columns=columns)
+            for face in found:
+                yield Face(str(path), "face crop", Image.fromarray(face["crop"]), face["face_index"], face["face_box"],
+                           columns)
         elif cropper is None:
             yield Face(str(path), "whole image", image, columns=columns)
         else:
