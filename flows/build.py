@@ -39,7 +39,7 @@ from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
 
-from flows import artifacts, progress, runners  # noqa: E402
+from flows import artifacts, preflight, progress, runners  # noqa: E402
 from flows.caching import CachingMapper, RowCache, StageCache, code_version, declared_inputs, module_files, source_files, stage_key  # noqa: E402
 from tasks.core import decisions  # noqa: E402
 from tasks.core import locks  # noqa: E402
@@ -62,11 +62,24 @@ ROW_FLUSH_SECONDS = 10.0  # per-image stages save finished rows at least this of
 class StageFailed(FacesetError):
     """A stage failed; the message names the stage (and item) and the hint what to do.
 
-    Pickles with its hint, so it survives the trip back from a worker process or Dask.
+    `retry` is False for what the user must fix (a FacesetError of the stage: a crawl that
+    found nothing, missing weights): the network stages' retries would only delay that
+    message by minutes. Pickles with its hint, so it survives the trip back from a worker
+    process or Dask.
     """
 
+    def __init__(self, message: str, hint: str = "", retry: bool = True) -> None:
+        super().__init__(message, hint)
+        self.retry = retry
+
     def __reduce__(self):
-        return (type(self), (self.message, self.hint))
+        return (type(self), (self.message, self.hint, self.retry))
+
+
+def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition: not for a StageFailed the user must fix."""
+    failure = state.result(raise_on_failure=False)
+    return not (isinstance(failure, StageFailed) and not failure.retry)
 
 
 def _network_stage(stage: str, recipe: Recipe) -> bool:
@@ -131,16 +144,23 @@ class Options:
     recrawl: bool = False
     dry_run: bool = False
     stages: str | None = None  # "module:function" returning {stage: implementation}
+    until: str | None = None  # the last stage to run (--until)
 
     def check(self) -> None:
-        if self.from_stage is not None and self.from_stage not in STAGES:
-            raise FacesetError(f"--from {self.from_stage!r} is not a stage", f"use one of: {', '.join(STAGES)}")
+        for flag, stage in (("--from", self.from_stage), ("--until", self.until)):
+            if stage is not None and stage not in STAGES:
+                raise FacesetError(f"{flag} {stage!r} is not a stage", f"use one of: {', '.join(STAGES)}")
+        if self.from_stage and self.until and STAGES.index(self.until) < STAGES.index(self.from_stage):
+            raise FacesetError(f"--until {self.until} comes before --from {self.from_stage}",
+                               f"stages run in this order: {', '.join(STAGES)}")
         if self.runner not in RUNNERS:
             raise FacesetError(f"--runner {self.runner!r} is not known", f"use one of: {', '.join(RUNNERS)}")
 
     @property
     def order(self) -> list[str]:
-        return list(STAGES[: STAGES.index(DRY_RUN_LAST) + 1] if self.dry_run else STAGES)
+        """The stages this build runs: all, or up to --until, or (--dry-run) up to dedupe at most."""
+        last = min(STAGES.index(stage) for stage in (self.until or STAGES[-1], DRY_RUN_LAST if self.dry_run else STAGES[-1]))
+        return list(STAGES[: last + 1])
 
     @property
     def fresh(self) -> set[str]:
@@ -196,7 +216,7 @@ class NamedFailure:
         try:
             return self.fn(rows)
         except FacesetError as exc:
-            raise StageFailed(exc.message, exc.hint) from None
+            raise StageFailed(exc.message, exc.hint, retry=False) from None
         except Exception as exc:  # noqa: BLE001 - turned into a message naming the item
             raise self._blame(rows, exc) from None
 
@@ -321,7 +341,7 @@ def run_stage(stage: str, manifest_in: str | None, options: Options) -> str:
         bar.finish(stage, "cached")
         return str(output)
     impl = plan.stages[stage]
-    bar.start(stage, int(mf.kept(frame).sum()) if len(frame) else None)
+    bar.start(stage, len(frame), int(mf.kept(frame).sum()) if len(frame) else None)
     log.info("%s: running on %d rows", stage, len(frame))
     try:
         out = _run(stage, impl, frame, code + json.dumps(section, sort_keys=True), plan)
@@ -332,7 +352,7 @@ def run_stage(stage: str, manifest_in: str | None, options: Options) -> str:
     except StageFailed:
         raise
     except FacesetError as exc:
-        raise StageFailed(f"stage '{stage}' of {recipe.name}: {exc.message}", exc.hint) from exc
+        raise StageFailed(f"stage '{stage}' of {recipe.name}: {exc.message}", exc.hint, retry=False) from exc
     except Exception as exc:  # noqa: BLE001 - reported with the stage and what to do
         raise StageFailed(
             f"stage '{stage}' of {recipe.name} failed: {type(exc).__name__}: {exc}",
@@ -345,7 +365,7 @@ def run_stage(stage: str, manifest_in: str | None, options: Options) -> str:
     plan.root.push()
     counts = {str(k): int(v) for k, v in out["status"].value_counts().items()}
     artifacts.publish_stage(recipe.name, stage, paths, counts, cached=False)
-    bar.finish(stage, "done")
+    bar.finish(stage, "done", progress.counts(out))
     return str(output)
 
 
@@ -359,6 +379,7 @@ def _stage_task(stage: str, recipe: Recipe):
         persist_result=False,
         retries=RETRIES if network else 0,
         retry_delay_seconds=exponential_backoff(RETRY_BACKOFF) if network else 0,
+        retry_condition_fn=_worth_retrying,
     )
 
 
@@ -399,13 +420,14 @@ def _run_stages(plan: Plan, options: Options, still_ours: Callable[[], None]) ->
 
 
 def _build_flow(recipe_path: str, data_root: str = "data", rebuild: bool = False, from_stage: str | None = None,
-                runner: str = "default", recrawl: bool = False, dry_run: bool = False, stages: str | None = None) -> str:
+                runner: str = "default", recrawl: bool = False, dry_run: bool = False, stages: str | None = None,
+                until: str | None = None) -> str:
     """The flow `build-<name>` (renamed per recipe by `build`): the stages in order, each fed the last one's output.
 
     Returns the local dataset folder. The crawl's input is what it found last time (it
     crawls incrementally); every later stage's input is the manifest the stage before wrote.
     """
-    options = Options(recipe_path, data_root, rebuild, from_stage, runner, recrawl, dry_run, stages)
+    options = Options(recipe_path, data_root, rebuild, from_stage, runner, recrawl, dry_run, stages, until)
     plan = Plan.of(options)
     with exclusive(plan) as still_ours:
         plan.root.pull()
@@ -431,7 +453,7 @@ build_flow = flow(name="build", persist_result=False, log_prints=True)(_build_fl
 
 def build(recipe_path: str | Path, data_root: str | Path = "data", rebuild: bool = False,
           from_stage: str | None = None, runner: str = "default", dask_address: str | None = None, *,
-          recrawl: bool = False, dry_run: bool = False, stages: str | None = None) -> Path:
+          recrawl: bool = False, dry_run: bool = False, stages: str | None = None, until: str | None = None) -> Path:
     """Build the dataset of a recipe; returns the local dataset folder (`<data_root>/<name>`).
 
     For an `s3://` data root the returned folder is the local mirror the build worked in;
@@ -439,11 +461,14 @@ def build(recipe_path: str | Path, data_root: str | Path = "data", rebuild: bool
 
     `recrawl` crawls the sites again even if the crawl is cached (scheduled runs do this);
     later stages then redo only what changed. `stages` ("module:function") swaps stage
-    implementations (tests, experiments).
+    implementations (tests, experiments); `until` names the last stage to run. Before the flow
+    starts, flows/preflight.py checks what the stages to run will need (weights, credentials,
+    disk space) and fails in seconds when something is missing.
     """
-    options = Options(str(recipe_path), str(data_root), rebuild, from_stage, runner, recrawl, dry_run, stages)
+    options = Options(str(recipe_path), str(data_root), rebuild, from_stage, runner, recrawl, dry_run, stages, until)
     options.check()
     recipe = load_recipe(recipe_path)
+    preflight.check(recipe, [s for s in options.order if s not in load_stages(stages)], str(data_root))
     from flows.server_watch import watch_temporary_server
 
     watch_temporary_server()  # Prefect's temporary server, if any, must not outlive a killed build

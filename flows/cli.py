@@ -3,7 +3,8 @@
 Each sub-command is a module in `flows/commands/` with `add_parser(subparsers)` and
 `main(args) -> int`; they are discovered here, so adding a command touches one file.
 Errors the user can fix (`FacesetError`, `RecipeError`) are printed as plain sentences
-with what to do, never as a traceback.
+with what to do; their traceback only with `-v`, on the commands that have it, which
+also print an unexpected error as one line unless `-v` is given.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pkgutil
 import signal
 import sys
 import threading
+import traceback
 from types import ModuleType
 
 from flows import commands
@@ -57,14 +59,23 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()  # only it may set signal handlers
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    verbose = getattr(args, "verbose", None)  # commands with -v show tracebacks only when asked
     try:
         return int(args.handler(args) or 0)
     except (FacesetError, RecipeError) as exc:
+        if verbose:
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume where it stopped", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if verbose is not False:
+            raise
+        print(f"error: {type(exc).__name__}: {exc}\nwhat to do: this looks like a bug in faceset; run the same "
+              "command with -v and report what it prints", file=sys.stderr)
+        return 1
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)  # for callers in the same process (tests)

@@ -253,13 +253,16 @@ def _selector_message(source: Source, where: str, what: str, entry: dict[str, An
     return f"{text}: check the selector against the page source"
 
 
+_ORDER = {"links": 0, "next_page": 1, "each": 2, "image": 3}  # then the fields, in recipe order
+
+
 def messages(recipe: Recipe, data: dict[str, Any]) -> list[str]:
     """Sentences a recipe author can act on, in recipe order (sources, steps, item)."""
     out: list[str] = []
     for source in recipe.sources:
         selectors = data.get("selectors", {}).get(source.name, {})
         for where in [step_key(i) for i in range(len(source.follow))] + [ITEM]:
-            for what, entry in selectors.get(where, {}).items():
+            for what, entry in sorted(selectors.get(where, {}).items(), key=lambda kv: _ORDER.get(kv[0], len(_ORDER))):
                 if entry["reads"] and not entry["matched"]:
                     if _last_pages_only(what, entry):
                         continue

@@ -644,6 +644,34 @@ class Recipe(_Section):
         return section
 
 
+def warnings(recipe: Recipe) -> list[str]:
+    """Settings that are valid but have no effect, so the author does not wait for them to work
+    (issue #20: a `wait_for` on a source none of whose pages is rendered). The build prints them."""
+    out: list[str] = []
+    for source in recipe.sources:
+        if source.item is None:
+            continue  # urls:/folder: sources have no pages
+        steps = [(number, step, source.render if step.render is None else step.render)
+                 for number, step in enumerate(source.follow, 1)]
+        if source.wait_for and not (source.render or any(rendered and step.wait_for is None for _, step, rendered in steps)):
+            out.append(f"source {source.name}: wait_for {source.wait_for!r} has no effect, as none of its pages is "
+                       "rendered: add render: true to the source (or to a follow step), or remove wait_for")
+        for number, step, rendered in steps:
+            if step.wait_for and not rendered:
+                out.append(f"source {source.name}, follow step {number}: wait_for {step.wait_for!r} has no effect, as "
+                           "this step is not rendered: add render: true to the step, or remove wait_for")
+        for name, spec in source.item.fields.items():
+            if spec.date_order != "dmy" and spec.parse != "birthdate":
+                out.append(f"source {source.name}, field {name}: date_order has no effect without parse: birthdate")
+    config = recipe.crosscheck
+    if config.autotagger != "rekognition":
+        unused = [key for key in ("region", "max_calls", "endpoint_url", "labels", "celebrities") if getattr(config, key)]
+        if unused:
+            out.append(f"crosscheck: {', '.join(unused)} only apply to autotagger: rekognition (this recipe uses "
+                       f"{config.autotagger})")
+    return out
+
+
 def _describe_location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
