@@ -113,6 +113,26 @@ def test_scrolling_stops_at_its_bound(search_site, tmp_path) -> None:
     assert report["scrolls"] == 2
 
 
+@pytest.mark.slow
+def test_a_follow_step_scrolls_its_result_page_and_ranks_the_pages_it_links_to(search_site, tmp_path) -> None:
+    """scroll on a follow step: the rendered result page is scrolled to the end, and the pages
+    its results link to are ranked in the order of the results, not in the order they arrived."""
+    _needs_browser()
+    server, site = search_site
+    spec = recipe_dict(site, "scroll")
+    source = spec["sources"][0]
+    del source["wait_for"]
+    source.update(render=False, follow=[{"links": "a.visit", "render": True, "wait_for": "div.result", "scroll": 10}],
+                  item={"image": "img.full::attr(src)", "fields": {"caption": "p.caption::text"}})
+    frame, report = _crawl(spec, tmp_path)
+    for query in QUERIES:
+        assert _ranked(frame, query) == site.expected(query)
+    nurse = frame[frame["query"] == "nurse"].set_index("rank")
+    assert nurse.loc[10, "caption"] == "caption 9" and nurse.loc[10, "page_url"] == server.url("/visit/9.html")
+    assert server.counts()["/visit/3.html"] == 2  # the image both queries found: its page read in each
+    assert report["scrolls"] == 3 and report["rendered_pages"] == 2
+
+
 @pytest.mark.parametrize("change, message", [
     ({"urls": "list.csv"}, "exactly one of 'start_urls'"),
     ({"queries": []}, "give the search terms in 'queries'"),

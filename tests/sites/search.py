@@ -10,6 +10,9 @@ kinds of result page:
 - `/more/<q>.html`: a page with a "more results" button that appends a batch per click
   and disappears when there is nothing left.
 
+Each result also links ("Visit") to the page the image came from, `/visit/<i>.html`,
+which shows the original with a caption.
+
 The images are the caller's bytes (synthetic or from ../shared/corpus), served at
 `/orig/<i>.jpg`, with `/thumb/<i>.jpg` thumbnails. `expected(query)` gives the
 original URLs in rank order.
@@ -25,7 +28,8 @@ from urllib.parse import quote, quote_plus
 from .server import Route
 
 RESULT = ('<div class="result"><a class="hit" href="/imgres?imgurl={encoded}&amp;imgrefurl=%2Fsource&amp;h=480">'
-          '<img class="thumb" src="/thumb/{index}.jpg" alt="{alt}"></a><span class="title">{alt}</span></div>')
+          '<img class="thumb" src="/thumb/{index}.jpg" alt="{alt}"></a><span class="title">{alt}</span>'
+          '<a class="visit" href="/visit/{index}.html">Visit</a></div>')
 STYLE = "<style>.result{height:260px;margin:8px;border:1px solid #ccc}</style>"
 
 # The results are built by script from the JSON in the page; `more()` appends the next batch.
@@ -38,7 +42,8 @@ function more() {
     const a = document.createElement('a'); a.className = 'hit';
     a.href = '/imgres?imgurl=' + encodeURIComponent(r.url) + '&h=480';
     const img = document.createElement('img'); img.className = 'thumb'; img.src = r.thumb; img.alt = r.alt;
-    a.appendChild(img); div.appendChild(a); list.appendChild(div);
+    const visit = document.createElement('a'); visit.className = 'visit'; visit.href = r.visit;
+    a.appendChild(img); div.appendChild(a); div.appendChild(visit); list.appendChild(div);
   }
   shown += %(batch)d;
   const button = document.getElementById('more');
@@ -84,6 +89,8 @@ def build(base: str, images: list[bytes], queries: dict[str, list[int]], *, per_
     for index, data in enumerate(images):
         site.routes[f"/orig/{index}.jpg"] = Route(data, "image/jpeg")
         site.routes[f"/thumb/{index}.jpg"] = Route(data, "image/jpeg")
+        site.routes[f"/visit/{index}.html"] = Route(_page(f"page {index}", f'<img class="full" src="/orig/{index}.jpg">'
+                                                          f'<p class="caption">caption {index}</p>'))
     for query, hits in queries.items():
         slug = quote_plus(query)
         pages = [hits[i:i + per_page] for i in range(0, len(hits), per_page)] or [[]]
@@ -92,7 +99,8 @@ def build(base: str, images: list[bytes], queries: dict[str, list[int]], *, per_
                               for i in page)
             after = f'<a class="next" href="/search/{slug}/{number + 1}.html">Next</a>' if number < len(pages) else ""
             site.routes[f"/search/{slug}/{number}.html"] = Route(_page(query, f'<div id="results">{results}</div>{after}'))
-        data = json.dumps([{"url": site.original(i), "thumb": f"/thumb/{i}.jpg", "alt": f"{query} {i}"} for i in hits])
+        data = json.dumps([{"url": site.original(i), "thumb": f"/thumb/{i}.jpg", "alt": f"{query} {i}",
+                            "visit": f"/visit/{i}.html"} for i in hits])
         for kind, trigger, button in (("scroll", ON_SCROLL, ""), ("more", ON_CLICK, '<button id="more">More results</button>')):
             script = SCRIPT % {"results": data, "batch": batch, "trigger": trigger % {"delay": delay_ms}}
             site.routes[f"/{kind}/{slug}.html"] = Route(_page(query, f'<div id="results"></div>{button}{script}'))
