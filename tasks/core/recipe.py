@@ -70,8 +70,9 @@ class CrawlSettings(_Section):
     max_items_per_page: int = Field(1000, ge=1, description="images read from one page at most; the rest are dropped")
     max_items_per_source: int = Field(100_000, ge=1, description="images found per source at most; its crawl then stops")
     max_page_bytes: int = Field(10_000_000, ge=1, description="largest page, after decompression")
-    max_total_bytes: int = Field(50_000_000_000, ge=1, description="bytes a build's crawl, and again its image "
-                                 "download, fetch at most; later requests are refused")
+    max_total_bytes: int = Field(50_000_000_000, ge=1, description="bytes a build downloads at most: its crawl "
+                                 "(rendered pages too) and its image download together, resumes included; later "
+                                 "requests are refused")
 
 
 class FieldSpec(_Section):
