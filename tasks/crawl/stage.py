@@ -142,24 +142,28 @@ def _row_id(rec: dict[str, Any]) -> str:
     return mf.item_id(page_url, rec["image_url"])
 
 
-def _ranked(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _ranked(records: list[dict[str, Any]], recipe: Recipe) -> list[dict[str, Any]]:
     """Crawled records with their `rank`: 1, 2, 3... in page order within each source and query
-    (spiders/scopes.py), whatever order the concurrent crawl found them in."""
+    (spiders/scopes.py), whatever order the concurrent crawl found them in; beyond a source's
+    `max_items` none (a resumed crawl counts its scopes afresh, so it may have found more)."""
+    limits = {source.name: source.max_items for source in recipe.sources}
     scopes_found: dict[tuple[str, Any], list[dict[str, Any]]] = defaultdict(list)
     for rec in records:
         scopes_found[(rec["source"], rec.get("query"))].append(rec)
-    for found in scopes_found.values():
-        for rank, rec in enumerate(sorted(found, key=scopes.rank_key), start=1):
+    ranked = []
+    for (source, _), found in scopes_found.items():
+        for rank, rec in enumerate(sorted(found, key=scopes.rank_key)[:limits.get(source)], start=1):
             rec["rank"] = rank if isinstance(rec.get("order"), list) else None
-    return records
+            ranked.append(rec)
+    return ranked
 
 
-def _new_rows(records: list[dict[str, Any]], fields: list[str], now: str, local: list[dict[str, Any]] = (),
-              ranks: bool = False) -> pd.DataFrame:
+def _new_rows(records: list[dict[str, Any]], recipe: Recipe, now: str, local: list[dict[str, Any]] = ()) -> pd.DataFrame:
     """Manifest rows for what the crawl found and for the rows of urls:/folder: sources (which
     come with their id, rank and, when a line was refused, status and reason)."""
+    fields, ranks = recipe.field_names, _ranks(recipe)
     rows = []
-    for rec in [*_ranked(records), *local]:
+    for rec in [*_ranked(records, recipe), *local]:
         values = {**rec["fields"], **({QUERY: rec["query"]} if rec.get("query") else {})}
         row = {
             "item_id": rec.get("item_id") or _row_id(rec),
@@ -293,6 +297,6 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, today: d
         raise FacesetError("the recipe's urls: and folder: sources hold no image", "check the files they name: a "
                            "url column with image URLs, or image files in the folder")
     fields = recipe.field_names
-    merged = merge(manifest, _new_rows(records, fields, now, local, _ranks(recipe)), fields, now)
+    merged = merge(manifest, _new_rows(records, recipe, now, local), fields, now)
     summarize(stats, [*records, *local], merged, len(manifest), recipe, paths, findings)
     return merged
