@@ -668,8 +668,8 @@ def warnings(recipe: Recipe) -> list[str]:
     if config.autotagger != "rekognition":
         unused = [key for key in ("region", "max_calls", "endpoint_url", "labels", "celebrities") if getattr(config, key)]
         if unused:
-            out.append(f"crosscheck: {', '.join(unused)} only apply to autotagger: rekognition (this recipe uses "
-                       f"{config.autotagger})")
+            out.append(f"crosscheck: {', '.join(unused)} {'applies' if len(unused) == 1 else 'apply'} to autotagger: "
+                       f"rekognition only (this recipe uses {config.autotagger})")
     return out
 
 

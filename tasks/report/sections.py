@@ -38,7 +38,32 @@ def crawl(summary: dict[str, Any], paths: DatasetPaths) -> Markup:
                 for key, title in (("robots_blocked", "Blocked by robots.txt"),
                                    ("pages_without_image", "Item pages without an image"))}
     return render("sections/crawl.html.j2", figures=figures(summary, CRAWL_FIGURES), unmapped=unmapped,
-                  problems=problems, errors=summary.get("errors", [])[:LISTED])
+                  problems=problems, errors=summary.get("errors", [])[:LISTED],
+                  checks=[*summary.get("diagnosis", []), *_faceless(paths)], selectors=_selectors(summary))
+
+
+def _faceless(paths: DatasetPaths) -> list[str]:
+    """Images without a face, from the faces stage's report: an item image selector that picks
+    logos or group banners shows here first."""
+    report = paths.report_json("faces")
+    data = json.loads(report.read_text(encoding="utf-8")) if report.is_file() else {}
+    found = data.get("reasons", {}).get("no face") if isinstance(data, dict) else None
+    if not found:
+        return []
+    return [f"{found} of {data.get('images', 0)} images had no face the detector could find: check that the item "
+            "image selector picks portraits (see the faces section)"]
+
+
+def _selectors(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each selector of each source and step: on how many pages (or blocks) it matched."""
+    out = []
+    for source, steps in summary.get("selectors", {}).items():
+        for step, selectors in steps.items():
+            for what, entry in selectors.items():
+                out.append({"source": source, "step": step, "selector": f"{what}: {entry.get('selector', '')}",
+                            "read": entry.get("reads", 0), "matched on": entry.get("matched", 0),
+                            "matches": entry.get("matches", 0), "rendered page has": entry.get("rendered_matches", "")})
+    return out
 
 
 def fetch(summary: dict[str, Any], paths: DatasetPaths) -> Markup:

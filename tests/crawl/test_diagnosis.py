@@ -18,8 +18,10 @@ from spiders import browser
 from tasks.core import manifest as mf
 from tasks.core.errors import FacesetError
 from tasks.core.paths import DatasetPaths
-from tasks.core.recipe import parse_recipe
+from tasks.core.recipe import parse_recipe, warnings
+from tasks.core.reports import write_report
 from tasks.crawl import stage as crawl
+from tasks.report import sections
 
 
 @pytest.fixture(autouse=True)
@@ -101,3 +103,28 @@ def test_each_wrong_step_of_each_source_is_named(tmp_path) -> None:
     ]
     for sentence in expected:
         assert any(sentence in line for line in found), sentence
+    # report.html's crawl section lists them, with the faces stage's images without a face
+    write_report(paths, "faces", {"images": 4, "reasons": {"no face": 3}})
+    html = str(sections.crawl(json.loads(paths.report_json("crawl").read_text()), paths))
+    assert "What to check in the recipe" in html and "matched nothing on the 2 item pages read" in html
+    assert "3 of 4 images had no face the detector could find" in html
+    assert "<td>links: table.directory a.staff</td>" in html
+
+
+def test_settings_without_effect_are_warned_about() -> None:
+    spec = recipe_dict("http://127.0.0.1:9")
+    source = spec["sources"][0]
+    source["wait_for"] = "div.card"
+    source["follow"][1]["wait_for"] = "a.staff"
+    source["item"]["fields"]["name"] = {"css": "h1.name::text", "date_order": "mdy"}
+    spec["crosscheck"] = {"autotagger": "local", "region": "eu-west-1"}
+    assert warnings(parse_recipe(spec, Path("test.yaml"))) == [
+        "source staffsite: wait_for 'div.card' has no effect, as none of its pages is rendered: add render: true "
+        "to the source (or to a follow step), or remove wait_for",
+        "source staffsite, follow step 2: wait_for 'a.staff' has no effect, as this step is not rendered: add "
+        "render: true to the step, or remove wait_for",
+        "source staffsite, field name: date_order has no effect without parse: birthdate",
+        "crosscheck: region applies to autotagger: rekognition only (this recipe uses local)",
+    ]
+    source["follow"][0]["render"] = source["follow"][1]["render"] = True  # the source's and the step's wait_for now work
+    assert len(warnings(parse_recipe(spec, Path("test.yaml")))) == 2
