@@ -138,6 +138,7 @@ def test_a_follow_step_scrolls_its_result_page_and_ranks_the_pages_it_links_to(s
     ({"queries": []}, "give the search terms in 'queries'"),
     ({"render": False}, "scroll and click need a rendered page"),
     ({"queries": ["a", "a"]}, "distinct"),
+    ({"item": {"image": {"css": "a::attr(href)", "map": {"a": "b"}}}}, "not map or parse"),
 ])
 def test_bad_search_sources_are_refused_with_a_clear_message(search_site, tmp_path, change, message) -> None:
     _, site = search_site
