@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import shutil
 import tempfile
 import threading
@@ -333,3 +334,14 @@ def test_review_by_keyboard_in_chromium(running, dataset, chromium):
     body.send_keys(Keys.ARROW_DOWN, "x")
     found = _decided(paths, 4)
     assert (found[3].item_id, found[3].action, found[3].value) == ("item005", "different_person", "item004")
+
+
+def test_the_documented_shortcuts_are_the_apps():
+    """docs/review.md's table of keys names every shortcut the page has, and no other."""
+    from tasks.review.app import SHORTCUTS
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "review.md").read_text(encoding="utf-8")
+    section = docs.split("## The review app", 1)[1]
+    arrows = {"ArrowDown": "↓", "ArrowUp": "↑", "ArrowRight": "→", "ArrowLeft": "←"}
+    documented = set(re.findall(r"`([^`]{1,2})`", section.split("**Keyboard shortcuts**", 1)[1].split("\n\n", 2)[1]))
+    assert documented == {arrows.get(key, key) for key, _, _ in SHORTCUTS}
