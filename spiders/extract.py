@@ -80,7 +80,12 @@ def _usable(url: str) -> bool:
 
 
 def url_from_element(element: Selector) -> str:
-    """The real image URL of an <img> (or similar) element: srcset, then lazy attributes, then src."""
+    """The real image URL of an <img> (or similar) element: srcset, then lazy attributes, then src.
+    A <picture> is read through its <img>, the image every browser can show (a `source::attr(srcset)`
+    selector takes a <source>'s largest candidate instead)."""
+    if getattr(element.root, "tag", None) == "picture":
+        inner = element.css("img")
+        return url_from_element(inner[0]) if inner else ""
     attrs = element.attrib
     for name in SRCSET_ATTRIBUTES:
         if _usable(attrs.get(name, "").strip()):
