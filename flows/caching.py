@@ -35,7 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.core import decisions, gold
+from tasks.core import gold
 from tasks.core import manifest as mf
 from tasks.core.atomic import read_json, read_or_absent, write_json, write_parquet
 from tasks.core.paths import DatasetPaths
@@ -51,9 +51,9 @@ EXTRA_SOURCES: dict[str, tuple[str, ...]] = {"crawl": ("spiders",), "fetch": ("s
 FILE_COLUMNS = ("image_path", "face_path")
 # Files a stage reads besides its manifest: another stage's declared outputs (files, or folders read whole).
 DECLARED_INPUTS: dict[str, Callable[[DatasetPaths], list[Path]]] = {
-    # reviewers' decisions, imported gold labels and the validation sample: a new decision or label
-    # re-runs the cross-check on (its row cache spares the tagging), never crawl, fetch or faces
-    "crosscheck": lambda paths: [decisions.path_of(paths.root), *gold.inputs(paths)],
+    # imported gold labels and the validation sample (decisions.csv: flows/build.py DECISION_STAGES): a new
+    # label re-runs the cross-check on (its row cache spares the tagging), never crawl, fetch or faces
+    "crosscheck": lambda paths: gold.inputs(paths),
     "export": lambda paths: [paths.report_json("crosscheck"), paths.report_json("split"),
                              paths.report_json("validation")],  # the card quotes them
     "finetune": lambda paths: [paths.splits],

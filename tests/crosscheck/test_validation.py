@@ -257,3 +257,65 @@ def test_label_from_fills_only_when_the_tagger_is_right_often_enough_on_gold(tmp
         assert missing["gender"].isna().all() and missing["gender_source"].isna().all()
         assert report["filled"] == 0 and "96.0%, below the 97% asked" in report["says"]
     assert ("Machine labels: 10 missing gender values" in card.crosscheck(out.reset_index(), chosen, paths)) is fills
+
+
+@pytest.mark.slow
+def test_imported_gold_re_runs_the_cross_check_on_only(tmp_path, monkeypatch):
+    """A real flow run (fake crawl to dedupe, the real cross-check, split and export): gold labels
+    imported after a build are scored by the next one, which re-runs no stage before the cross-check."""
+    import collections
+
+    from fakes import flow_stages as fakes
+    from flows.build import build
+
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("FACESET_TEST_LOG", str(log))
+    monkeypatch.setenv("FACESET_TEST_SITE", str(tmp_path / "site.json"))
+    fakes.write_site(tmp_path / "site.json", 12)
+    recipe_file = fakes.write_recipe(tmp_path)
+    root = build(recipe_file, data_root=tmp_path / "data", stages="fakes.flow_stages:reviewed_stages")
+    kept = pd.read_parquet(root / "manifest.parquet").query("status == 'kept'")
+    # The labeller agrees with the site on every face but the first.
+    labels = tmp_path / "gold.csv"
+    rows = [(item, "econ" if (i == 0) == (label == "cs") else "cs") for i, (item, label) in enumerate(zip(kept["item_id"], kept["label"]))]
+    labels.write_text("item_id,label\n" + "".join(f"{item},{value}\n" for item, value in rows), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "labels", "import", str(root), str(labels)],
+                          capture_output=True, text=True, cwd=validation.__file__.rsplit("/tasks/", 1)[0])
+    assert done.returncode == 0, done.stderr
+    log.write_text("")
+    build(recipe_file, data_root=tmp_path / "data", stages="fakes.flow_stages:reviewed_stages")
+    calls = collections.Counter(line.split()[0] for line in log.read_text().splitlines())
+    assert not {"crawl", "fetch", "faces-row", "dedupe"} & set(calls) and calls["report"] == 1
+    report = json.loads((root / "reports" / "validation.json").read_text())
+    crawled = report["fields"]["label"]["sources"]["crawled"]
+    assert crawled["n"] == len(kept) and crawled["accuracy"] == pytest.approx((len(kept) - 1) / len(kept), abs=1e-4)
+    log.write_text("")
+    build(recipe_file, data_root=tmp_path / "data", stages="fakes.flow_stages:reviewed_stages")
+    assert log.read_text() == ""  # nothing new: everything cached
+
+
+def test_rekognition_celebrities_and_scene_labels_as_the_books_tables():
+    chosen = make_recipe("val", fields=("label", "gender", "age", "name"), sources=("site",),
+                         crosscheck={"autotagger": "rekognition", "fields": {"celebrity": "name"},
+                                     "labels": {"protest": ["Protest", "Crowd"]}})
+    # Celebrities, gold A..E; the tagger names A, B, X and nobody twice. Recognised 3, right 2:
+    # precision 2/3 (over the faces it named), recall 2/5 (over every gold face: the misses count).
+    # Scene labels, gold protest, protest, calm, calm; the tagger saw Protest, nothing, Crowd (90 >= 50), nothing:
+    # it says protest for faces 0 and 2. protest: precision 1/2, recall 1/2; no face is called calm.
+    frame = pd.DataFrame({"item_id": [f"id{i}" for i in range(5)], "status": "kept",
+                          "name": ["A", "B", "C", "D", "E"], "label": ["protest", "protest", "calm", "calm", pd.NA],
+                          "autotag_celebrity": ["A", "B", "X", None, None], "autotag_source": "rekognition",
+                          "autotag_labels": ['{"Protest": 95.0}', None, '{"Crowd": 90.0}', '{"Crowd": 20.0}', None]})
+    labels = pd.DataFrame([(f"id{i}", "name", n) for i, n in enumerate("ABCDE")]
+                          + [(f"id{i}", "label", v) for i, v in enumerate(["protest", "protest", "calm", "calm"])],
+                          columns=["item_id", "field", "value"]).assign(labeller="ann", labelled_at="", source="import")
+    summary = validation.build(frame, chosen, labels)
+    names = summary["fields"]["name"]["sources"]["tagger rekognition"]
+    assert (names["n"], names["recognised"], names["correct"]) == (5, 3, 2)
+    assert names["precision"] == pytest.approx(2 / 3, abs=1e-4) and names["recall"] == pytest.approx(0.4)
+    assert names["recall_ci"] == pytest.approx(wilson_by_hand(2, 5), abs=1e-4)
+    scenes = summary["fields"]["label"]["sources"]["tagger rekognition scene labels"]
+    assert scenes["confusion"] == {"calm": {"calm": 0, "protest": 1, "(no answer)": 1},
+                                   "protest": {"calm": 0, "protest": 1, "(no answer)": 1}}
+    assert scenes["classes"]["protest"]["precision"] == 0.5 and scenes["classes"]["protest"]["recall"] == 0.5
+    assert scenes["classes"]["calm"]["recall"] == 0.0
