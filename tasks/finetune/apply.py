@@ -24,7 +24,7 @@ from tasks.core.reasons import NO_FACE
 from tasks.core.paths import DatasetPaths, ModelPaths
 from tasks.finetune import ensemble
 from tasks.vision.backbones import Net, Normalization, build_net
-from tasks.finetune.data import IMAGE_SUFFIXES
+from tasks.finetune.data import IMAGE_SUFFIXES, INFERENCE_BATCH
 from tasks.finetune.training import pick_device
 from tasks.core.recipe import FacesConfig, FinetuneConfig
 
@@ -195,7 +195,7 @@ def dataset_faces(root: Path) -> tuple[Iterator[Face], list[str]]:
 
 
 def classify(models: list[ensemble.Model], crops: list[Image.Image], device: torch.device,
-             batch_size: int = 32) -> np.ndarray:
+             batch_size: int = INFERENCE_BATCH) -> np.ndarray:
     """Averaged class probabilities of the models for each crop, in order."""
 
     def batches(transform):
@@ -206,7 +206,7 @@ def classify(models: list[ensemble.Model], crops: list[Image.Image], device: tor
 
 
 def predict_faces(models: list[ensemble.Model], classes: list[str], faces: Iterable[Face], device: torch.device,
-                  chunk: int = 256, batch_size: int = 32) -> pd.DataFrame:
+                  chunk: int = 256, batch_size: int = INFERENCE_BATCH) -> pd.DataFrame:
     """One row per face (or per image without one): image, face_index, face_box, status, predicted,
     confidence, p_<class>, then the face's columns. Crops are classified `chunk` at a time."""
     rows: list[dict] = []
@@ -261,7 +261,7 @@ def _sources(images: Iterable[str | Path], checkpoint: dict, faces: str, cropper
 
 
 def predict_images(model_dir: Path, images: Iterable[str | Path], *, device: str | None = None,
-                   cropper: Callable | None | str = "auto", faces: str = "one", batch_size: int = 32,
+                   cropper: Callable | None | str = "auto", faces: str = "one", batch_size: int = INFERENCE_BATCH,
                    by: list[str] | None = None, log: Callable[[str], None] | None = print) -> pd.DataFrame:
     """One row per image (per face with `faces="each"`): predicted class, confidence, p_<class>
     columns, and what was classified. A built dataset given among `images` gives its kept faces
@@ -298,7 +298,8 @@ def apply_model(model_dir: Path, images: Iterable[str | Path], out_dir: Path, *,
     from tasks.finetune.shares_page import write_shares
 
     by = list(by or [])
-    table, classes = _predict(model_dir, images, device=device, cropper="auto", faces=faces, batch_size=32, by=by)
+    table, classes = _predict(model_dir, images, device=device, cropper="auto", faces=faces,
+                              batch_size=INFERENCE_BATCH, by=by)
     out_dir = Path(out_dir)
     write_csv(out_dir / "predictions.csv", table)
     calibration = load_calibration(Path(model_dir) if Path(model_dir).is_dir() else Path(model_dir).parent,
