@@ -2,7 +2,8 @@
 
 Users write recipes by hand and many are not programmers, so every error names the
 file, the key and what is allowed, and never shows a traceback (see `load_recipe`).
-The format is fixed by ../shared/DESIGN.md; sections are extended here, never renamed.
+The format is documented in docs/recipe-reference.md (every key: datasets/recipe.schema.json);
+sections are extended here, never renamed.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ class FieldSpec(_Section):
 
 
 def _as_field(value: Any) -> Any:
-    """A field given as a plain string is a CSS selector (DESIGN.md)."""
+    """A field given as a plain string is a CSS selector (docs/recipe-reference.md)."""
     return {"css": value} if isinstance(value, str) else value
 
 
