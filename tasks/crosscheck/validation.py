@@ -460,9 +460,9 @@ def label_from(frame: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> pd.D
     check, kind = field_kinds(recipe)[field]
     source = pd.Series(pd.NA, index=out.index, dtype="string")
     source[out[field].notna()] = "crawled"
-    if f"{field}_crawled" in out:  # a reviewer's relabel (tasks/crosscheck/decisions.py) keeps the crawled value there
-        relabelled = out[f"{field}_crawled"].notna() & out[field].astype("string").ne(out[f"{field}_crawled"].astype("string")).fillna(True)
-        source[relabelled.fillna(False)] = "reviewer"
+    if "reviewed" in out:  # the decisions that hold for a row (tasks/crosscheck/decisions.py): "relabel FIELD; ..."
+        said = out["reviewed"].astype("string").str.split("; ")
+        source[said.map(lambda parts: isinstance(parts, list) and f"relabel {field}" in parts)] = "reviewer"
     table = gold.labels(paths, out, sorted(manifest_fields(out)), gold.decision_table(paths.root))
     table = table[table["field"] == field]
     accuracy, answered = tagger_accuracy(field_report(out, table, field, recipe)) if len(table) else (None, 0)

@@ -242,13 +242,14 @@ def test_label_from_fills_only_when_the_tagger_is_right_often_enough_on_gold(tmp
     gold.append(paths, pd.DataFrame({"item_id": [f"id{i}" for i in range(25)], "field": "gender",
                                      "value": list(truth[:25]), "labeller": "ann", "labelled_at": "2026-12-03",
                                      "source": "import ann.csv"}))
+    append_decisions(paths.root, [Decision("id27", "relabel", "gender", "male", "bob", "2026-12-03T11:00:00+00:00")])
     chosen = make_recipe("val", fields=("label", "gender", "age", "name"), attributes=("gender", "age"), sources=("site",),
                          crosscheck={"autotagger": "local", "calibrate": False, "fields": {"gender": "gender"},
                                      "label_from": {"field": "gender", "min_agreement": least}})
     out = crosscheck.run(frame, chosen, paths, tagger=FakeTagger(opinions), mapper=serial_mapper).set_index("item_id")
     report = json.loads(paths.report_json("validation").read_text())["label_from"]
     assert report["tagger_accuracy"] == pytest.approx(0.96) and report["gold_faces_answered"] == 25
-    assert (out.loc["id0":"id29", "gender_source"] == "crawled").all()
+    assert (out.loc["id0":"id26", "gender_source"] == "crawled").all() and out.at["id27", "gender_source"] == "reviewer"
     missing = out.loc[[f"id{i}" for i in range(30, 40)]]
     if fills:
         assert (missing["gender_source"] == "machine").all() and list(missing["gender"]) == list(truth[30:])
