@@ -24,7 +24,7 @@ from tasks.core.binning import MIN_GROUP, TOO_FEW, UNKNOWN, field_labels
 from tasks.core.funnel import distribution, dropped, fold_reason, funnel, split_columns, thin
 from tasks.core.manifest import KEPT
 from tasks.core.paths import DatasetPaths
-from tasks.core.recipe import Recipe
+from tasks.core.recipe import Recipe, Source
 from tasks.core.reports import read_report
 from tasks.core.text import md_block, md_code, md_text
 
@@ -52,6 +52,16 @@ def md_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> st
 # ---------------------------------------------------------------- other sections
 
 
+def _origin(source: Source) -> str:
+    """Where a source's images came from, as a reader of the card needs it."""
+    if source.urls:
+        return f"the URL list {source.urls}"
+    if source.folder:
+        return f"the local folder {source.folder}"
+    pages = ", ".join(source.start_urls)
+    return f"{pages} (queries: {', '.join(source.queries)})" if source.queries else pages
+
+
 def sources(manifest: pd.DataFrame, recipe: Recipe) -> list[dict[str, Any]]:
     rows = []
     for source in recipe.sources:
@@ -59,7 +69,7 @@ def sources(manifest: pd.DataFrame, recipe: Recipe) -> list[dict[str, Any]]:
         dates = mine["crawled_at"].dropna().astype(str)
         rows.append({
             "source": source.name,
-            "start pages": ", ".join(source.start_urls),
+            "from": _origin(source),
             "candidates": len(mine),
             "kept": int((mine["status"] == KEPT).sum()),
             "crawled": f"{dates.min()[:10]} to {dates.max()[:10]}" if len(dates) else "not crawled",

@@ -81,3 +81,20 @@ def test_card_reads_as_a_document_with_numbers_from_the_manifest(tmp_path):
     # age bins in numeric order
     ages = [line.split("|")[1].strip() for line in text.split("| age |")[1].split("\n\n")[0].splitlines()[2:]]
     assert ages[0].startswith("<") and ages[-1].startswith(">=")
+
+
+def test_the_card_says_where_each_source_came_from(tmp_path):
+    """Start pages, search queries, a URL list or a local folder: the card names each."""
+    from tasks.core.recipe import parse_recipe
+    from tasks.export.card import sources
+    (tmp_path / "list.csv").write_text("url,label\nhttp://127.0.0.1/a.jpg,cs\n")
+    (tmp_path / "photos").mkdir()
+    recipe = parse_recipe({"name": "mixed", "contact": "me@example.org", "target": "label", "sources": [
+        {"name": "site", "start_urls": ["http://127.0.0.1/"], "item": {"image": "img", "fields": {"label": "h1"}}},
+        {"name": "search", "start_urls": ["http://127.0.0.1/s?q={query}"], "queries": ["nurse", "engineer"],
+         "item": {"image": "img", "fields": {"label": "h1"}}},
+        {"name": "listed", "urls": "list.csv", "fields": ["label"]},
+        {"name": "local", "folder": "photos"}]}, tmp_path / "mixed.yaml")
+    origins = {row["source"]: row["from"] for row in sources(pd.DataFrame(columns=["source", "status", "crawled_at"]), recipe)}
+    assert origins == {"site": "http://127.0.0.1/", "search": "http://127.0.0.1/s?q={query} (queries: nurse, engineer)",
+                       "listed": "the URL list list.csv", "local": "the local folder photos"}
