@@ -120,3 +120,33 @@ def test_the_share_table_counts_images_and_faces_per_group():
     plain = share_table(predictions, CLASSES, [], None)
     assert list(plain["group"].unique()) == ["all"] and "adjusted" not in plain.columns
     assert plain["faces"].iloc[0] == 120 and plain["images"].iloc[0] == 41
+
+
+def test_the_adjustment_equals_quapys_own_quantifiers_fed_the_held_out_outputs():
+    """QuaPy's ACC and PACC objects, given a 'classifier' that returns the fixed model's outputs,
+    fitted on the held-out faces, estimate exactly what apply estimates."""
+    from quapy.method.aggregative import ACC, PACC
+    from sklearn.base import BaseEstimator
+
+    class Outputs(BaseEstimator):
+        def __init__(self):
+            self.classes_ = np.arange(2)
+
+        def fit(self, X, y):
+            return self
+
+        def predict_proba(self, X):
+            return X
+
+        def predict(self, X):
+            return X.argmax(1)
+
+    model = PlantedModel(seed=6)
+    held = calibration(model)
+    _, group = model.group(0.75, faces=250)
+    for name, quantifier in (("acc", ACC(Outputs(), fit_classifier=False, val_split=None, solver="exact-cc")),
+                             ("pacc", PACC(Outputs(), fit_classifier=False, val_split=None, solver="exact-cc"))):
+        outputs = held.probs if name == "pacc" else held.predicted
+        quantifier.aggregation_fit(outputs, held.targets)
+        expected = quantifier.aggregate(group if name == "pacc" else group.argmax(1))
+        assert Adjuster(held, name, rounds=5).estimate(group)["adjusted"] == pytest.approx(expected)
