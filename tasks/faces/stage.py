@@ -188,9 +188,9 @@ def _cached(cache: Path, paths: DatasetPaths) -> dict[str, Any] | None:
     return outcome
 
 
-def process_row(row: dict[str, Any], recipe: Recipe, paths: DatasetPaths, detector: FaceDetector | None) -> dict[str, Any]:
-    """The new values of one manifest row (status, reason and this stage's columns)."""
-    digest = config_hash(recipe, detector)
+def process_row(row: dict[str, Any], recipe: Recipe, paths: DatasetPaths, detector: FaceDetector | None,
+                digest: str) -> dict[str, Any]:
+    """The new values of one manifest row (status, reason and this stage's columns); `digest` is `config_hash`."""
     values: dict[str, Any] = {"faces_config": digest}
     image_path = row.get("image_path")
     source = paths.root / str(image_path) if isinstance(image_path, str) and image_path else None
@@ -256,7 +256,8 @@ def expand(frame: pd.DataFrame) -> pd.DataFrame:
 
 def process_batch(rows: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, detector: FaceDetector | None = None) -> pd.DataFrame:
     """Process a batch of kept rows; returns them with status, reason and face columns set."""
-    results = [process_row(row, recipe, paths, detector) for row in rows.to_dict("records")]
+    digest = config_hash(recipe, detector)  # once per batch: it serialises the whole section
+    results = [process_row(row, recipe, paths, detector, digest) for row in rows.to_dict("records")]
     out = rows.copy()
     for column, dtype in {"status": "string", "reason": "string", **COLUMNS, FACE_ROWS: "string"}.items():
         values = [result.get(column) for result in results]
