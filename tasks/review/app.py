@@ -41,6 +41,7 @@ from tasks.core.decisions import ACTIONS, Decision
 from tasks.core.errors import FacesetError
 from tasks.core.manifest import STATUSES
 from tasks.core.paths import DatasetPaths
+from tasks.core.reports import read_report
 from tasks.core.safepaths import UnsafePath, inside
 from tasks.core.templates import render
 from tasks.core.text import terminal
@@ -193,7 +194,16 @@ class ReviewApp:
         return render("tasks.review", "app.html.j2", page=page, queues=QUEUES, counts=self.counts(snapshot),
                       grouped=query.queue in GROUPED, fields=snapshot.fields, splits=splits, statuses=STATUSES,
                       reasons=reasons, token=self.token, shortcuts=SHORTCUTS, dataset=self.paths.root.name,
-                      sample_note=self.sample_note, previous=href(page.number - 1), next=href(page.number + 1))
+                      sample_note=self.sample_note, flag_notes=self.flag_notes(),
+                      previous=href(page.number - 1), next=href(page.number + 1))
+
+    def flag_notes(self) -> list[str]:
+        """What the flags may be said to mean (reports/crosscheck.json: a precision measured on
+        gold or decisions, else that the tagger disagrees and its measured error; the learned
+        threshold), shown above the flags queue as reports/review.html shows them."""
+        summary = read_report(self.paths, "crosscheck") or {}
+        return [str(entry["says"]) for key in ("flag_trust", "threshold")
+                for entry in (summary.get(key) or {}).values() if isinstance(entry, dict) and entry.get("says")]
 
     # ------------------------------------------------------------ decisions
 

@@ -81,7 +81,6 @@ def card(row: dict[str, Any], fields: list[str], decided: dict[str, list[str]]) 
         "page": page_link(row.get("page_url")), "page_text": text(row.get("page_url")),
         "labels": labels, "tagger": tagger,
         "flag": text(row.get("crosscheck")), "flag_reason": text(row.get("crosscheck_reason")),
-        "flag_score": text(row.get("crosscheck_score")),
         "dup_group": text(row.get("dup_group")), "person_group": text(row.get("person_group")),
         "decisions": decided.get(item, []),
     }

@@ -345,3 +345,19 @@ def test_the_documented_shortcuts_are_the_apps():
     arrows = {"ArrowDown": "↓", "ArrowUp": "↑", "ArrowRight": "→", "ArrowLeft": "←"}
     documented = set(re.findall(r"`([^`]{1,2})`", section.split("**Keyboard shortcuts**", 1)[1].split("\n\n", 2)[1]))
     assert documented == {arrows.get(key, key) for key, _, _ in SHORTCUTS}
+
+
+def test_the_flags_queue_says_what_the_flags_mean_and_shows_no_score(running, dataset):
+    """The cross-check's own words (reports/crosscheck.json `flag_trust` and `threshold`) head the
+    flags queue, escaped; no card carries the score as if it were a chance of error (issue 17)."""
+    from tasks.core.reports import write_report
+    _, paths = dataset
+    said = "the tagger disagrees with 3 of 40 crawled genders; its measured error is 6% <b>"
+    write_report(paths, "crosscheck", {"flag_trust": {"gender": {"says": said, "measured": False}},
+                                       "threshold": {"gender": {"says": "threshold learned from 45 reviewed faces"}}})
+    with urllib.request.urlopen(running.base + "?queue=flags", timeout=10) as answer:
+        page = answer.read().decode()
+    assert "its measured error is 6% &lt;b&gt;" in page and "threshold learned from 45 reviewed faces" in page
+    with urllib.request.urlopen(running.base + "?queue=all", timeout=10) as answer:
+        assert "measured error" not in answer.read().decode()
+    assert all("flag_score" not in card for card in running.get("api/page?queue=flags")["items"])
