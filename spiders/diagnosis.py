@@ -156,10 +156,11 @@ def _count(page: Selector, source: Source, where: str, what: str, url: str) -> i
     return sum(len(select(scope, spec)) for scope in scopes)
 
 
-def _last_pages_only(what: str, entry: dict[str, Any]) -> bool:
-    """A next_page selector that matched on no page of a step of several pages: each was a
-    listing's last page (the listings are not paginated), which says nothing is wrong."""
-    return what == "next_page" and entry["reads"] > 1
+def _unpaginated(source: Source, where: str, what: str, entry: dict[str, Any]) -> bool:
+    """A next_page selector that matched nothing says something only on the start pages: deeper
+    down, each page read may be the only page of its listing (and a resumed crawl tallies only
+    the pages it read after the resume)."""
+    return what == "next_page" and not (where == step_key(0) and entry["reads"] <= len(source.expanded_urls()))
 
 
 def _to_check(recipe: Recipe, data: dict[str, Any]) -> list[tuple[Source, str, str, dict[str, Any]]]:
@@ -169,7 +170,7 @@ def _to_check(recipe: Recipe, data: dict[str, Any]) -> list[tuple[Source, str, s
         for where, selectors in data.get("selectors", {}).get(source.name, {}).items():
             for what, entry in selectors.items():
                 if (entry["reads"] and not entry["matched"] and not entry["rendered"] and entry["empty_urls"]
-                        and not _last_pages_only(what, entry)):
+                        and not _unpaginated(source, where, what, entry)):
                     found.append((source, where, what, entry))
     return sorted(found, key=lambda f: (f[1] == ITEM, f[1]))
 
@@ -229,7 +230,7 @@ def _samples(values: list[Any]) -> str:
 
 def _where_read(source: Source, where: str, entry: dict[str, Any]) -> str:
     reads = entry["reads"]
-    if where == "follow 1" and reads == 1 and len(source.start_urls) == 1:
+    if where == step_key(0) and reads == 1 and len(source.expanded_urls()) == 1:
         return "on the start page"
     if where == ITEM:
         unit = "`each` block" if entry["unit"] == "blocks" else "item page"
@@ -264,7 +265,7 @@ def messages(recipe: Recipe, data: dict[str, Any]) -> list[str]:
         for where in [step_key(i) for i in range(len(source.follow))] + [ITEM]:
             for what, entry in sorted(selectors.get(where, {}).items(), key=lambda kv: _ORDER.get(kv[0], len(_ORDER))):
                 if entry["reads"] and not entry["matched"]:
-                    if _last_pages_only(what, entry):
+                    if _unpaginated(source, where, what, entry):
                         continue
                     out.append(_selector_message(source, where, what, entry))
         if offsite := data.get("offsite", {}).get(source.name):

@@ -97,6 +97,11 @@ def _close_crawl(state: Path) -> None:
         shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
 
 
+def _ended_cleanly(stats: dict[str, Any]) -> bool:
+    reason = str(stats.get("finish_reason", "unknown"))
+    return reason in CLEAN_ENDS or reason.startswith("closespider")
+
+
 def _judge(stats: dict[str, Any], records: list[dict[str, Any]], state: Path, findings: list[str]) -> None:
     """Raise a FacesetError when the crawl failed or found nothing; return when it is usable.
     `findings` (spiders/diagnosis.py) say which step of which source went wrong."""
@@ -106,7 +111,7 @@ def _judge(stats: dict[str, Any], records: list[dict[str, Any]], state: Path, fi
         raise FacesetError(f"the crawl failed: {reason}", f"see {log} for details")
     if reason == "shutdown":
         raise FacesetError("the crawl was interrupted before it finished", "run the same command again to resume where it stopped")
-    if reason not in CLEAN_ENDS and not reason.startswith("closespider"):
+    if not _ended_cleanly(stats):
         raise FacesetError(f"the crawl stopped early ({reason})", f"see {log}; run again to resume")
     if not records:
         pages = stats.get("response_received_count", 0)
@@ -290,7 +295,8 @@ def run(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths, *, today: d
         if stats.get("finish_reason") == "finished":
             _close_crawl(state)  # even if it found nothing: the next run starts afresh
         found = stats.setdefault(diagnosis.STATS_KEY, {})
-        diagnosis.check_rendered(recipe, found)  # only where a selector matched nothing
+        if _ended_cleanly(stats):  # an interrupted crawl has pages still to read: nothing to render yet
+            diagnosis.check_rendered(recipe, found)  # only where a selector matched nothing
         findings = diagnosis.messages(recipe, found)
         _judge(stats, [*records, *local], state, findings)
     elif not local:
