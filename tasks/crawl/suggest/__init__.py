@@ -66,6 +66,6 @@ def suggest(start_url: str, contact: str, render: str = "auto", name: str | None
             f"no portraits found from {start_url} on the {len(read)} pages read" + (f" ({said})" if said else ""),
             "start from the page that lists the people (a directory, a team page); if the site needs JavaScript, "
             "try --render yes; or write the recipe by hand (docs/recipe-reference.md)")
-    text = recipe_text(plan, start_url, name or dataset_name(start_url), contact, seconds, len(read))
+    text = recipe_text(plan, start_url, name or dataset_name(start_url), contact, seconds, len(read), max(delay, 0.0))
     parse_recipe(yaml.safe_load(text), Path("suggested.yaml"))  # what is written must load
     return Suggestion(text, plan, read, seconds)

@@ -51,9 +51,11 @@ def element_url(element: Selector, base_url: str) -> str:
 class FaceCounter:
     """Faces per image URL, each image downloaded and detected once."""
 
-    def __init__(self, fetcher: Fetcher, detector: FaceDetector, config: FacesConfig) -> None:
+    def __init__(self, fetcher: Fetcher, detector: FaceDetector, config: FacesConfig, keep: bool = False) -> None:
         self.fetcher, self.detector, self.config = fetcher, detector, config
         self.seen: dict[str, Faces] = {}
+        self.kept: dict[str, bytes] = {}  # the images' bytes, when asked to keep them (preview's thumbnails)
+        self.keep = keep
 
     def __call__(self, url: str) -> Faces:
         if url not in self.seen:
@@ -65,6 +67,8 @@ class FaceCounter:
             data = self.fetcher.image(url)
         except Skipped as exc:
             return Faces(0, why=str(exc))
+        if self.keep:
+            self.kept[url] = data
         decoded = decode_bytes(data, self.config)
         if not decoded.ok:
             return Faces(0, why=decoded.reason or "not an image")

@@ -47,7 +47,8 @@ def choose_target(plan: Plan) -> str:
     return "gender" if "gender" in names else (names[1] if len(names) > 1 else names[0])
 
 
-def recipe_text(plan: Plan, start_url: str, name: str, contact: str, elapsed: float, pages: int) -> str:
+def recipe_text(plan: Plan, start_url: str, name: str, contact: str, elapsed: float, pages: int,
+                delay: float = 1.0) -> str:
     target = choose_target(plan)
     attributes = [f.name for f in plan.fields if f.name in ("gender", "age") and f.name != target]
     lines = [
@@ -60,7 +61,7 @@ def recipe_text(plan: Plan, start_url: str, name: str, contact: str, elapsed: fl
         f"description: {_q('Portraits from ' + start_url)}",
         "license: \"unknown: ask the image owners\"",
         f"contact: {_q(contact)}    # goes into the crawler's User-Agent",
-        "crawl: {delay: 1.0, concurrency: 2, obey_robots: true}",
+        f"crawl: {{delay: {delay:g}, concurrency: 2, obey_robots: true}}    # seconds between requests, per site",
         "",
         "sources:",
         f"  - name: {re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}",

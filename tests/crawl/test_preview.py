@@ -1,0 +1,118 @@
+"""`faceset preview`: preview.html opened in real headless Chromium, on a suggested and on a broken recipe.
+
+The suggested recipe's preview shows, per item page, the portrait (decoded by the
+browser) with one face and each field's values; a broken one (a links selector that
+matches nothing, a regex that never matches, a JavaScript listing read without
+rendering) says why, in the crawl diagnosis's words. With FACESET_SCREENSHOTS=1 the
+test also saves the screenshot docs/first-dataset.md shows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.cli import main
+from sites import shapes
+from sites.server import FixtureServer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def chromium():
+    from spiders import browser
+    from tasks.core.errors import FacesetError
+
+    try:
+        chromium_path, driver_path = browser.require_browser()
+    except FacesetError as exc:
+        pytest.skip(str(exc))
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="faceset-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium_path
+    for flag in browser.CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def site(utkface_dir, request):
+    built = shapes.build(request.param, utkface_dir, n=6, per_page=2)
+    server = FixtureServer(built.routes).start()
+    yield server, built
+    server.stop()
+
+
+def _recipe(server: FixtureServer, tmp_path: Path) -> Path:
+    out = tmp_path / "recipe.yaml"
+    assert main(["recipe", "new", server.url("/"), "--out", str(out), "--contact", "tests@example.org", "--delay", "0"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("site", ["logos"], indirect=True)
+def test_preview_of_a_suggested_recipe_in_chromium(site, tmp_path, chromium) -> None:
+    from selenium.webdriver.common.by import By
+
+    server, built = site
+    out = tmp_path / "preview.html"
+    assert main(["preview", str(_recipe(server, tmp_path)), "--pages", "2", "--out", str(out)]) == 0
+    chromium.get(out.as_uri())
+    assert "Every selector matched" in chromium.find_element(By.ID, "reasons").text
+    steps = chromium.find_elements(By.CSS_SELECTOR, "table.step tr")
+    assert "6" in steps[1].text, "the start page's 6 profile links are counted"
+    items = chromium.find_elements(By.CSS_SELECTOR, ".item")
+    assert len(items) == 2
+    for item in items:
+        image = item.find_element(By.TAG_NAME, "img")
+        assert chromium.execute_script("return arguments[0].naturalWidth", image) > 0, "the portrait is shown"
+        assert "1 face" in item.find_element(By.CSS_SELECTOR, "p.faces").text
+        assert "/photos/" in item.text and "/campus/" not in item.text
+    names = {p.name for p in built.people}
+    shown = [row.text for row in chromium.find_elements(By.CSS_SELECTOR, "table.fields tr")]
+    assert any(any(name in row for name in names) for row in shown)
+    assert any(row.startswith("gender") and ("female" in row or "male" in row) for row in shown)
+    if os.environ.get("FACESET_SCREENSHOTS") == "1":
+        chromium.set_window_size(1100, 900)
+        chromium.save_screenshot(str(REPO / "docs" / "images" / "preview.png"))
+
+
+@pytest.mark.parametrize("site", ["javascript"], indirect=True)
+def test_preview_says_why_nothing_matched(site, tmp_path, chromium) -> None:
+    from selenium.webdriver.common.by import By
+
+    server, _ = site
+    path = _recipe(server, tmp_path)
+    recipe = yaml.safe_load(path.read_text())
+    source = recipe["sources"][0]
+    source["follow"][0].pop("render")  # the JavaScript listing read without rendering
+    source["item"]["fields"]["name"] = {"css": source["item"]["fields"]["name"], "regex": "Professor (.+)"}
+    path.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "preview.html"
+    main(["preview", str(path), "--out", str(out)])
+    chromium.get(out.as_uri())
+    reasons = chromium.find_element(By.ID, "reasons").text
+    assert "follow step 1: the links selector `a.person` matched nothing on the start page" in reasons
+    assert "add `render: true` to this step" in reasons
+    assert "No item page was read" in chromium.find_element(By.CSS_SELECTOR, "section.source").text
+    assert chromium.find_element(By.CSS_SELECTOR, "table.step td.none").text == "0"
+
+    source["follow"][0]["render"] = True
+    path.write_text(yaml.safe_dump(recipe))
+    main(["preview", str(path), "--out", str(out)])
+    chromium.get(out.as_uri())
+    reasons = chromium.find_element(By.ID, "reasons").text
+    assert "field name: regex `Professor (.+)` never matched" in reasons
+    assert "matched nothing" not in reasons
