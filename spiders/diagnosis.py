@@ -196,8 +196,11 @@ def check_rendered(recipe: Recipe, data: dict[str, Any], pages: int = RENDER_PAG
     except FacesetError:
         return
     hosts = frozenset().union(*(source_hosts(s) for s in recipe.sources))
-    browser = start_browser(user_agent(recipe), recipe.crawl.timeout,
-                            host_resolver_rules(hosts, url_policy(recipe)))
+    try:
+        browser = start_browser(user_agent(recipe), recipe.crawl.timeout,
+                                host_resolver_rules(hosts, url_policy(recipe)))
+    except Exception:  # noqa: BLE001 - a browser that does not start takes only this hint away
+        return
     rendered: dict[str, Selector] = {}
     try:
         for source, where, what, entry in checks:

@@ -93,8 +93,9 @@ def _checks(paths) -> list[str]:
             if stage == "crawl":
                 found += data.get("diagnosis", [])[:SUMMARY_CHECKS]
             elif no_face := data.get("reasons", {}).get("no face"):
-                found.append(f"{no_face} of {data.get('images', 0)} images had no face the detector could find "
-                             "(is the item image selector picking portraits? see the faces section of the report)")
+                of = f" of {data['images']}" if data.get("images") else ""
+                found.append(f"{no_face}{of} images had no face the detector could find (is the item image "
+                             "selector picking portraits? see the faces section of the report)")
     return found
 
 

@@ -57,6 +57,7 @@ def test_javascript_roster_without_render_names_the_step_and_the_fix(tmp_path) -
     assert err.value.hint.startswith("fix the selectors or steps named above")
 
 
+@pytest.mark.slow
 def test_each_wrong_step_of_each_source_is_named(tmp_path) -> None:
     data = build(6)
     routes = data.routes

@@ -67,6 +67,7 @@ def test_every_missing_thing_is_named_at_once(site, tmp_path, monkeypatch) -> No
 
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
 def test_until_crawl_checks_only_what_the_crawl_needs(site, tmp_path) -> None:
     recipe = _recipe(tmp_path, site, finetune={"weights": str(tmp_path / "missing.pt")},
