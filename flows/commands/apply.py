@@ -27,6 +27,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "or 'folder' (the folder an image is in) for loose images")
     parser.add_argument("--out", default="applied", metavar="DIR",
                         help="folder for predictions.csv, shares.csv and shares.html (default ./applied)")
+    parser.add_argument("--crops", default=None, metavar="DIR",
+                        help="also save each classified face crop here as PNG (column 'crop'): sort a sample into "
+                             "<class>/ folders by hand and run 'faceset evaluate' on them")
     parser.add_argument("--evaluation", default=None, metavar="NAME",
                         help="adjust with this evaluation of 'faceset evaluate' (default: the newest one, else the "
                              "finetune's held-out split)")
@@ -41,7 +44,8 @@ def main(args: argparse.Namespace) -> int:
     from tasks.finetune.apply import apply_model
 
     result = apply_model(Path(args.model_dir), args.inputs, Path(args.out), faces=args.faces, by=args.by,
-                         evaluation=args.evaluation, method=args.method, rounds=args.rounds, device=args.device)
+                         evaluation=args.evaluation, method=args.method, rounds=args.rounds, device=args.device,
+                         crops=Path(args.crops) if args.crops else None)
     table = result["table"]
     print(f"{result['faces']} faces labelled in {result['images']} images; predictions: {result['files']['predictions']}")
     for status, count in table.loc[table["predicted"].isna(), "status"].value_counts().items():

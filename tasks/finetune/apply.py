@@ -206,9 +206,15 @@ def classify(models: list[ensemble.Model], crops: list[Image.Image], device: tor
 
 
 def predict_faces(models: list[ensemble.Model], classes: list[str], faces: Iterable[Face], device: torch.device,
-                  chunk: int = 256, batch_size: int = INFERENCE_BATCH) -> pd.DataFrame:
+                  chunk: int = 256, batch_size: int = INFERENCE_BATCH, crops: Path | None = None) -> pd.DataFrame:
     """One row per face (or per image without one): image, face_index, face_box, status, predicted,
-    confidence, p_<class>, then the face's columns. Crops are classified `chunk` at a time."""
+    confidence, p_<class>, then the face's columns. Crops are classified `chunk` at a time.
+
+    With `crops`, each classified crop is also saved there as PNG (column `crop`): the very
+    pixels the model saw, to label by hand for `faceset evaluate` (a JPEG copy's artefacts
+    alone can shift a model's error rates; docs/shares.md)."""
+    if crops is not None:
+        Path(crops).mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     pending: list[tuple[dict, Image.Image]] = []
 
@@ -226,6 +232,9 @@ def predict_faces(models: list[ensemble.Model], classes: list[str], faces: Itera
         row.update({k: v for k, v in face.columns.items() if k not in row})
         rows.append(row)
         if face.crop is not None:
+            if crops is not None:
+                row["crop"] = str(Path(crops) / f"face_{len(rows):06d}.png")
+                face.crop.save(row["crop"])
             pending.append((row, face.crop))
             if len(pending) >= chunk:
                 flush()
@@ -274,7 +283,8 @@ def predict_images(model_dir: Path, images: Iterable[str | Path], *, device: str
 
 
 def _predict(model_dir: Path, images: Iterable[str | Path], *, device: str | None, cropper: Callable | None | str,
-             faces: str, batch_size: int, by: list[str] | None) -> tuple[pd.DataFrame, list[str]]:
+             faces: str, batch_size: int, by: list[str] | None, crops: Path | None = None
+             ) -> tuple[pd.DataFrame, list[str]]:
     """`predict_images`'s table and the model's classes."""
     models, checkpoint = load_models(Path(model_dir))
     sources, columns = _sources(images, checkpoint, faces, cropper)
@@ -284,12 +294,12 @@ def _predict(model_dir: Path, images: Iterable[str | Path], *, device: str | Non
                            f"choose among {', '.join(sorted(columns))}")
     chained = (face for source in sources for face in source)
     classes = list(checkpoint["classes"])
-    return predict_faces(models, classes, chained, pick_device(device), batch_size=batch_size), classes
+    return predict_faces(models, classes, chained, pick_device(device), batch_size=batch_size, crops=crops), classes
 
 
 def apply_model(model_dir: Path, images: Iterable[str | Path], out_dir: Path, *, faces: str = "one",
                 by: list[str] | None = None, evaluation: str | None = None, method: str | None = None,
-                rounds: int = 1000, device: str | None = None, seed: int = 0) -> dict:
+                rounds: int = 1000, device: str | None = None, seed: int = 0, crops: Path | None = None) -> dict:
     """`faceset apply`: predictions.csv, then shares.csv and shares.html per group of `by`,
     adjusted with the model's measured errors (tasks/finetune/shares.py) when it has any.
     Returns what happened, in numbers and sentences."""
@@ -299,7 +309,7 @@ def apply_model(model_dir: Path, images: Iterable[str | Path], out_dir: Path, *,
 
     by = list(by or [])
     table, classes = _predict(model_dir, images, device=device, cropper="auto", faces=faces,
-                              batch_size=INFERENCE_BATCH, by=by)
+                              batch_size=INFERENCE_BATCH, by=by, crops=crops)
     out_dir = Path(out_dir)
     write_csv(out_dir / "predictions.csv", table)
     calibration = load_calibration(Path(model_dir) if Path(model_dir).is_dir() else Path(model_dir).parent,

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from builders import utkface_tree
+from PIL import Image
 
 from flows.cli import main
 from tasks.finetune.apply import predict_images
@@ -165,9 +166,17 @@ def test_apply_classifies_every_face_of_group_photos_and_reports_shares_per_fold
               "engineer": _group_photos(utkface_dir, tmp_path / "in" / "engineer", [1, 4, 2], seed=2)}
     out = tmp_path / "out"
     assert main(["apply", str(model_dir), str(tmp_path / "in"), "--faces", "each", "--by", "folder",
-                 "--out", str(out), "--rounds", "200"]) == 0
+                 "--out", str(out), "--rounds", "200", "--crops", str(tmp_path / "crops")]) == 0
     table = pd.read_csv(out / "predictions.csv")
     assert (table["status"] == "face crop").all() and table["predicted"].notna().all()
+    # the crops the model saw, saved losslessly to be labelled by hand
+    assert sorted(table["crop"]) == sorted(str(p) for p in (tmp_path / "crops").glob("*.png")) and len(table) == 15
+    from tasks.finetune.apply import classify, load_models
+
+    models, _ = load_models(model_dir)
+    with Image.open(table["crop"].iloc[0]) as saved:
+        again = classify(models, [saved.convert("RGB")], torch.device("cpu"))[0]
+    assert again == pytest.approx(table[["p_female", "p_male"]].iloc[0].to_numpy(dtype=float), abs=1e-5)
     for query, photos in placed.items():
         for name, faces in photos.items():
             rows = table[table["image"] == str(tmp_path / "in" / query / name)]
