@@ -22,10 +22,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="a YAML file of finetune settings (any key of a recipe's finetune: section, e.g. an "
                              "ensemble), or a recipe; the options below override it")
-    parser.add_argument("--model", default=None, help="torchvision model name (default resnet18; resnet50, vgg16, "
-                                                      "densenet121, efficientnet_b0, ...); tf_efficientnet_lite0 for lite0")
-    parser.add_argument("--weights", default=None, metavar="imagenet|lite0|none|PATH",
-                        help="pretrained weights (default imagenet, which needs the network once; lite0 works offline)")
+    parser.add_argument("--model", default=None,
+                        help="tf_efficientnet_lite0, wrn16x8-imdbwiki (face-pretrained) or a torchvision model name "
+                             "(resnet18, resnet50, vgg16, ...); left out with --weights: the measured default "
+                             "(docs/recipe-reference.md, finetune)")
+    parser.add_argument("--weights", default=None, metavar="lite0|imdbwiki|imagenet|none|PATH",
+                        help="pretrained weights (left out: the model's own; lite0 and imdbwiki ship offline, "
+                             "imagenet needs the network once)")
     parser.add_argument("--freeze", choices=("head", "last", "none"), default=None,
                         help="train only the new head, the last blocks too, or everything (default head)")
     parser.add_argument("--epochs", type=int, default=None, help="most epochs per grid point (early stopping may end sooner)")
@@ -43,6 +46,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="average each test image's prediction with its mirror image's")
     parser.add_argument("--eval-crop", type=float, default=None,
                         help="share of the image side kept at evaluation (default 0.875; 1 keeps the whole face crop)")
+    parser.add_argument("--budget", default=None, metavar="TIME",
+                        help="how long the fine-tune may take, e.g. 15m or 900s: grid size, ensemble members and "
+                             "epochs are chosen from a cost per image measured on this machine (the plan is printed "
+                             "first; the default settings come with 15m)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--out", default=None, help="where the model and metrics go (default DIR/models for a built "
                                                    "dataset, else DIR/finetune)")
@@ -61,11 +68,15 @@ def main(args: argparse.Namespace) -> int:
     from tasks.core.recipe import finetune_settings, load_finetune_settings
 
     settings = {"model": args.model, "weights": args.weights, "freeze": args.freeze, "epochs": args.epochs,
+                "budget": args.budget,
                 "image_size": args.image_size, "pool": args.pool, "tta": args.tta, "eval_crop": args.eval_crop,
                 "features_from": args.features_from[0] if args.features_from and len(args.features_from) == 1
                 else args.features_from}
     grid = {"lr": args.lr, "momentum": args.momentum, "batch_size": args.batch_size, "weight_decay": args.weight_decay}
     base = load_finetune_settings(args.config).model_dump() if args.config else {}
+    if args.model or args.weights:  # the file's resolved pair gives way to the one named here
+        base = {k: v for k, v in base.items() if k not in ("model", "weights") or not (args.model or args.weights)}
+        base = {**base, "image_size": None} if args.model and args.image_size is None else base
     config = finetune_settings({**base, **{k: v for k, v in settings.items() if v is not None},
                                 "grid": {**base.get("grid", {}), **{k: v for k, v in grid.items() if v}}},
                                "faceset finetune options" + (f" and {args.config}" if args.config else ""))

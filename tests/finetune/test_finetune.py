@@ -117,7 +117,7 @@ def test_command_line_on_a_tree_without_test_evaluates_on_val(utkface_dir, tmp_p
     saved = json.loads((tmp_path / "out" / "recipe.json").read_text())["finetune"]
     assert saved["features_from"] == ["blocks.2", "blocks.3"] and saved["pool"] == 2 and saved["tta"] is True
     assert saved["weights"] == "lite0" and saved["image_size"] == 64  # from the file; the option overrides it
-    assert saved["ensemble"] == [{"image_size": 48, "pool": None, "features_from": None}]
+    assert saved["ensemble"] == [{"model": None, "weights": None, "image_size": 48, "pool": None, "features_from": None}]
     assert (tmp_path / "out" / "ensemble" / "member_1" / "model.pt").is_file()
     assert sorted(p["weight_decay"] for p in json.loads((tmp_path / "out" / "grid.json").read_text())["points"]) == [0.1, 0.3]
     metrics = json.loads((tmp_path / "out" / "test_metrics.json").read_text())

@@ -66,7 +66,7 @@ def test_mismatched_lite0_file_is_refused():
 
 
 def test_build_net_lite0_replaces_the_head_and_keeps_pretrained_body():
-    net, norm = backbones.build_net("resnet18", "lite0", 3)  # lite0 weights imply the Lite0 architecture
+    net, norm = backbones.build_net("lite0", "lite0", 3)  # the short name is Lite0 too
     assert net.arch == backbones.LITE0_ARCH
     assert norm.mean == (0.5, 0.5, 0.5) and norm.std == (0.5, 0.5, 0.5)
     assert net.head.out_features == 3 and net.head.in_features == 1280

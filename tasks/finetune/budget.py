@@ -1,0 +1,159 @@
+"""A time budget for the fine-tune (`finetune.budget`, `faceset finetune --budget 15m`).
+
+How long a fine-tune takes depends on the machine far more than on the settings' names,
+so the plan is made from a cost measured here: each model's seconds per image (decode,
+resize and a forward pass over a few real training images), times the passes its settings
+ask for (cached views, grid points x epochs, test views). What does not fit is taken away in
+the order it helps least: ensemble members from the last, then grid values (weight decay,
+batch size, momentum, lr: each down to its middle value), then epochs. A default run with
+room to spare gains the measured ensemble members (EXTRA_MEMBERS). The plan is printed
+before any training, and the estimate is kept beside the time the run really took.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+
+from tasks.core.recipe import DEFAULT_FINETUNE, EnsembleMember, FinetuneConfig, budget_seconds
+from tasks.finetune import data
+from tasks.finetune.training import embed
+from tasks.vision.backbones import build_net
+
+SAFETY = 0.8  # plan for this share of the budget: estimates from a few images run a little short
+MEASURE_IMAGES = 8
+GRID_ORDER = ("weight_decay", "batch_size", "momentum", "lr")  # what the grid gives up first
+MIN_EPOCHS = 2
+HEAD_SECONDS_PER_VALUE = 2e-9  # one cached feature value through a linear head, forward and backward
+# More views of the faces for a default run with time to spare (docs/benchmarks.md, 'finetune': the
+# ensemble rows); the first helps most.
+EXTRA_MEMBERS = [EnsembleMember(image_size=224, pool=7),
+                 EnsembleMember(image_size=192, features_from=[f"blocks.{i}" for i in range(1, 6)]),
+                 EnsembleMember(image_size=128, pool=4)]
+
+Measure = Callable[[FinetuneConfig, pd.DataFrame, int, torch.device], tuple[float, int]]
+
+
+@dataclass
+class Plan:
+    config: FinetuneConfig
+    budget_seconds: float
+    estimate_seconds: float
+    seconds_per_image: list[float]
+    changes: list[str] = field(default_factory=list)
+    measure_seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        members = self.config.members()
+        grid = len(_points(self.config))
+        out = [f"plan for a budget of {self.budget_seconds / 60:.1f} min (estimated {self.estimate_seconds / 60:.1f} min "
+               f"from {', '.join(f'{s * 1000:.0f}' for s in self.seconds_per_image)} ms per image, measured in "
+               f"{self.measure_seconds:.0f} s): {len(members)} model(s), a {grid}-point grid, "
+               f"up to {self.config.epochs} epochs"]
+        out += [f"  model {n}: {m.model} ({m.weights}), {m.image_size} px, freeze {m.freeze}"
+                + (f", features from {m.features_from}" if m.features_from else "") + (f", pool {m.pool}" if m.pool > 1 else "")
+                for n, m in enumerate(members, 1)]
+        out += [f"  {change}" for change in self.changes]
+        return out
+
+    def summary(self) -> dict:
+        return {"budget_seconds": self.budget_seconds, "estimate_seconds": round(self.estimate_seconds, 1),
+                "seconds_per_image": [round(s, 4) for s in self.seconds_per_image], "changes": self.changes,
+                "members": len(self.config.members()), "grid_points": len(_points(self.config)),
+                "epochs": self.config.epochs, "measure_seconds": round(self.measure_seconds, 1)}
+
+
+def _points(config: FinetuneConfig) -> list[int]:
+    count = 1
+    for values in config.grid.values():
+        count *= len(values)
+    return list(range(count))
+
+
+def measure_cost(config: FinetuneConfig, frame: pd.DataFrame, num_classes: int,
+                 device: torch.device) -> tuple[float, int]:
+    """Seconds per image for one pass of this model (decoding included), and its embedding size."""
+    net, norm = build_net(config.model, config.weights, num_classes, features_from=config.features_from, pool=config.pool)
+    rows = frame[frame["split"] == "train"].head(MEASURE_IMAGES + 2)
+    transform = data.eval_transform(config.image_size, norm, config.eval_crop)
+    embed(net.body, data.loader(rows.head(2), transform, 2, shuffle=False), device)  # warm-up: first-call costs
+    started = time.perf_counter()
+    embed(net.body, data.loader(rows.tail(MEASURE_IMAGES), transform, MEASURE_IMAGES, shuffle=False), device)
+    return (time.perf_counter() - started) / max(1, min(MEASURE_IMAGES, len(rows) - 2)), net.embedding_dim
+
+
+def estimate(config: FinetuneConfig, frame: pd.DataFrame, costs: list[tuple[float, int]]) -> float:
+    """Seconds the fine-tune of `config` should take, from each model's measured cost."""
+    n = {s: int((frame["split"] == s).sum()) for s in data.SPLITS}
+    points, total = len(_points(config)), 0.0
+    for member, (per_image, dim) in zip(config.members(), costs):
+        tta = 2 if member.tta else 1
+        if member.freeze == "head" and member.cached_views > 0:
+            total += per_image * (n["train"] * member.cached_views + n["val"])
+            total += points * member.epochs * n["train"] * dim * HEAD_SECONDS_PER_VALUE
+        else:  # trained from images: a backward pass costs about two forward ones
+            total += points * member.epochs * per_image * (3 * n["train"] + n["val"])
+        total += per_image * tta * (n["test"] + n["val"])  # the test, and the ensemble's validation check
+    return total
+
+
+def _shrink(config: FinetuneConfig) -> tuple[FinetuneConfig, str] | None:
+    """One step smaller, with what was given up; None when nothing is left to give up."""
+    if config.ensemble:
+        return config.model_copy(update={"ensemble": config.ensemble[:-1]}), \
+            f"left out ensemble member {len(config.ensemble)}"
+    for key in GRID_ORDER:
+        values = config.grid.get(key, [])
+        if len(values) > 1:
+            kept = values[len(values) // 2] if len(values) > 2 else values[0]
+            return config.model_copy(update={"grid": {**config.grid, key: [kept]}}), f"grid: {key} only {kept:g}"
+    if config.epochs > MIN_EPOCHS:
+        epochs = max(MIN_EPOCHS, config.epochs * 2 // 3)
+        return config.model_copy(update={"epochs": epochs, "patience": min(config.patience, epochs)}), \
+            f"epochs {config.epochs} -> {epochs}"
+    return None
+
+
+def plan(frame: pd.DataFrame, classes: list[str], config: FinetuneConfig, device: torch.device, *,
+         measure: Measure = measure_cost) -> Plan:
+    """The settings that fit `config.budget` on this machine (unchanged ones when they fit)."""
+    budget = budget_seconds(config.budget or 0)
+    started = time.perf_counter()
+    default_run = config.model == DEFAULT_FINETUNE["model"] and "ensemble" not in config.model_fields_set
+    candidate = config.model_copy(update={"ensemble": [*config.ensemble, *EXTRA_MEMBERS]}) if default_run else config
+    costs = {}
+
+    def cost(cfg: FinetuneConfig) -> list[tuple[float, int]]:
+        out = []
+        for member in cfg.members():
+            key = (member.model, member.weights, member.image_size, str(member.features_from), member.pool)
+            if key not in costs:
+                costs[key] = measure(member, frame, len(classes), device)
+            out.append(costs[key])
+        return out
+
+    changes: list[str] = []
+    if default_run:
+        changes.append(f"default run: up to {len(EXTRA_MEMBERS)} more ensemble members if the budget allows")
+    while True:
+        spent = time.perf_counter() - started
+        seconds = estimate(candidate, frame, cost(candidate))
+        if seconds + spent <= SAFETY * budget:
+            break
+        smaller = _shrink(candidate)
+        if smaller is None:
+            changes.append(f"even the smallest plan is estimated at {seconds / 60:.1f} min, over the budget: "
+                           "it runs anyway; give a larger budget or fewer images")
+            break
+        candidate, change = smaller
+        changes.append(change)
+    if default_run:
+        added = len(candidate.ensemble) - len(config.ensemble)
+        changes = [c for c in changes if not c.startswith("left out ensemble member")] + \
+            [f"{added} ensemble member(s) added to the default model"]
+    return Plan(candidate, budget, seconds, [c for c, _ in cost(candidate)], changes,
+                time.perf_counter() - started)
