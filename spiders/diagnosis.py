@@ -249,9 +249,9 @@ def _selector_message(source: Source, where: str, what: str, entry: dict[str, An
             f"{_where_read(source, where, entry)} (e.g. {entry['empty_urls'][0]})")
     found = entry.get("rendered_matches")
     if found:
-        things = {"links": "such links", "next_page": "such links"}.get(what, "matches")
+        things = ("such link", "such links") if what in ("links", "next_page") else ("match", "matches")
         fix = "add `render: true` to this step" if where != ITEM else "add `render: true` to the source"
-        return f"{text}, while the rendered page has {found} {things}: {fix}"
+        return f"{text}, while the rendered page has {found} {things[found != 1]}: {fix}"
     if found == 0:
         return f"{text}, nor does the page rendered in a browser: check the selector against the page source"
     return f"{text}: check the selector against the page source"

@@ -39,14 +39,22 @@ def _crawl(spec: dict, tmp_path):
 
 
 def test_javascript_roster_without_render_names_the_step_and_the_fix(tmp_path) -> None:
+    """The issue's case, and a profile page whose portrait a script inserts."""
     data = build(6)
     data.routes["/js/index.html"] = Route(JS_LISTING.encode())
+    data.routes["/jsprofile/index.html"] = Route(b'<a class="staff" href="/jsprofile/p0000.html">Ada</a>')
+    data.routes["/jsprofile/p0000.html"] = Route(b"<h1 class='name'>Ada</h1><div id='photo'></div><script>"
+                                                 b"document.getElementById('photo').innerHTML = "
+                                                 b"'<img class=\"portrait\" src=\"/img/p0000.jpg\">';</script>")
     data.routes["/api/people.json"] = Route(json.dumps([{"id": p.pid, "name": p.name} for p in data.people]).encode(),
                                             "application/json")
     server = FixtureServer(data.routes).start()
     try:
         spec = recipe_dict(server.base)
-        spec["sources"][0].update(start_urls=[server.url("/js/index.html")], follow=[{"links": "div.card a"}])
+        js = spec["sources"][0]
+        js.update(start_urls=[server.url("/js/index.html")], follow=[{"links": "div.card a"}])
+        spec["sources"].append({**js, "name": "jsprofiles", "start_urls": [server.url("/jsprofile/index.html")],
+                                "follow": [{"links": "a.staff"}]})
         with pytest.raises(FacesetError) as err:
             _crawl(spec, tmp_path)
     finally:
@@ -54,6 +62,9 @@ def test_javascript_roster_without_render_names_the_step_and_the_fix(tmp_path) -
     assert ("source staffsite, follow step 1: the links selector `div.card a` matched nothing on the start page "
             f"(e.g. {server.url('/js/index.html')}), while the rendered page has 6 such links: "
             "add `render: true` to this step") in err.value.message
+    assert ("source jsprofiles, item: the image selector `img.portrait::attr(src)` matched nothing on 1 item page "
+            f"read (e.g. {server.url('/jsprofile/p0000.html')}), while the rendered page has 1 match: add `render: true` "
+            "to the source") in err.value.message
     assert err.value.hint.startswith("fix the selectors or steps named above")
 
 
