@@ -57,7 +57,7 @@ def default_workers() -> int:
 
 # Libraries that keep thread pools a forked child cannot use (their state is copied, their threads are not).
 UNFORKABLE = ("torch", "onnxruntime", "tensorflow")
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENCV_FOR_THREADS_NUM")
 
 
 def one_thread_each() -> None:
