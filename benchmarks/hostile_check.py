@@ -393,6 +393,39 @@ def _gallery_recipe(work: Path, base: str) -> Path:
 DRIVER = "import sys, flows.build; flows.build.build(sys.argv[1], data_root=sys.argv[2])"
 
 
+def descendants(pid: int) -> dict[int, str]:
+    """pid -> command line of every live process under `pid` (read from /proc)."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            parents[int(entry.name)] = int(fields[1])
+    found, frontier = {}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, its_parent in parents.items():
+            if its_parent == parent and child not in found:
+                found[child] = commands.get(child, "")
+                frontier.append(child)
+    return found
+
+
+def still_running(pids: dict[int, str], seconds: float) -> dict[int, str]:
+    deadline = time.monotonic() + seconds
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = {pid: c for pid, c in pids.items() if Path(f"/proc/{pid}").exists()
+                 and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"}
+    return alive
+
+
 def _comparable(root: Path) -> pd.DataFrame:
     frame = mf.read(root / "manifest.parquet")
     clocks = [c for c in ("crawled_at", "last_seen", "fetched_at", "faces_ms") if c in frame.columns]
@@ -424,8 +457,15 @@ def rebuild_check(work: Path) -> None:
                 break
             time.sleep(0.02)
         found = len(items.read_text().splitlines()) if items.is_file() else 0
+        children = descendants(build.pid)
         os.kill(build.pid, signal.SIGKILL)  # the build only: its children must end by themselves
         build.wait()
+        left = still_running(children, 10.0)
+        record("a build SIGKILLed during its crawl", "its crawl process, Prefect server and workers end within 10 s",
+               f"{len(children)} processes under it, {len(left)} left: {[c[:60] for c in left.values()]}",
+               bool(children) and not left)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
         for args in ((recipe, killed), (recipe, fresh)):
             done = subprocess.run([sys.executable, "-c", DRIVER, *map(str, args)], env=env, cwd=REPO, stdout=log,
                                   stderr=subprocess.STDOUT, timeout=900)
