@@ -4,11 +4,12 @@ The suggested recipe's preview shows, per item page, the portrait (decoded by th
 browser) with one face and each field's values; a broken one (a links selector that
 matches nothing, a regex that never matches, a JavaScript listing read without
 rendering) says why, in the crawl diagnosis's words. With FACESET_SCREENSHOTS=1 the
-test also saves the screenshot docs/first-dataset.md shows.
+tutorial's test also saves the screenshots docs/first-dataset.md shows.
 """
 
 from __future__ import annotations
 
+import html
 import os
 import shutil
 import tempfile
@@ -84,9 +85,6 @@ def test_preview_of_a_suggested_recipe_in_chromium(site, tmp_path, chromium) -> 
     shown = [row.text for row in chromium.find_elements(By.CSS_SELECTOR, "table.fields tr")]
     assert any(any(name in row for name in names) for row in shown)
     assert any(row.startswith("gender") and ("female" in row or "male" in row) for row in shown)
-    if os.environ.get("FACESET_SCREENSHOTS") == "1":
-        chromium.set_window_size(1100, 900)
-        chromium.save_screenshot(str(REPO / "docs" / "images" / "preview.png"))
 
 
 @pytest.mark.parametrize("site", ["javascript"], indirect=True)
@@ -116,3 +114,34 @@ def test_preview_says_why_nothing_matched(site, tmp_path, chromium) -> None:
     reasons = chromium.find_element(By.ID, "reasons").text
     assert "field name: regex `Professor (.+)` never matched" in reasons
     assert "matched nothing" not in reasons
+
+
+def test_first_dataset_tutorial_on_the_demo_site(utkface_dir, tmp_path, chromium) -> None:
+    """docs/first-dataset.md's steps on the demo site: the selectors it quotes are the ones suggested,
+    and its screenshots (FACESET_SCREENSHOTS=1) are of this run."""
+    from selenium.webdriver.common.by import By
+
+    from flows.demo_site import DemoServer, build_site
+
+    with DemoServer(build_site(utkface_dir, limit=30)) as server:
+        recipe_path = tmp_path / "demo-staff.yaml"
+        assert main(["recipe", "new", server.url + "/", "--out", str(recipe_path), "--name", "demo-staff",
+                     "--contact", "you@example.org", "--delay", "0"]) == 0
+        out = tmp_path / "preview.html"
+        assert main(["preview", str(recipe_path), "--out", str(out)]) == 0
+    recipe = yaml.safe_load(recipe_path.read_text())
+    source = recipe["sources"][0]
+    tutorial = (REPO / "docs" / "first-dataset.md").read_text()
+    quoted = [step["links"] for step in source["follow"]] + [source["item"]["image"], recipe["target"]]
+    assert all(f"`{q}`" in tutorial for q in quoted), f"the tutorial quotes what recipe new suggests: {quoted}"
+    chromium.set_window_size(1000, 1100)
+    chromium.get(out.as_uri())
+    assert len(chromium.find_elements(By.CSS_SELECTOR, ".item img")) == 3
+    if os.environ.get("FACESET_SCREENSHOTS") == "1":
+        chromium.save_screenshot(str(REPO / "docs" / "images" / "first-dataset-preview.png"))
+        shown = tmp_path / "recipe.html"  # the YAML as a terminal shows it
+        shown.write_text("<body style='margin:0;background:#1e1e1e'><pre style='color:#ddd;font-size:12px;padding:1em;"
+                         f"white-space:pre-wrap'>{html.escape(recipe_path.read_text())}</pre></body>")
+        chromium.set_window_size(1000, 640)
+        chromium.get(shown.as_uri())
+        chromium.save_screenshot(str(REPO / "docs" / "images" / "first-dataset-recipe.png"))

@@ -90,7 +90,8 @@ def _score(urls: list[str]) -> float:
 
 
 def link_groups(page: Page, hosts: frozenset[str], seen_above: set[str]) -> list[LinkGroup]:
-    """Groups of at least two links to other pages, best first; links of the page above (menus) left out."""
+    """Groups of links to other pages, best first (a single link too: a home page's one link to its
+    directory); links of the page above (menus) left out."""
     groups: dict[frozenset[str], LinkGroup] = {}
     tried: set[str] = set()
     for match in page.sel.css("a[href]"):
@@ -106,7 +107,7 @@ def link_groups(page: Page, hosts: frozenset[str], seen_above: set[str]) -> list
             except Exception:  # noqa: BLE001 - a selector cssselect cannot translate
                 continue
             key = frozenset(urls)
-            if len(urls) < 2 or key in groups:
+            if not urls or key in groups:
                 continue
             if sum(u in seen_above for u in urls) > len(urls) / 2:
                 continue  # a menu repeated from the page above

@@ -73,7 +73,7 @@ def recipe_text(plan: Plan, start_url: str, name: str, contact: str, elapsed: fl
         lines.append("    follow:")
         for step in plan.steps:
             counts = ", ".join(map(str, step.counts))
-            lines.append(f"      - links: {_q(step.links)}    # matched {counts} links on the pages read, "
+            lines.append(f"      - links: {_q(step.links)}    # links matched on the pages read: {counts}; "
                          f"e.g. {step.samples[0]}")
             if step.next_page:
                 lines.append(f"        next_page: {_q(step.next_page)}    # the listing's next page")
