@@ -224,7 +224,7 @@ class DemoServer:
 
 
 def recipe_text(site: DemoSite, url: str, name: str = "demo-staff", epochs: int = 10) -> str:
-    """A recipe for the demo site, in the format of DESIGN.md."""
+    """A recipe for the demo site, as a user would write it (docs/recipe-reference.md)."""
     if site.utkface:
         fields = """        name: "h1.name::text"
         gender: {css: "p.bio::text", parse: pronoun}

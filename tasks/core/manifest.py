@@ -1,7 +1,7 @@
 """The manifest: one row per image candidate, the table every stage reads and extends.
 
 Stages add columns and change `status`/`reason`, and never drop a row: an image that
-fails keeps its row with a status and a reason a person understands (DESIGN.md).
+fails keeps its row with a status and a reason a person understands (docs/recipe-reference.md).
 Writes are atomic, so a crash never leaves a half-written manifest behind.
 """
 

@@ -1,4 +1,4 @@
-"""Where a dataset's files live under the data root (DESIGN.md 'Outputs'), and a model's in its folder.
+"""Where a dataset's files live under the data root (README's 'What a build produces'), and a model's in its folder.
 
 Stages receive a `DatasetPaths` instead of building paths themselves, so the layout
 is defined once: every file name the build writes is here. It is always a local folder:

@@ -1,7 +1,7 @@
 """The export stage: image folders every common loader reads unchanged, a shareable
 manifest without images, and the dataset card.
 
-Layout under the dataset folder (the `original` variant keeps DESIGN.md's `splits/`;
+Layout under the dataset folder (the `original` variant keeps the documented `splits/`;
 other variants get their own tree so that a loader pointed at `splits/` never mixes
 them in, as Hugging Face's split detection would with `splits/balanced/train/`):
 

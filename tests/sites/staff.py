@@ -191,7 +191,7 @@ fetch('/api/people.json').then(r => r.json()).then(people => {
 
 
 def recipe_dict(base: str, **crawl) -> dict:
-    """A DESIGN.md-style recipe for this site (the same shape a user would write)."""
+    """A recipe for this site (the same shape a user would write)."""
     return {
         "name": "staff",
         "contact": "crawl-tests@example.org",
