@@ -99,3 +99,32 @@ def s3(moto_endpoint, monkeypatch, tmp_path):
     bucket = f"faceset-{tmp_path.name.lower().replace('_', '-')[-40:]}"
     client.create_bucket(Bucket=bucket)
     return client, bucket
+
+
+@pytest.fixture
+def chromium():
+    """A real headless Chromium driven by Selenium, with faceset's own flags, for pages faceset
+    serves (the review app, preview.html); skips saying why when Chromium is missing."""
+    import shutil
+    import tempfile
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from spiders import browser
+    from tasks.core.errors import FacesetError
+
+    try:
+        chromium_path, driver_path = browser.require_browser()
+    except FacesetError as exc:
+        pytest.skip(str(exc))
+    profile = tempfile.mkdtemp(prefix="faceset-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium_path
+    for flag in browser.CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)

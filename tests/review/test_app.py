@@ -12,7 +12,6 @@ import http.client
 import json
 import re
 import shutil
-import tempfile
 import threading
 import time
 import urllib.error
@@ -248,30 +247,6 @@ def test_a_review_open_while_a_build_rewrites_the_manifest(running, dataset):
 
 
 # ---------------------------------------------------------------- the page in a browser
-
-
-@pytest.fixture
-def chromium():
-    from spiders import browser
-    from tasks.core.errors import FacesetError
-
-    try:
-        chromium_path, driver_path = browser.require_browser()
-    except FacesetError as exc:
-        pytest.skip(str(exc))
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="faceset-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium_path
-    for flag in browser.CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={profile}")
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
 
 
 def _wait(condition, what: str, timeout: float = 15.0):
