@@ -69,7 +69,7 @@ def test_defaults_fill_missing_sections(tmp_path: Path) -> None:
     recipe = load_recipe(write(tmp_path, BASE))
     assert (recipe.split.train, recipe.split.val, recipe.split.test) == (0.7, 0.2, 0.1)
     assert recipe.crawl.obey_robots is True
-    assert recipe.faces is not None and recipe.faces.max_faces == 1
+    assert recipe.faces is not None and recipe.faces.face_limit == 1  # one face per image unless faces.each
     assert recipe.crosscheck.autotagger == "local"
 
 
