@@ -14,7 +14,12 @@
    the same run.
 
 Timings are wall-clock on whatever else the machine runs; ratios within one run are fairer.
-Usage: .venv/bin/python benchmarks/bench_finetune.py [--quick] [--only throughput,grid,baseline,finetune,middle,ensemble]
+4. the plain command (`plain`: `FinetuneConfig()`, what `faceset finetune DIR` trains, its 15-minute
+   budget included), the face-pretrained IMDB-WIKI WideResNet frozen (`wrn`) and Lite0's middle
+   stages averaged with it (`face_ensemble`), on the same split as the parts above.
+
+Usage: .venv/bin/python benchmarks/bench_finetune.py [--quick] [--limit N]
+       [--only throughput,grid,baseline,finetune,middle,ensemble,plain,wrn,face_ensemble]
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from tasks.finetune.training import Hyper, class_weights, embed, fit, pick_devic
 from tasks.core.recipe import EnsembleMember, FinetuneConfig  # noqa: E402
 
 CORPUS = Path(os.environ.get("FACESET_CORPUS", REPO.parent / "shared" / "corpus"))
+GENDER_PARTS = ("gender_finetune", "gender_middle")  # what `--only gender` runs
 RACES = {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "Others"}
 
 
@@ -144,7 +150,8 @@ def gender(tree: Path, out_dir: Path, config: FinetuneConfig) -> dict:
             "test_accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "chosen": summary["grid"]["chosen"],
             "per_race": {g: {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
                          for g, r in race["groups"].items()},
-            "largest_race_gap": race["largest_gap"], "epochs": summary["history"], "ensemble": summary["ensemble"]}
+            "largest_race_gap": race["largest_gap"], "epochs": summary["history"], "ensemble": summary["ensemble"],
+            "budget": summary.get("budget")}
 
 
 def main() -> int:
@@ -158,13 +165,15 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=8, help="epochs for the gender run")
     parser.add_argument("--views", type=int, default=0, help="cached views per training image (gender run; 0: fresh crops)")
     parser.add_argument("--lr", type=float, default=0.01, help="learning rate for the gender run")
+    parser.add_argument("--limit", type=int, default=None, help="gender runs on this many UTKFace faces (a 70/20/10 "
+                        "split of them; default all); small first on a loaded machine")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     pick_device("cpu")  # sets malloc up, as faceset's own entry points do (tasks/vision/cpu_memory.py)
     parts = set(args.only.split(","))
     out_path = args.out
     results: dict = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                                 "load_average_at_start": os.getloadavg()},
+                                 "load_average_at_start": os.getloadavg(), "limit": args.limit},
                      "quick": args.quick}
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,8 +183,8 @@ def main() -> int:
             results["throughput"] = throughput(small, 16 if args.quick else 96, 160)
         if "grid" in parts:
             results["grid"] = grid(small, 96, 1 if args.quick else 2)
-        if parts & {"gender", "finetune", "middle", "ensemble"}:
-            tree = utkface_tree(tmp / "full", limit=600 if args.quick else None, seed=args.split_seed)
+        if parts & {"gender", "finetune", "middle", "ensemble", "plain", "wrn", "face_ensemble", "baseline"}:
+            tree = utkface_tree(tmp / "full", limit=600 if args.quick else args.limit, seed=args.split_seed)
             if "baseline" in parts:
                 suffix = "" if args.split_seed == 13 else f"_split_seed_{args.split_seed}"
                 results[f"gender_baseline{suffix}"] = baseline(tree, args.size, 1.0)
@@ -199,8 +208,18 @@ def main() -> int:
                 EnsembleMember(image_size=224, pool=7),
                 EnsembleMember(image_size=192, features_from=[f"blocks.{i}" for i in range(1, 6)]),
                 EnsembleMember(image_size=128, pool=4)]})
+            # what the plain `faceset finetune DIR` trains: no settings at all (its budget included)
+            configs["gender_plain"] = FinetuneConfig()
+            # the face-pretrained IMDB-WIKI WideResNet, frozen, its last map on 2x2 grids plus its own
+            # gender and age outputs, the same grid as the middle stages
+            configs["gender_wrn"] = FinetuneConfig(
+                model="wrn16x8-imdbwiki", freeze="head", pool=2, tta=True, eval_crop=1.0, epochs=20, patience=5,
+                cached_views=2, grid=configs["gender_middle"].grid)
+            # Lite0's middle stages and the WideResNet averaged (an ensemble of two backbones)
+            configs["gender_face_ensemble"] = configs["gender_middle"].model_copy(update={"ensemble": [
+                EnsembleMember(model="wrn16x8-imdbwiki", pool=2)]})
             for name, config in configs.items():
-                if name.removeprefix("gender_") not in parts and not ("gender" in parts and name != "gender_ensemble"):
+                if name.removeprefix("gender_") not in parts and not ("gender" in parts and name in GENDER_PARTS):
                     continue
                 key = name if args.split_seed == 13 else f"{name}_split_seed_{args.split_seed}"
                 result = results[key] = gender(tree, tmp / name, config)

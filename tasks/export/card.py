@@ -215,10 +215,20 @@ def gaps(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> list[st
 # ---------------------------------------------------------------- the card
 
 
+def recipe_block(recipe: Recipe) -> str:
+    """The recipe as YAML, defaults left out, except the fine-tune's: its model, weights and every
+    setting the default preset filled in are written, so the block rebuilds what was trained even
+    after faceset's defaults change."""
+    data = recipe.model_dump(mode="json", exclude_defaults=True)
+    if recipe.finetune is not None:
+        data["finetune"] = recipe.finetune.model_dump(mode="json", exclude_defaults=True)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
 def render(manifest: pd.DataFrame, recipe: Recipe, paths: DatasetPaths) -> str:
     kept_rows = manifest[manifest["status"] == KEPT]
     steps = funnel(manifest)
-    recipe_yaml = yaml.safe_dump(recipe.model_dump(mode="json", exclude_defaults=True), sort_keys=False, allow_unicode=True)
+    recipe_yaml = recipe_block(recipe)
     columns = split_columns(manifest, recipe)
     split_report = json.loads(paths.report_json("split").read_text(encoding="utf-8")) if paths.report_json("split").is_file() else {}
     out = [
