@@ -40,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
     from tasks.crawl.suggest import suggest
     from tasks.crawl.suggest.writer import dataset_name
 
-    if not args.contact:
+    if not args.contact or len(args.contact.strip()) < 3:
         raise FacesetError("recipe new needs a contact: sites see it in the crawler's User-Agent",
                            "pass --contact you@example.org (or set FACESET_CONTACT)")
     name = args.name or dataset_name(args.start_url)

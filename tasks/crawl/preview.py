@@ -109,7 +109,7 @@ class Previewer:
         with Fetcher(user_agent(self.recipe), url_policy(self.recipe), source_hosts(source),
                      delay=self.recipe.crawl.delay, timeout=self.recipe.crawl.timeout, budget=budget) as fetcher:
             faces = FaceCounter(fetcher, self.detector, self.recipe.faces or FacesConfig(), keep=True)
-            urls = list(source.start_urls[: self.pages])
+            urls = [url for _, url in source.expanded_urls()][: self.pages]  # search sources: their queries put in
             for number, follow in enumerate(source.follow):
                 render = source.render if follow.render is None else follow.render
                 step = StepRead(number + 1, follow.links or follow.links_xpath or "")
