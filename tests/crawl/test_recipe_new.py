@@ -51,7 +51,7 @@ def test_suggested_recipe_builds_without_edits(shape, serve, tmp_path, monkeypat
     recipe = yaml.safe_load(recipe_path.read_text())
     source = recipe["sources"][0]
     if shape == "team":
-        assert source["follow"] == [] and source["item"]["each"]
+        assert source["follow"] == [] and source["item"]["each"] and source["next_page"], "cards over two pages"
     if shape == "departments":
         assert len(source["follow"]) == 2 and source["follow"][1].get("next_page"), "the listings paginate"
     if shape == "javascript":

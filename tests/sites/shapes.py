@@ -156,11 +156,15 @@ def build(shape: str, utkface: Path, n: int = 12, per_page: int = 4) -> ShapeSit
                                for p in members[(k - 1) * per_page:k * per_page])
                 nxt = f"<a class='pager-next' href='{k + 1}.html'>Next</a>" if k < pages else ""
                 routes[f"/dept/{d.lower()}/{k}.html"] = Route(_page(f"<h1>{d}</h1><table class='directory'>{rows}</table>{nxt}"))
-    elif shape == "team":
-        cards = "".join(f"<div class='card'><img class='avatar' src='{p.photo}' alt=''><h3>{html.escape(p.name)}</h3>"
-                        f"<p class='role'>Department of {p.dept}</p><p class='about'>{_bio(p)}</p></div>"
-                        for p in people)
-        routes["/"] = Route(_page(f"<h1>Our team</h1><section class='team'>{cards}</section>"))
+    elif shape == "team":  # cards over pages of 3 * per_page people
+        size = 3 * per_page
+        pages = max(1, -(-len(people) // size))
+        for k in range(1, pages + 1):
+            cards = "".join(f"<div class='card'><img class='avatar' src='{p.photo}' alt=''><h3>{html.escape(p.name)}</h3>"
+                            f"<p class='role'>Department of {p.dept}</p><p class='about'>{_bio(p)}</p></div>"
+                            for p in people[(k - 1) * size:k * size])
+            nxt = f"<p class='pages'><a href='/team/{k + 1}.html'>Next &raquo;</a></p>" if k < pages else ""
+            routes["/" if k == 1 else f"/team/{k}.html"] = Route(_page(f"<h1>Our team</h1><section class='team'>{cards}</section>{nxt}"))
     elif shape in ("javascript", "unseen_js"):
         css = "person" if shape == "javascript" else "member-link"
         api = [{"url": f"/people/{p.pid}.html", "name": p.name} for p in people]

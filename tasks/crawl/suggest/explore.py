@@ -53,6 +53,7 @@ class Plan:
     fields: list[Suggested]
     item_urls: list[str]
     notes: list[str] = field(default_factory=list)
+    next_page: str | None = None  # the item pages' own next page (a team page of cards over several pages)
 
 
 def _spread(urls: list[str], n: int) -> list[str]:
@@ -161,7 +162,7 @@ class Explorer:
         if card is not None:
             each, image, blocks = card
             return Plan([], pages[0].rendered, image, each, suggest_fields(blocks[:SAMPLES * 2], self.today),
-                        [pages[0].url])
+                        [pages[0].url], next_page=next_link(pages[:1]))
         return None
 
     def _step(self, pages: list[Page], group: LinkGroup) -> Step:

@@ -82,6 +82,8 @@ def recipe_text(plan: Plan, start_url: str, name: str, contact: str, elapsed: fl
                              ("    # these pages' links are built by JavaScript" if step.render else ""))
     else:
         lines.append("    follow: []    # the start page holds the items itself")
+    if plan.next_page:
+        lines.append(f"    next_page: {_q(plan.next_page)}    # the next page of items")
     lines.append("    item:")
     if plan.each:
         lines.append(f"      each: {_q(plan.each)}    # one block per person")
