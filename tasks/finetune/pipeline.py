@@ -18,7 +18,7 @@ import torch
 
 from tasks.core.atomic import atomic_write, write_csv, write_json
 from tasks.core.paths import ModelPaths
-from tasks.finetune import budget, data, ensemble, evaluate
+from tasks.finetune import budget, data, device_plan, ensemble, evaluate
 from tasks.vision.backbones import Net, Normalization, apply_freeze, build_net, resolve_arch
 from tasks.finetune.grid import GridResult, run_grid
 from tasks.finetune.training import pick_device
@@ -97,6 +97,10 @@ def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, att
             log(f"finetune skipped: {reason}")
         return {"skipped": True, "reason": reason, "classes": classes, "images": int(len(frame))}
     device = pick_device(device)
+    config, decisions = device_plan.for_device(config, device)
+    for line in decisions:
+        if log:
+            log(line)
     budgeted = None
     if config.budget:
         budgeted = budget.plan(frame, classes, config, device)
@@ -159,7 +163,8 @@ def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, att
 
     summary = {
         "skipped": False, "classes": classes, "arch": net.arch, "weights": config.weights, "freeze": config.freeze,
-        "device": device.type, "mixed_precision": device.type == "cuda", "host": platform.node(),
+        "device": device.type, "mixed_precision": device.type == "cuda", "device_decisions": decisions,
+        "host": platform.node(),
         "images": {s: int((frame["split"] == s).sum()) for s in data.SPLITS},
         "grid": {"points": grid.table, "chosen": grid.chosen, "cached_features": grid.cached,
                  "feature_seconds": round(grid.feature_seconds, 2), "seconds": round(grid.seconds, 2)},

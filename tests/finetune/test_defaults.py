@@ -63,3 +63,20 @@ def test_the_plain_command_trains_offline(utkface_dir, tmp_path, offline, capsys
     assert saved["model"] == DEFAULT_FINETUNE["model"] and saved["weights"] == DEFAULT_FINETUNE["weights"]
     assert saved["features_from"] == DEFAULT_FINETUNE["features_from"] and saved["budget"] == "40s"
     assert offline == []
+
+
+def test_on_cuda_every_layer_trains_in_larger_batches_unless_the_recipe_said_otherwise():
+    import torch
+
+    from tasks.finetune.device_plan import for_device
+
+    cuda = torch.device("cuda")  # a device object only: the decisions need no GPU to be checked
+    config, said = for_device(FinetuneConfig(), cuda)
+    assert config.freeze == "none" and config.cached_views == 0
+    assert config.grid["batch_size"] == [b * 4 for b in DEFAULT_FINETUNE["grid"]["batch_size"]]
+    assert any("mixed precision" in line for line in said) and any("every layer" in line for line in said)
+    assert all(m.freeze == "none" for m in config.model_copy(update={"ensemble": []}).members())
+    kept, said = for_device(FinetuneConfig(model="resnet18", freeze="head", batch_size=8), cuda)
+    assert kept.freeze == "head" and kept.batch_size == 8 and not any("every layer" in line for line in said)
+    same, said = for_device(FinetuneConfig(), torch.device("cpu"))
+    assert same == FinetuneConfig() and said == []
