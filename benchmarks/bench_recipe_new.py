@@ -58,13 +58,15 @@ def score(frame: pd.DataFrame, site: shapes.ShapeSite, server: FixtureServer) ->
 
 
 def one(shape: str, people: int, utkface: Path) -> dict:
+    from flows.commands.recipe import face_count
+    from tasks.core.recipe import FacesConfig
     from tasks.crawl.suggest import suggest
 
     site = shapes.build(shape, utkface, n=people, per_page=5)
     server = FixtureServer(site.routes).start()
     try:
         started = time.monotonic()
-        found = suggest(server.url("/"), "bench@example.org", delay=0)
+        found = suggest(server.url("/"), "bench@example.org", face_count(FacesConfig()), delay=0)
         seconds = time.monotonic() - started
         recipe = yaml.safe_load(found.text)
         with tempfile.TemporaryDirectory() as tmp:

@@ -23,10 +23,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
+    from flows.commands.recipe import face_count
+    from tasks.core.recipe import FacesConfig
     from tasks.crawl.preview import preview
 
     recipe = load_recipe(args.recipe)
-    sources = preview(recipe, Path(args.out), pages=max(1, args.pages))
+    sources = preview(recipe, Path(args.out), face_count(recipe.faces or FacesConfig()), pages=max(1, args.pages))
     items = sum(len(s.items) for s in sources)
     with_face = sum(item.faces == 1 for s in sources for item in s.items)
     print(f"wrote {args.out}: {items} items read, {with_face} with one face; open it in a browser")

@@ -12,9 +12,14 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tasks.core.atomic import write_text
 from tasks.core.errors import FacesetError
+from tasks.core.recipe import FacesConfig
+
+if TYPE_CHECKING:
+    from tasks.crawl.suggest.portrait import FaceCount
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -36,6 +41,26 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def face_count(config: FacesConfig) -> "FaceCount":
+    """Faces in an image's bytes, as the faces stage decodes and detects them (YuNet). Made here and
+    passed in, so the crawl stage's code (and its cache key) does not include the detector."""
+    from tasks.crawl.suggest.portrait import Faces
+    from tasks.vision.decode import decode_bytes
+    from tasks.vision.detector import default_detector, find_faces
+
+    detector = default_detector(config.min_score)
+
+    def count(data: bytes) -> Faces:
+        decoded = decode_bytes(data, config)
+        if not decoded.ok:
+            return Faces(0, why=decoded.reason or "not an image")
+        found = find_faces(decoded.rgb, config, detector)
+        largest = max((int(min(row[2], row[3])) for row in found), default=0)
+        return Faces(len(found), largest, "" if len(found) else "no face")
+
+    return count
+
+
 def main(args: argparse.Namespace) -> int:
     from tasks.crawl.suggest import suggest
     from tasks.crawl.suggest.writer import dataset_name
@@ -47,7 +72,8 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out or f"datasets/{name}.yaml")
     if out.exists() and not args.force:
         raise FacesetError(f"{out} exists already", "pass --out with another path, or --force to overwrite it")
-    found = suggest(args.start_url, args.contact, args.render, name, delay=args.delay, pages=args.pages)
+    found = suggest(args.start_url, args.contact, face_count(FacesConfig()), args.render, name, delay=args.delay,
+                    pages=args.pages)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, found.text)
     plan = found.plan

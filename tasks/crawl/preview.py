@@ -31,8 +31,7 @@ from tasks.core.templates import render
 from tasks.core.urls import source_hosts, url_policy
 from tasks.crawl.suggest.fetcher import Budget, Fetcher, Skipped
 from tasks.crawl.suggest.links import Page, urls_of
-from tasks.crawl.suggest.portrait import FaceCounter
-from tasks.vision.detector import FaceDetector, default_detector
+from tasks.crawl.suggest.portrait import FaceCount, FaceCounter
 
 THUMB = 160
 
@@ -98,17 +97,16 @@ def field_steps(scope, spec: FieldSpec, today: date) -> dict[str, str]:
 
 
 class Previewer:
-    def __init__(self, recipe: Recipe, pages: int, detector: FaceDetector | None, today: date) -> None:
-        self.recipe, self.pages, self.today = recipe, pages, today
+    def __init__(self, recipe: Recipe, pages: int, faces: FaceCount, today: date) -> None:
+        self.recipe, self.pages, self.today, self.faces = recipe, pages, today, faces
         self.tally = Tally(_Stats())
-        self.detector = detector or default_detector(FacesConfig().min_score)
 
     def source(self, source: Source) -> SourceRead:
         read = SourceRead(source.name)
         budget = Budget(pages=self.pages * (len(source.follow) + 1) + 1, images=self.pages * 2)
         with Fetcher(user_agent(self.recipe), url_policy(self.recipe), source_hosts(source),
                      delay=self.recipe.crawl.delay, timeout=self.recipe.crawl.timeout, budget=budget) as fetcher:
-            faces = FaceCounter(fetcher, self.detector, self.recipe.faces or FacesConfig(), keep=True)
+            faces = FaceCounter(fetcher, self.faces, self.recipe.faces or FacesConfig(), keep=True)
             urls = [url for _, url in source.expanded_urls()][: self.pages]  # search sources: their queries put in
             for number, follow in enumerate(source.follow):
                 render = source.render if follow.render is None else follow.render
@@ -161,10 +159,10 @@ class Previewer:
         return out
 
 
-def preview(recipe: Recipe, out: Path, pages: int = 3, detector: FaceDetector | None = None,
-            today: date | None = None) -> list[SourceRead]:
-    """Read a few pages of every web source of `recipe` and write `out` (preview.html)."""
-    previewer = Previewer(recipe, pages, detector, today or date.today())
+def preview(recipe: Recipe, out: Path, faces: FaceCount, pages: int = 3, today: date | None = None) -> list[SourceRead]:
+    """Read a few pages of every web source of `recipe` and write `out` (preview.html); `faces`
+    counts the faces in an image (flows/commands/recipe.py's `face_count`)."""
+    previewer = Previewer(recipe, pages, faces, today or date.today())
     sources = [previewer.source(s) for s in recipe.sources if s.start_urls and s.item is not None]
     check_rendered(recipe, previewer.tally.data)  # "add render: true" when the rendered page has the matches
     reasons = messages(recipe, previewer.tally.data)

@@ -20,9 +20,8 @@ from tasks.core.recipe import FacesConfig, Recipe, parse_recipe
 from tasks.core.urls import UrlPolicy, check_url, host_of, url_policy
 from tasks.crawl.suggest.explore import Plan, explore
 from tasks.crawl.suggest.fetcher import Budget, Fetcher, browser_missing
-from tasks.crawl.suggest.portrait import FaceCounter
+from tasks.crawl.suggest.portrait import FaceCount, FaceCounter
 from tasks.crawl.suggest.writer import dataset_name, recipe_text
-from tasks.vision.detector import FaceDetector, default_detector
 
 
 @dataclass
@@ -40,10 +39,10 @@ def _policy_recipe(start_url: str, contact: str) -> Recipe:
                                                "item": {"image": "img", "fields": {"x": "h1"}}}]})
 
 
-def suggest(start_url: str, contact: str, render: str = "auto", name: str | None = None, *,
-            delay: float = 0.5, pages: int = 15, detector: FaceDetector | None = None,
-            today: date | None = None) -> Suggestion:
-    """A complete recipe for the site at `start_url`, or a FacesetError saying what was not found."""
+def suggest(start_url: str, contact: str, faces: FaceCount, render: str = "auto", name: str | None = None, *,
+            delay: float = 0.5, pages: int = 15, today: date | None = None) -> Suggestion:
+    """A complete recipe for the site at `start_url`, or a FacesetError saying what was not found.
+    `faces` counts the faces in an image (flows/commands/recipe.py's `face_count`)."""
     why = check_url(start_url, UrlPolicy.allowing([host_of(start_url)]))
     if why:
         raise FacesetError(f"{start_url}: {why}", "give the http(s) address of the site's directory page")
@@ -56,8 +55,8 @@ def suggest(start_url: str, contact: str, render: str = "auto", name: str | None
     started = time.monotonic()
     with Fetcher(user_agent(base), url_policy(base), frozenset({host_of(start_url)}), delay=delay,
                  timeout=base.crawl.timeout / 2, budget=Budget(pages=pages)) as fetcher:
-        faces = FaceCounter(fetcher, detector or default_detector(config.min_score), config)
-        plan, notes = explore(fetcher, faces, start_url, render, today or date.today())
+        counter = FaceCounter(fetcher, faces, config)
+        plan, notes = explore(fetcher, counter, start_url, render, today or date.today())
         read = list(fetcher.budget.fetched_pages)
     seconds = time.monotonic() - started
     if plan is None or not plan.fields:

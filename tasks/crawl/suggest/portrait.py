@@ -4,12 +4,15 @@ Images are read as the crawl reads them (spiders/extract.py: `srcset`'s largest
 candidate, lazy-loading attributes, `<picture>` through its `<img>`). An image found on
 every sample page is the site's (a logo, an icon) and is not even downloaded; the others
 go through the faces stage's own detector (tasks/vision: decode, YuNet) and the portrait
-is the one with exactly one face at least `min_face_px` wide.
+is the one with exactly one face at least `min_face_px` wide. The detector arrives as a
+function (`FaceCount`, bytes in, Faces out; flows/commands/recipe.py makes it from
+tasks/vision) so that the crawl stage's code, and its cache key, never include it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
@@ -19,8 +22,6 @@ from spiders.extract import image_urls, url_from_element
 from tasks.core.recipe import FacesConfig, FieldSpec
 from tasks.crawl.suggest.fetcher import Fetcher, Skipped
 from tasks.crawl.suggest.selectors import first_fitting
-from tasks.vision.decode import decode_bytes
-from tasks.vision.detector import FaceDetector, find_faces
 
 CHECKED_PER_PAGE = 6  # images looked at per page at most
 
@@ -37,6 +38,9 @@ class Faces:
         return self.count == 1 and self.largest >= config.min_face_px
 
 
+FaceCount = Callable[[bytes], Faces]  # an image's bytes -> the faces the faces stage's detector finds
+
+
 def image_elements(scope: Selector) -> list[Selector]:
     """<img> and <picture> elements in page order, an <img> inside a <picture> read through the picture."""
     return [m for m in scope.css("picture, img")
@@ -51,8 +55,8 @@ def element_url(element: Selector, base_url: str) -> str:
 class FaceCounter:
     """Faces per image URL, each image downloaded and detected once."""
 
-    def __init__(self, fetcher: Fetcher, detector: FaceDetector, config: FacesConfig, keep: bool = False) -> None:
-        self.fetcher, self.detector, self.config = fetcher, detector, config
+    def __init__(self, fetcher: Fetcher, count: FaceCount, config: FacesConfig, keep: bool = False) -> None:
+        self.fetcher, self.count, self.config = fetcher, count, config
         self.seen: dict[str, Faces] = {}
         self.kept: dict[str, bytes] = {}  # the images' bytes, when asked to keep them (preview's thumbnails)
         self.keep = keep
@@ -69,12 +73,7 @@ class FaceCounter:
             return Faces(0, why=str(exc))
         if self.keep:
             self.kept[url] = data
-        decoded = decode_bytes(data, self.config)
-        if not decoded.ok:
-            return Faces(0, why=decoded.reason or "not an image")
-        faces = find_faces(decoded.rgb, self.config, self.detector)
-        largest = max((int(min(row[2], row[3])) for row in faces), default=0)
-        return Faces(len(faces), largest, "" if len(faces) else "no face")
+        return self.count(data)
 
 
 def site_images(scopes: list[tuple[Selector, str]]) -> set[str]:
