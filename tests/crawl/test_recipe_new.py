@@ -11,6 +11,7 @@ faces stage (Scrapy crawl, image download, YuNet), and the test asserts that at 
 from __future__ import annotations
 
 import pandas as pd
+from parsel import Selector
 import pytest
 import yaml
 
@@ -19,7 +20,9 @@ from flows.cli import main
 from sites import shapes, staff
 from sites.server import FixtureServer
 
-pytestmark = pytest.mark.slow
+from tasks.crawl.suggest.links import Page, link_groups
+from tasks.crawl.suggest.selectors import candidates, first_fitting
+
 
 
 @pytest.fixture
@@ -43,6 +46,7 @@ def _suggest(server: FixtureServer, tmp_path, *extra: str):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", shapes.SHAPES)
 def test_suggested_recipe_builds_without_edits(shape, serve, tmp_path, monkeypatch, prefect_server) -> None:
     monkeypatch.setenv("FACESET_WORKERS", "1")
@@ -97,3 +101,29 @@ def test_contact_is_required_and_robots_txt_obeyed(serve, tmp_path, monkeypatch,
                  "--contact", "tests@example.org", "--delay", "0"]) == 2
     assert "blocked by robots.txt" in capsys.readouterr().err
     assert not any(path.startswith("/private/") for path in server.paths())
+
+
+def test_a_javascript_listing_read_without_rendering_says_to_render(serve, tmp_path, capsys) -> None:
+    server, _ = serve("javascript", n=3)
+    assert main(["recipe", "new", server.url("/"), "--out", str(tmp_path / "x.yaml"), "--contact", "tests@example.org",
+                 "--delay", "0", "--render", "no"]) == 2
+    assert "--render yes" in capsys.readouterr().err
+
+
+def test_selectors_prefer_written_classes_and_generalise_over_examples() -> None:
+    page = Selector(text="<div class='css-1x2y3z grid'><div class='card'><img class='sc-9f8e7d'></div>"
+                         "<div class='card'><img class='sc-1a2b3c'></div></div>")
+    images = [m.root for m in page.css("img")]
+    assert candidates(images[0])[0] == ".card img", "generated class names are not used"
+    chosen = first_fitting(images, lambda css: len(page.css(css)) == 2)
+    assert chosen == ".card img"
+
+
+def test_menus_repeated_from_the_page_above_are_not_link_groups() -> None:
+    menu = "<nav><a href='/a.html'>A</a><a href='/b.html'>B</a><a href='/c.html'>C</a></nav>"
+    people = "".join(f"<li><a href='/people/{i}.html'>P{i}</a></li>" for i in range(5))
+    page = Page("http://site.test/list.html", f"<body>{menu}<ul class='staff'>{people}</ul></body>")
+    above = {f"http://site.test/{x}.html" for x in "abc"}
+    groups = link_groups(page, frozenset({"site.test"}), above)
+    assert groups[0].css == ".staff a" and len(groups[0].urls) == 5
+    assert not any(set(g.urls) <= above for g in groups)
