@@ -18,7 +18,7 @@ import yaml
 from flows.build import build
 from flows.cli import main
 from sites import shapes, staff
-from sites.server import FixtureServer
+from sites.server import FixtureServer, Route
 
 from tasks.crawl.suggest.links import Page, link_groups
 from tasks.crawl.suggest.selectors import candidates, first_fitting
@@ -94,12 +94,16 @@ def test_a_site_without_faces_says_what_to_do(tmp_path, capsys) -> None:
 
 def test_contact_is_required_and_robots_txt_obeyed(serve, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.delenv("FACESET_CONTACT", raising=False)
-    server, _ = serve("directory", n=3)
+    server, site = serve("directory", n=3)
+    site.routes["/go.html"] = Route(status=302, headers={"Location": "/private/index.html"})
     assert main(["recipe", "new", server.url("/"), "--out", str(tmp_path / "x.yaml")]) == 2
     assert "needs a contact" in capsys.readouterr().err
     assert main(["recipe", "new", server.url("/private/index.html"), "--out", str(tmp_path / "x.yaml"),
                  "--contact", "tests@example.org", "--delay", "0"]) == 2
     assert "blocked by robots.txt" in capsys.readouterr().err
+    assert main(["recipe", "new", server.url("/go.html"), "--out", str(tmp_path / "x.yaml"),
+                 "--contact", "tests@example.org", "--delay", "0"]) == 2, "a redirect into /private/ is not followed"
+    assert "/go.html" in server.paths()
     assert not any(path.startswith("/private/") for path in server.paths())
 
 

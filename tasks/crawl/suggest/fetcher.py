@@ -85,12 +85,15 @@ class Fetcher:
             time.sleep(pause)
         self._last = time.monotonic()
 
-    def _get(self, url: str, limit: int) -> tuple[str, bytes, str]:
-        """(final URL, body, content type), every redirect hop checked; Skipped on any refusal."""
-        for _ in range(MAX_REDIRECTS + 1):
+    def _get(self, url: str, limit: int, robots: bool = True) -> tuple[str, bytes, str]:
+        """(final URL, body, content type), every redirect hop checked (URL policy, and robots.txt
+        unless this is robots.txt itself); Skipped on any refusal."""
+        for hop in range(MAX_REDIRECTS + 1):
             why = check_url(url, self.policy, self.hosts)
             if why:
                 raise Skipped(f"{url}: {why}")
+            if hop and robots:
+                self._checked(url)
             parts = urlsplit(url)
             self._wait()
             conn = _connection(self.policy, parts.scheme, parts.hostname or "", parts.port, self.timeout)
@@ -119,7 +122,7 @@ class Fetcher:
         origin = f"{parts.scheme}://{parts.netloc}"
         if origin not in self._robots:
             try:
-                _, body, _ = self._get(origin + "/robots.txt", 500_000)
+                _, body, _ = self._get(origin + "/robots.txt", 500_000, robots=False)
                 self._robots[origin] = Protego.parse(body.decode("utf-8", "replace"))
             except Skipped:
                 self._robots[origin] = None  # no robots.txt: everything is allowed
