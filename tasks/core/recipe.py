@@ -459,8 +459,22 @@ class UnlearnConfig(_Section):
     """Joint learning and unlearning (Alvi et al. 2018): train the embedding to hide `attribute`."""
 
     attribute: str
-    alpha: float = Field(1.0, ge=0, description="weight of the confusion loss")
+    alpha: float | list[float] = Field(1.0, description="weight of the confusion loss; a list trains one model per "
+                                       "value (a grid over alpha, each probed and saved)")
     embedding_dim: int = Field(128, ge=2, description="size of the shared embedding both heads read")
+
+    @field_validator("alpha")
+    @classmethod
+    def _alphas_positive(cls, alpha: float | list[float]) -> float | list[float]:
+        values = alpha if isinstance(alpha, list) else [alpha]
+        if not values or any(a < 0 for a in values):
+            raise ValueError(f"unlearn.alpha {alpha} must be one number or a list of numbers, none below 0")
+        return alpha
+
+    @property
+    def alphas(self) -> list[float]:
+        """The alphas to train with unlearning (0, no unlearning, is always trained for comparison)."""
+        return sorted({float(a) for a in (self.alpha if isinstance(self.alpha, list) else [self.alpha]) if a > 0})
 
 
 class EnsembleMember(_Section):

@@ -19,7 +19,7 @@ import torch
 from tasks.core.atomic import atomic_write, write_csv, write_json
 from tasks.core.paths import ModelPaths
 from tasks.finetune import budget, data, device_plan, ensemble, evaluate
-from tasks.vision.backbones import Net, Normalization, apply_freeze, build_net, resolve_arch
+from tasks.vision.backbones import PRETRAINED, Net, Normalization, apply_freeze, build_net, resolve_arch
 from tasks.finetune.grid import GridResult, run_grid
 from tasks.finetune.training import pick_device
 from tasks.finetune.unlearn import run_unlearning
@@ -35,7 +35,8 @@ def save_model(net: Net, norm: Normalization, classes: list[str], config: Finetu
     }
     atomic_write(folder.model, lambda tmp: torch.save(checkpoint, tmp))
     write_json(folder.class_map, {str(i): c for i, c in enumerate(classes)})
-    write_json(folder.settings, {"finetune": config.model_dump(mode="json"), "crop_faces": crop_faces})
+    write_json(folder.settings, {"finetune": config.model_dump(mode="json"), "crop_faces": crop_faces,
+                                 "pretrained": PRETRAINED.get(config.weights, f"weights from the file {config.weights}")})
     return folder.model
 
 
@@ -59,7 +60,8 @@ def _ensemble_summary(members: list[ensemble.Model], grids: list[GridResult], fo
     rows, probs = probabilities("val")
     return {
         "val_accuracy": float((probs.argmax(1) == rows["target"].to_numpy()).mean()),
-        "members": [{"image_size": c.image_size, "pool": c.pool, "features_from": c.features_from,
+        "members": [{"arch": c.model, "weights": c.weights, "image_size": c.image_size, "pool": c.pool,
+                     "features_from": c.features_from,
                      "val_acc": g.chosen["val_acc"], "model": str(folder.member(n).model)}
                     for n, ((_, _, c), g) in enumerate(zip(members, grids), 1)],
     }

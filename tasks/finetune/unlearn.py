@@ -6,7 +6,9 @@ say) that tries to read the attribute from the embedding. Training alternates:
 2. the embedding and target head learn the target while a confusion loss, weighted by
    alpha, pushes the attribute head's output towards uniform (it cannot tell anymore).
 The report compares a linear probe of the attribute on embeddings trained with alpha=0
-(no unlearning) and with the recipe's alpha, so the effect is measured, not assumed.
+(no unlearning) and with each of the recipe's alphas (`unlearn.alpha` may be a list: a grid),
+so the effect and its price in target accuracy are measured, not assumed. Each unlearned
+model is saved under `models/unlearn/alpha_<a>/` (`save_unlearned`; `load_unlearned` rebuilds it).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from tasks.core.atomic import write_figure  # noqa: E402
+from tasks.core.atomic import atomic_write, write_figure, write_json  # noqa: E402
 from tasks.core.errors import FacesetError  # noqa: E402
 from tasks.finetune import data  # noqa: E402
 from tasks.vision.backbones import Net, Normalization, channels_last, train_mode  # noqa: E402
@@ -160,7 +162,8 @@ def run_unlearning(frame: pd.DataFrame, classes: list[str], config: FinetuneConf
     initial_body = copy.deepcopy(net.body.state_dict())
     results: dict[str, dict] = {}
     embedded: dict[str, np.ndarray] = {}
-    for title, alpha in (("without unlearning", 0.0), (f"with unlearning (alpha {unlearn.alpha:g})", unlearn.alpha)):
+    saved: dict[str, str] = {}
+    for title, alpha in (("without unlearning", 0.0), *((f"with unlearning (alpha {a:g})", a) for a in unlearn.alphas)):
         net.body.load_state_dict(initial_body)
         seed_everything(hyper.seed)
         model = UnlearnNet(nn.Identity() if cached else net.body, net.embedding_dim, unlearn.embedding_dim,
@@ -191,13 +194,57 @@ def run_unlearning(frame: pd.DataFrame, classes: list[str], config: FinetuneConf
             "history": history,
         }
         embedded[title] = eval_x
+        if alpha > 0:
+            saved[title] = str(save_unlearned(net, model, classes, config, unlearn, alpha, norm, out_dir))
+            results[title]["model"] = saved[title]
         if log:
             log(f"unlearning {title}: attribute probe {results[title]['probe_accuracy']:.3f}, "
                 f"target accuracy {results[title]['target_accuracy']:.3f}")
     majority = float(np.bincount(labels[eval_split][1].numpy()).max() / len(labels[eval_split][1]))
     plot = _plot(embedded, labels[eval_split][1].numpy(), names, out_dir / "embedding_2d.png")
     return {"attribute": unlearn.attribute, "alpha": unlearn.alpha, "values": names, "evaluated_on": eval_split,
-            "cached_features": cached, "probe_majority_baseline": majority, "runs": results, "plot": str(plot)}
+            "cached_features": cached, "probe_majority_baseline": majority, "runs": results, "plot": str(plot),
+            "alpha_grid": [{"alpha": run["alpha"], "probe_accuracy": run["probe_accuracy"],
+                            "target_accuracy": run["target_accuracy"], "model": run.get("model")}
+                           for run in results.values()]}
+
+
+def alpha_folder(out_dir: Path, alpha: float) -> Path:
+    """models/unlearn/alpha_<a>/: one folder per unlearned model."""
+    return Path(out_dir) / f"alpha_{alpha:g}"
+
+
+def save_unlearned(net: Net, model: UnlearnNet, classes: list[str], config: FinetuneConfig, unlearn: UnlearnConfig,
+                   alpha: float, norm: Normalization, out_dir: Path) -> Path:
+    """The unlearned model as a faceset checkpoint: the backbone (`net.body`), the shared
+    embedding (`neck`) and the target head, with the class map and settings of any model.pt."""
+    folder = alpha_folder(out_dir, alpha)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {**{f"body.{k}": v for k, v in net.body.state_dict().items()},
+             **{f"neck.{k}": v for k, v in model.neck.state_dict().items()},
+             **{f"head.{k}": v for k, v in model.head.state_dict().items()}}
+    checkpoint = {"arch": net.arch, "classes": classes, "state_dict": state, "mean": list(norm.mean),
+                  "std": list(norm.std), "image_size": config.image_size, "finetune": config.model_dump(mode="json"),
+                  "unlearn": {"attribute": unlearn.attribute, "alpha": alpha, "embedding_dim": unlearn.embedding_dim}}
+    atomic_write(folder / "model.pt", lambda tmp: torch.save(checkpoint, tmp))
+    write_json(folder / "recipe.json", {"finetune": config.model_dump(mode="json"), "unlearn": checkpoint["unlearn"]})
+    write_json(folder / "class_map.json", {str(i): c for i, c in enumerate(classes)})
+    return folder / "model.pt"
+
+
+def load_unlearned(net: Net, checkpoint: dict) -> Net:
+    """`net` (built for the checkpoint's arch and settings) turned into the saved unlearned model:
+    body, then the shared embedding, then the target head, weights loaded strictly."""
+    dim = int(checkpoint["unlearn"]["embedding_dim"])
+    body = nn.Sequential()
+    body.add_module("0", net.body)
+    body.add_module("1", nn.Sequential(nn.Linear(net.embedding_dim, dim), nn.ReLU()))
+    unlearned = Net(body, nn.Linear(dim, len(checkpoint["classes"])), net.arch)
+    state = checkpoint["state_dict"]
+    renamed = {(f"body.0.{k[5:]}" if k.startswith("body.") else f"body.1.{k[5:]}" if k.startswith("neck.") else k): v
+               for k, v in state.items()}
+    unlearned.load_state_dict(renamed, strict=True)
+    return unlearned.eval()
 
 
 def _split_labels(batch):

