@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 from urllib.parse import urlsplit
 
 from tasks.core.recipe import Recipe, Source
@@ -165,3 +166,26 @@ def resolve(host: str) -> list[str]:
     found = dict.fromkeys(str(info[4][0]) for info in sorted(infos, key=lambda info: info[0] != socket.AF_INET))
     return list(found)
 
+
+def checked_connector(policy: UrlPolicy, refuse: Callable[[str], Exception]) -> Callable[..., socket.socket]:
+    """`socket.create_connection` that connects only to addresses the policy accepts, and to
+    the very address it checked (no second lookup a DNS rebinding could answer otherwise);
+    a refused host raises `refuse(reason)`. Set as an http.client connection's
+    `_create_connection` by every faceset client outside Scrapy (hydrate, recipe new)."""
+
+    def create_connection(address: tuple[str, int], timeout: float | None = None,
+                          source_address: Any = None) -> socket.socket:
+        host, port = address
+        addresses = [host.strip("[]")] if ip_literal(host) is not None else resolve(host)
+        why = check_addresses(host, addresses, policy)
+        if why:
+            raise refuse(why)
+        error: OSError | None = None
+        for ip in addresses:
+            try:
+                return socket.create_connection((ip, port), timeout, source_address)
+            except OSError as exc:
+                error = exc
+        raise error or OSError(f"{host} has no address")
+
+    return create_connection

@@ -18,7 +18,6 @@ Proxies from the environment are not used: the checks are on the addresses conne
 from __future__ import annotations
 
 import http.client
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
-from tasks.core.urls import UrlPolicy, check_addresses, check_url, ip_literal, resolve
+from tasks.core.urls import UrlPolicy, check_url, checked_connector
 
 MAX_BYTES = 20_000_000
 GONE_STATUSES = {404, 410, 451}
@@ -51,31 +50,11 @@ class Failed(Exception):
     """The body did not arrive whole and in time; the message is the row's reason."""
 
 
-def _connector(policy: UrlPolicy) -> Callable[..., socket.socket]:
-    """`socket.create_connection` that connects only to addresses the policy accepts."""
-
-    def create_connection(address: tuple[str, int], timeout: float | None, source_address: Any = None) -> socket.socket:
-        host, port = address
-        addresses = [host.strip("[]")] if ip_literal(host) is not None else resolve(host)
-        why = check_addresses(host, addresses, policy)
-        if why:
-            raise Refused(why)
-        error: OSError | None = None
-        for ip in addresses:
-            try:
-                return socket.create_connection((ip, port), timeout, source_address)
-            except OSError as exc:
-                error = exc
-        raise error or OSError(f"{host} has no address")
-
-    return create_connection
-
-
 def _guarded(connection_class: type[http.client.HTTPConnection], policy: UrlPolicy
              ) -> Callable[..., http.client.HTTPConnection]:
     def connection(host: str, **kwargs: Any) -> http.client.HTTPConnection:
         conn = connection_class(host, **kwargs)
-        conn._create_connection = _connector(policy)  # http.client's hook for opening its socket
+        conn._create_connection = checked_connector(policy, Refused)  # http.client's hook for opening its socket
         return conn
 
     return connection

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import html
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,30 +21,6 @@ from sites import shapes
 from sites.server import FixtureServer
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def chromium():
-    from spiders import browser
-    from tasks.core.errors import FacesetError
-
-    try:
-        chromium_path, driver_path = browser.require_browser()
-    except FacesetError as exc:
-        pytest.skip(str(exc))
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="faceset-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium_path
-    for flag in browser.CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={profile}")
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture

@@ -12,17 +12,15 @@ budget, and Chromium through spiders/browser.py when a page is built by JavaScri
 from __future__ import annotations
 
 import http.client
-import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from protego import Protego
 
 from spiders.browser import Browser, host_resolver_rules, open_page, page_state, start_browser
 from tasks.core.errors import FacesetError
-from tasks.core.urls import UrlPolicy, check_addresses, check_url, ip_literal, resolve
+from tasks.core.urls import UrlPolicy, check_url, checked_connector
 
 MAX_REDIRECTS = 5
 MAX_PAGE_BYTES = 5_000_000
@@ -51,16 +49,7 @@ def _connection(policy: UrlPolicy, scheme: str, host: str, port: int | None, tim
     """An HTTP(S) connection that connects only to an address the policy accepts (and to that address)."""
     cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
     conn = cls(host, port, timeout=timeout)
-
-    def create_connection(address: tuple[str, int], timeout: float | None = None, source_address: Any = None) -> socket.socket:
-        name, number = address
-        addresses = [name.strip("[]")] if ip_literal(name) is not None else resolve(name)
-        why = check_addresses(name, addresses, policy)
-        if why:
-            raise Skipped(why)
-        return socket.create_connection((addresses[0], number), timeout, source_address)
-
-    conn._create_connection = create_connection  # http.client's hook for opening its socket
+    conn._create_connection = checked_connector(policy, Skipped)  # http.client's hook for opening its socket
     return conn
 
 
