@@ -24,7 +24,7 @@ from tasks.core.errors import FacesetError
 from tasks.core.recipe import RecipeError
 
 # In order of the help text; any other command module found is listed after these.
-ORDER = ("build", "demo", "finetune", "apply", "takedown", "hydrate")
+ORDER = ("build", "demo", "recipe", "preview", "review", "labels", "finetune", "evaluate", "apply", "takedown", "hydrate")
 
 
 def _command_modules() -> list[ModuleType]:

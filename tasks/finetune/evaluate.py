@@ -259,6 +259,7 @@ def evaluate_folder(model_dir: Path, folder: Path, *, name: str | None = None, l
     from tasks.core.atomic import write_csv, write_json
     from tasks.core.paths import ModelPaths
     from tasks.core.safepaths import folder_name
+    from tasks.core.storage import sha256_file
     from tasks.finetune.apply import classify, load_models
     from tasks.finetune.data import attribute_columns
     from tasks.finetune.training import pick_device
@@ -281,8 +282,8 @@ def evaluate_folder(model_dir: Path, folder: Path, *, name: str | None = None, l
     result["per_group"] = per_group(rows, probs.argmax(1) == targets, groups, reference=rows)
     name = folder_name(name or Path(folder).resolve().name)
     layout = ModelPaths(model_dir)
-    result.update(name=name, labelled=said, model=str(layout.model), groups=groups,
-                  probabilities=str(layout.evaluation_csv(name)))
+    result.update(name=name, labelled=said, model=str(layout.model), model_sha256=sha256_file(layout.model),
+                  groups=groups, probabilities=str(layout.evaluation_csv(name)))
     write_csv(layout.evaluation_csv(name), probability_table(rows, probs, classes, keep=groups))
     write_json(layout.evaluation_json(name), result)
     return result

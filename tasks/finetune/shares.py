@@ -18,6 +18,7 @@ class shares (prior shift): docs/shares.md says when to trust it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,9 @@ from quapy.method.aggregative import ACC, PACC
 from tasks.core.atomic import read_json
 from tasks.core.errors import FacesetError
 from tasks.core.paths import ModelPaths
+from tasks.core.storage import sha256_file
+
+log = logging.getLogger(__name__)
 
 METHODS = ("acc", "pacc")
 NO_GROUP = "(none)"
@@ -80,6 +84,13 @@ def _from_rows(path: Path, classes: list[str], source: str) -> Calibration | Non
     return Calibration(classes, targets[keep], predicted[keep].to_numpy(dtype=int), None, source)
 
 
+def _stale(folder: ModelPaths, name: str) -> bool:
+    """An evaluation of another model than the one in the folder now (a rebuild trained it
+    again): its error rates are not this model's. Evaluations without the record count as current."""
+    recorded = (read_json(folder.evaluation_json(name), "its model is not known") or {}).get("model_sha256")
+    return recorded is not None and folder.model.is_file() and recorded != sha256_file(folder.model)
+
+
 def load_calibration(model_dir: Path, classes: list[str], evaluation: str | None = None) -> Calibration | None:
     """The model's measured errors, the most independent first: an evaluation by `faceset
     evaluate` (the one named, else the newest), else the finetune's own held-out split, else
@@ -91,9 +102,16 @@ def load_calibration(model_dir: Path, classes: list[str], evaluation: str | None
             raise FacesetError(f"no evaluation named {evaluation!r} in {folder.evaluations}",
                                f"run 'faceset evaluate {model_dir} LABELLED_DIR --name {evaluation}' first"
                                + (f", or choose one of {', '.join(known)}" if known else ""))
+        if _stale(folder, evaluation):
+            raise FacesetError(f"the evaluation {evaluation!r} measured an earlier model than {folder.model}",
+                               f"run 'faceset evaluate {model_dir} LABELLED_DIR --name {evaluation}' again")
         named = [folder.evaluation_csv(evaluation)]
     else:
         named = sorted(folder.evaluations.glob("*.csv"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for path in [p for p in named if _stale(folder, p.stem)]:
+            log.warning("apply: the evaluation %r measured an earlier model (the model was trained again since); "
+                        "it is not used: run 'faceset evaluate' again", path.stem)
+            named.remove(path)
     for path in named:
         found = _from_rows(path, classes, f"the independent evaluation '{path.stem}' ({path})")
         if found is not None and len(found):

@@ -10,6 +10,7 @@ import pytest
 from builders import utkface_tree
 
 from flows.cli import main
+from tasks.core.errors import FacesetError
 from tasks.core.recipe import FinetuneConfig
 from tasks.finetune.pipeline import finetune_tree
 from tasks.finetune.shares import load_calibration
@@ -47,6 +48,15 @@ def test_evaluate_stores_metrics_and_probabilities_and_apply_prefers_them(traine
     assert "independent evaluation 'hand'" in calibration.source and len(calibration) == 12
     assert main(["apply", str(model_dir), str(tree / "test"), "--out", str(tmp_path / "out"), "--rounds", "50"]) == 0
     assert "independent evaluation 'hand'" in capsys.readouterr().out
+    # the model trained again (a rebuild): the evaluation measured another model and is not used
+    saved = (model_dir / "model.pt").read_bytes()
+    (model_dir / "model.pt").write_bytes(saved + b"\0")
+    try:
+        assert "independent evaluation" not in load_calibration(model_dir, ["female", "male"]).source
+        with pytest.raises(FacesetError, match="measured an earlier model"):
+            load_calibration(model_dir, ["female", "male"], evaluation="hand")
+    finally:
+        (model_dir / "model.pt").write_bytes(saved)
     # without an evaluation: the finetune's own test split
     shutil.rmtree(model_dir / "evaluations")
     fallback = load_calibration(model_dir, ["female", "male"])
