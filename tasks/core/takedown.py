@@ -23,8 +23,8 @@ With an `s3://bucket/prefix` data root the list is `s3://bucket/prefix/takedowns
 
 `apply` marks every match `excluded` with reason `takedown`, together with every row that
 shares its bytes (`sha256`) or is a near-copy of it (`dup_group`), and deletes their files
-from images/, faces/, quarantine/, splits/, variants/ and the metadata and shared
-manifest that list them; the build's state forgets them too (stage manifests, row caches,
+from images/, faces/, quarantine/, splits/, variants/ and the metadata, shared
+manifest and model evaluations that list them; the build's state forgets them too (stage manifests, row caches,
 crawl and fetch records, logs and page cache). The row itself stays, as a tombstone that
 keeps only TOMBSTONE's columns. The build calls it after crawl (URL and name entries:
 excluded before anything is downloaded), after fetch and after faces (image entries); the
@@ -363,6 +363,12 @@ def remove_files(rows: pd.DataFrame, paths: DatasetPaths) -> int:
         table = read_spreadsheet_csv(paths.share_csv)
         if table["item_id"].isin(ids).any():
             write_spreadsheet_csv(paths.share_csv, table[~table["item_id"].isin(ids)])
+    for table in sorted(paths.models.glob("evaluations/*.csv")):  # `faceset evaluate` on this dataset's trees
+        measured = read_or_absent(table, pd.read_csv, "the evaluation is left as it is")
+        if measured is not None and "path" in measured.columns:
+            theirs = measured["path"].astype(str).map(lambda p: Path(p).stem in ids)
+            if theirs.any():
+                write_text(table, measured[~theirs].to_csv(index=False))
     urls = {u for column in ("image_url", "page_url") if column in rows.columns for u in rows[column].dropna().astype(str)}
     _forget(paths, ids, urls)
     return removed

@@ -57,6 +57,12 @@ def build(data_root, people: int = 16) -> tuple[pd.DataFrame, DatasetPaths]:
     frame = mf.conform(pd.DataFrame(rows), RECIPE.field_names)
     frame = export.run(split.run(frame, RECIPE, paths), RECIPE, paths)
     mf.write(frame, paths.manifest)
+    # `faceset evaluate models <dataset>/variants/balanced` lists each image it measured
+    tree = sorted((paths.variants / "balanced").rglob("*.jpg"))
+    evaluations = paths.models / "evaluations"
+    evaluations.mkdir(parents=True)
+    pd.DataFrame({"path": [str(p) for p in tree], "class": [p.parent.name for p in tree]}).to_csv(
+        evaluations / "balanced.csv", index=False)
     return frame, paths
 
 
@@ -64,7 +70,8 @@ def traces(paths: DatasetPaths, row: pd.Series) -> list[str]:
     """Every file under the dataset that still derives from `row`, or lists it."""
     found = [p.relative_to(paths.root).as_posix() for p in paths.root.rglob("*")
              if p.is_file() and (p.stem == row["item_id"] or p.name.startswith(str(row["sha256"])))]
-    for listing in [*paths.root.rglob("metadata.jsonl"), paths.root / "manifest_share.csv"]:
+    for listing in [*paths.root.rglob("metadata.jsonl"), paths.root / "manifest_share.csv",
+                    *paths.models.glob("evaluations/*.csv")]:
         if row["item_id"] in listing.read_text():
             found.append(listing.relative_to(paths.root).as_posix())
     return found
