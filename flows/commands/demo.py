@@ -13,6 +13,7 @@ import os
 import time
 from pathlib import Path
 
+from flows.commands.build import quiet_prefect
 from flows.demo_site import DemoServer, build_site, recipe_text
 from tasks.core.atomic import write_text
 from tasks.core.errors import FacesetError
@@ -50,6 +51,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--port", type=int, default=8765, help="port of the demo site on 127.0.0.1 (default 8765; "
                         "a stable port keeps item ids and caches valid across runs)")
     parser.add_argument("--rebuild", action="store_true", help="ignore cached stages")
+    parser.add_argument("--serve", action="store_true",
+                        help="only serve the demo site until Ctrl-C (to try 'faceset recipe new', 'preview' and "
+                             "'build' on it step by step, as docs/first-dataset.md does)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show Prefect's own log lines and full tracebacks")
     parser.add_argument("--study", choices=("staff", "search"), default="staff",
                         help="'staff' (default): build a dataset from a demo staff directory; 'search': group photos "
                              "per search query with known shares of women, a small model, 'faceset evaluate' and "
@@ -77,15 +83,30 @@ def search_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve_only(site, port: int) -> int:
+    """`--serve`: the demo site alone, until Ctrl-C."""
+    with DemoServer(site, port=port) as server:
+        print(f"demo: site on {server.url} (Ctrl-C stops it)", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("demo: site stopped")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    quiet_prefect(args.verbose)
     if args.study == "search":
         return search_study(args)
-    from flows.build import build  # imported late: Prefect is slow to import
-
     images = find_demo_images(args.images)
     started = time.monotonic()
     site = build_site(images, limit=args.limit)
     print(f"demo: {len(site.profiles)} profiles built from {images}")
+    if args.serve:
+        return serve_only(site, args.port)
+    from flows.build import build  # imported late: Prefect is slow to import
+
     data_root = Path(args.data_root).resolve()
     recipe_path = data_root / "recipes" / "demo-staff.yaml"
     recipe_path.parent.mkdir(parents=True, exist_ok=True)

@@ -96,3 +96,31 @@ def test_missing_labels_and_folder_are_clear_errors(tmp_path: Path) -> None:
     assert "file" in info.value.hint
     with pytest.raises(FacesetError, match="no such folder"):
         find_demo_images(str(tmp_path / "absent"))
+
+
+def test_demo_serve_serves_the_site_until_interrupted(utkface_dir):
+    """`faceset demo --serve`: the site alone (the tutorial's first step), stopped by Ctrl-C."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    child = subprocess.Popen([sys.executable, "-m", "flows.cli", "demo", "--serve", "--limit", "6", "--port", str(port),
+                              "--images", str(utkface_dir)], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[2], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = []
+        while not any("site on" in line for line in lines):
+            line = child.stdout.readline()
+            assert line, f"demo --serve ended early: {lines}"
+            lines.append(line)
+        status, body = fetch(f"http://127.0.0.1:{port}/")
+        assert status == 200 and b"<a" in body
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=20) == 0
+    finally:
+        child.kill()
