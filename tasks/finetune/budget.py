@@ -7,7 +7,9 @@ ask for (cached views, grid points x epochs, test views). What does not fit is t
 the order it helps least: ensemble members from the last, then grid values (weight decay,
 batch size, momentum, lr: each down to its middle value), then epochs. A default run with
 room to spare gains the measured ensemble members (EXTRA_MEMBERS). The plan is printed
-before any training, and the estimate is kept beside the time the run really took.
+before any training, and the estimate is kept beside the time the run really took. A
+machine that slows down during the run (a shared one) is caught by the deadline the
+pipeline passes on: grid points and members not started by SAFETY x budget are left out.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ SAFETY = 0.8  # plan for this share of the budget: estimates from a few images r
 MEASURE_IMAGES = 8
 GRID_ORDER = ("weight_decay", "batch_size", "momentum", "lr")  # what the grid gives up first
 MIN_EPOCHS = 2
-HEAD_SECONDS_PER_VALUE = 2e-9  # one cached feature value through a linear head, forward and backward
 # More views of the faces for a default run with time to spare (docs/benchmarks.md, 'finetune': the
 # ensemble rows); the first helps most.
 EXTRA_MEMBERS = [EnsembleMember(image_size=224, pool=7),
@@ -74,27 +75,49 @@ def _points(config: FinetuneConfig) -> list[int]:
     return list(range(count))
 
 
+def head_seconds(dim: int, batch_size: int, device: torch.device, samples: int = 64) -> float:
+    """Seconds per cached sample and epoch of training a linear head, as the grid does it (a
+    data loader over cached views: on a CPU its per-sample overhead outweighs the arithmetic)."""
+    from torch.utils.data import DataLoader
+
+    from tasks.finetune.grid import ViewCache
+
+    views = ViewCache(torch.randn(samples, 2, dim).half(), torch.randint(0, 2, (samples,)))
+    head = torch.nn.Linear(dim, 2).to(device)
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.001, momentum=0.9)
+    started = time.perf_counter()
+    for inputs, targets in DataLoader(views, batch_size=batch_size, shuffle=True):
+        loss = torch.nn.functional.cross_entropy(head(inputs.to(device)), targets.to(device))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return (time.perf_counter() - started) / samples
+
+
 def measure_cost(config: FinetuneConfig, frame: pd.DataFrame, num_classes: int,
-                 device: torch.device) -> tuple[float, int]:
-    """Seconds per image for one pass of this model (decoding included), and its embedding size."""
+                 device: torch.device) -> tuple[float, float]:
+    """Seconds per image for one pass of this model (decoding included), and per cached sample
+    and epoch of training its head."""
     net, norm = build_net(config.model, config.weights, num_classes, features_from=config.features_from, pool=config.pool)
     rows = frame[frame["split"] == "train"].head(MEASURE_IMAGES + 2)
     transform = data.eval_transform(config.image_size, norm, config.eval_crop)
     embed(net.body, data.loader(rows.head(2), transform, 2, shuffle=False), device)  # warm-up: first-call costs
     started = time.perf_counter()
     embed(net.body, data.loader(rows.tail(MEASURE_IMAGES), transform, MEASURE_IMAGES, shuffle=False), device)
-    return (time.perf_counter() - started) / max(1, min(MEASURE_IMAGES, len(rows) - 2)), net.embedding_dim
+    per_image = (time.perf_counter() - started) / max(1, min(MEASURE_IMAGES, len(rows) - 2))
+    batch = min(config.grid.get("batch_size", [config.batch_size]))
+    return per_image, head_seconds(net.embedding_dim, int(batch), device)
 
 
-def estimate(config: FinetuneConfig, frame: pd.DataFrame, costs: list[tuple[float, int]]) -> float:
+def estimate(config: FinetuneConfig, frame: pd.DataFrame, costs: list[tuple[float, float]]) -> float:
     """Seconds the fine-tune of `config` should take, from each model's measured cost."""
     n = {s: int((frame["split"] == s).sum()) for s in data.SPLITS}
     points, total = len(_points(config)), 0.0
-    for member, (per_image, dim) in zip(config.members(), costs):
+    for member, (per_image, per_sample) in zip(config.members(), costs):
         tta = 2 if member.tta else 1
         if member.freeze == "head" and member.cached_views > 0:
             total += per_image * (n["train"] * member.cached_views + n["val"])
-            total += points * member.epochs * n["train"] * dim * HEAD_SECONDS_PER_VALUE
+            total += points * member.epochs * n["train"] * per_sample
         else:  # trained from images: a backward pass costs about two forward ones
             total += points * member.epochs * per_image * (3 * n["train"] + n["val"])
         total += per_image * tta * (n["test"] + n["val"])  # the test, and the ensemble's validation check
@@ -124,10 +147,9 @@ def plan(frame: pd.DataFrame, classes: list[str], config: FinetuneConfig, device
     budget = budget_seconds(config.budget or 0)
     started = time.perf_counter()
     default_run = config.model == DEFAULT_FINETUNE["model"] and "ensemble" not in config.model_fields_set
-    candidate = config.model_copy(update={"ensemble": [*config.ensemble, *EXTRA_MEMBERS]}) if default_run else config
-    costs = {}
+    costs: dict[tuple, tuple[float, float]] = {}
 
-    def cost(cfg: FinetuneConfig) -> list[tuple[float, int]]:
+    def cost(cfg: FinetuneConfig) -> list[tuple[float, float]]:
         out = []
         for member in cfg.members():
             key = (member.model, member.weights, member.image_size, str(member.features_from), member.pool)
@@ -136,14 +158,13 @@ def plan(frame: pd.DataFrame, classes: list[str], config: FinetuneConfig, device
             out.append(costs[key])
         return out
 
-    changes: list[str] = []
-    if default_run:
-        changes.append(f"default run: up to {len(EXTRA_MEMBERS)} more ensemble members if the budget allows")
-    while True:
-        spent = time.perf_counter() - started
-        seconds = estimate(candidate, frame, cost(candidate))
-        if seconds + spent <= SAFETY * budget:
-            break
+    def fits(cfg: FinetuneConfig) -> tuple[bool, float]:
+        seconds = estimate(cfg, frame, cost(cfg))
+        return seconds + time.perf_counter() - started <= SAFETY * budget, seconds
+
+    candidate, changes = config, []
+    ok, seconds = fits(candidate)
+    while not ok:
         smaller = _shrink(candidate)
         if smaller is None:
             changes.append(f"even the smallest plan is estimated at {seconds / 60:.1f} min, over the budget: "
@@ -151,9 +172,15 @@ def plan(frame: pd.DataFrame, classes: list[str], config: FinetuneConfig, device
             break
         candidate, change = smaller
         changes.append(change)
-    if default_run:
-        added = len(candidate.ensemble) - len(config.ensemble)
-        changes = [c for c in changes if not c.startswith("left out ensemble member")] + \
-            [f"{added} ensemble member(s) added to the default model"]
+        ok, seconds = fits(candidate)
+    if default_run and ok:  # time to spare: the measured members, one at a time, while they fit
+        for member in EXTRA_MEMBERS:
+            trial = candidate.model_copy(update={"ensemble": [*candidate.ensemble, member]})
+            trial_ok, trial_seconds = fits(trial)
+            if not trial_ok:
+                break
+            candidate, seconds = trial, trial_seconds
+        changes.append(f"default run: {len(candidate.ensemble)} of {len(EXTRA_MEMBERS)} measured ensemble "
+                       "members fit the budget")
     return Plan(candidate, budget, seconds, [c for c, _ in cost(candidate)], changes,
                 time.perf_counter() - started)

@@ -138,8 +138,12 @@ def _then_flip(transform):
 
 
 def run_grid(net: Net, frozen_norms: list, frame: pd.DataFrame, config: FinetuneConfig, norm: Normalization,
-             device: torch.device, *, use_cache: bool = True, log: Callable[[str], None] | None = None) -> GridResult:
+             device: torch.device, *, use_cache: bool = True, log: Callable[[str], None] | None = None,
+             deadline: float | None = None) -> GridResult:
     """Train every grid point from the same starting weights; `net` ends with the best point's weights.
+
+    Past `deadline` (a time.perf_counter() value: the budget's end), the points not yet
+    trained are left out, and the best of those trained is kept.
 
     The best point has the highest validation accuracy (ties: lower validation loss), as in the book.
     """
@@ -161,6 +165,11 @@ def run_grid(net: Net, frozen_norms: list, frame: pd.DataFrame, config: Finetune
                 f"in {feature_seconds:.1f} s; every grid point trains from this cache")
     fits: list[FitResult] = []
     for number, hyper in enumerate(hypers, 1):
+        if deadline is not None and fits and time.perf_counter() > deadline:
+            if log:
+                log(f"budget reached: grid points {number}-{len(hypers)} left out")
+            hypers = hypers[:number - 1]
+            break
         if log:
             log(f"grid point {number}/{len(hypers)}: lr {hyper.lr:g}, momentum {hyper.momentum:g}, "
                 f"batch size {hyper.batch_size}, weight decay {hyper.weight_decay:g}")

@@ -124,17 +124,26 @@ def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, att
             + ", ".join(f"{s} {int((frame['split'] == s).sum())}" for s in data.SPLITS))
     models: list[ensemble.Model] = []
     grids: list[GridResult] = []
+    deadline = None if budgeted is None else started + budget.SAFETY * budgeted.budget_seconds
     for number, settings in enumerate(config.members()):
+        if number and deadline is not None and time.perf_counter() > deadline:
+            if log:
+                log(f"budget reached: ensemble members {number}-{len(config.ensemble)} left out")
+            break
         if number and log:
             log(f"ensemble member {number}/{len(config.ensemble)}: image size {settings.image_size}, pool {settings.pool}, "
                 f"features from {settings.features_from or 'the last layer'}")
         folder = layout.member(number) if number else layout
         net, norm = _build(settings, classes)
-        grid = run_grid(net, apply_freeze(net, settings.freeze), frame, settings, norm, device, use_cache=use_cache, log=log)
+        grid = run_grid(net, apply_freeze(net, settings.freeze), frame, settings, norm, device, use_cache=use_cache, log=log,
+                        deadline=deadline)
         _write_grid(grid, folder)
         save_model(net, norm, classes, settings, folder, crop_faces)
         models.append((net, norm, settings))
         grids.append(grid)
+    if len(models) < len(config.members()):  # the budget ran out: the main model lists only the members trained
+        config = config.model_copy(update={"ensemble": config.ensemble[:len(models) - 1]})
+        save_model(models[0][0], models[0][1], classes, config, layout, crop_faces)
     (net, norm, _), grid, model_path = models[0], grids[0], layout.model
 
     def probabilities(split: str) -> tuple[pd.DataFrame, np.ndarray]:
