@@ -34,9 +34,10 @@ __all__ = ["LICENCE", "NAME", "WideResNetBody", "pretrained_body"]
 SIDE = 64
 MEAN = (0.0, 0.0, 0.0)
 STD = (1 / 255, 1 / 255, 1 / 255)  # (x - 0) / (1/255): the 0-255 pixels the network was trained on
-# added on each side of a face chip, as a share of its side: its own gender output read 0.59, 0.75 and 0.79
-# of 200 UTKFace chips with 0, 0.2 and 0.45 (docs/benchmarks.md, 'finetune'); the cross-check frames with 0.45 too
-MARGIN = 0.45
+# added on each side of a face chip, as a share of its side: with 0.2 a head on its frozen features reached
+# 0.883 on UTKFace gender (docs/benchmarks.md, 'finetune'); its own gender output alone read 0.59, 0.75 and
+# 0.79 of 200 chips with 0, 0.2 and 0.45, so 0.45 is worth measuring with a trained head next
+MARGIN = 0.2
 # Residual blocks in the HDF5 file's numbering: (norm before, first conv, norm between,
 # second conv, 1x1 shortcut conv or None, stride, input width, output width).
 BLOCKS = [(1, 2, 2, 3, 4, 1, 16, 128), (3, 5, 4, 6, None, 1, 128, 128), (5, 7, 6, 8, 9, 2, 128, 256),

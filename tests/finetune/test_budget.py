@@ -60,7 +60,7 @@ def test_a_small_budget_gives_up_members_then_grid_values_then_epochs_in_that_or
 def test_a_default_run_with_time_to_spare_gains_the_measured_members():
     plan = budget.plan(_frame(100, 30, 30), ["a", "b"], FinetuneConfig(budget="1h"), "cpu", measure=_fixed(0.001)[0])
     assert plan.config.ensemble == budget.EXTRA_MEMBERS
-    assert plan.changes[-1] == "default run: 3 of 3 measured ensemble members fit the budget"
+    assert plan.changes[-1] == f"default run: {len(budget.EXTRA_MEMBERS)} of {len(budget.EXTRA_MEMBERS)} measured ensemble members fit the budget"
     tight = budget.plan(_frame(100, 30, 30), ["a", "b"], FinetuneConfig(budget="1s"), "cpu", measure=_fixed(0.1)[0])
     assert tight.config.ensemble == [] and tight.config.epochs == budget.MIN_EPOCHS
     assert any("over the budget: it runs anyway" in c for c in tight.changes)

@@ -35,8 +35,8 @@ def test_no_settings_is_the_default_preset_with_offline_weights(offline):
     check_weights(config)  # the build's preflight: no download, no probe of the download host
     assert offline == []
     # a setting given keeps the rest of the preset; naming a model leaves the preset
-    assert FinetuneConfig(epochs=5).features_from == DEFAULT_FINETUNE["features_from"]
-    assert FinetuneConfig(model="resnet18").features_from is None
+    assert FinetuneConfig(epochs=5).pool == DEFAULT_FINETUNE["pool"]
+    assert FinetuneConfig(model="resnet18").pool == 1
 
 
 def test_a_recipe_without_finetune_and_its_card_block_name_every_setting():
@@ -58,10 +58,11 @@ def test_the_plain_command_trains_offline(utkface_dir, tmp_path, offline, capsys
     tree = utkface_tree(utkface_dir, tmp_path / "tree", {"train": 6, "val": 3, "test": 3})
     assert main(["finetune", str(tree), "--budget", "40s"]) == 0
     out = capsys.readouterr().out
-    assert out.index("plan for a budget") < out.index("fine-tuning tf_efficientnet_lite0 (weights lite0")
+    assert out.index("plan for a budget") < out.index(f"fine-tuning {DEFAULT_FINETUNE['model']} (weights "
+                                                       f"{DEFAULT_FINETUNE['weights']}")
     saved = json.loads((tree / "finetune" / "recipe.json").read_text())["finetune"]
     assert saved["model"] == DEFAULT_FINETUNE["model"] and saved["weights"] == DEFAULT_FINETUNE["weights"]
-    assert saved["features_from"] == DEFAULT_FINETUNE["features_from"] and saved["budget"] == "40s"
+    assert saved["pool"] == DEFAULT_FINETUNE["pool"] and saved["budget"] == "40s"
     assert offline == []
 
 
