@@ -15,7 +15,7 @@ import pandas as pd
 from tasks.core.binning import field_labels, label_order, small_groups
 from tasks.core.manifest import DUPLICATE, EXCLUDED, FAILED, KEPT, QUARANTINED
 from tasks.core.paths import SPLITS
-from tasks.core.reasons import TAKEDOWN, reason_kind
+from tasks.core.reasons import PER_FACE, TAKEDOWN, reason_kind
 from tasks.core.recipe import Recipe
 
 STEPS = ("found", "removed on request", "downloaded", "decoded", "one face", "unique", "agreed", "kept")
@@ -55,15 +55,33 @@ def stopped_at(manifest: pd.DataFrame) -> pd.Series:
 
 def funnel(manifest: pd.DataFrame) -> list[dict[str, Any]]:
     """Images left after each step from found to kept, with how many fell out at that step
-    and why; images taken down on request get their own step right after 'found'."""
-    steps = stopped_at(manifest)
-    remaining = len(manifest)
+    and why; images taken down on request get their own step right after 'found'.
+
+    With one row per face (`faces: {each: true}`) the count turns from images to faces at
+    the face step: an image whose faces got rows of their own passes it as its faces (the
+    step is then called 'faces'), and each face row goes on through the later steps."""
+    is_face = manifest["parent_id"].notna() if "parent_id" in manifest.columns else pd.Series(False, index=manifest.index)
+    reason = manifest["reason"].astype("string").fillna("")
+    split_up = (manifest["status"] == EXCLUDED) & reason.str.startswith(PER_FACE) & ~is_face
+    images = manifest[~is_face & ~split_up]  # rows that stay images to the end, then the faces' parents
+    steps = pd.concat([stopped_at(images), pd.Series("kept", index=manifest.index[split_up], dtype=object)])
+    face_steps = stopped_at(manifest[is_face])
+    remaining = len(images) + int(split_up.sum())
     rows = [{"step": STEPS[0], "images": remaining, "dropped": 0, "why": ""}]
+    faces_begun = False
     for step in STEPS[1:-1]:
-        gone = manifest.loc[steps == step, "reason"].map(fold_reason).value_counts()
+        if faces_begun:
+            steps, table = face_steps, manifest[is_face]
+        else:
+            table = manifest.loc[steps.index]
+        gone = table.loc[steps[table.index] == step, "reason"].map(fold_reason).value_counts()
         remaining -= int(gone.sum())
+        name = step
+        if step == "one face" and is_face.any():  # from here on, faces: the parents give way to their faces
+            remaining += len(face_steps) - int(split_up.sum())
+            faces_begun, name = True, "faces"
         why = "; ".join(f"{r} ({n})" for r, n in gone.head(WHY_SHOWN).items())
-        rows.append({"step": step, "images": remaining, "dropped": int(gone.sum()),
+        rows.append({"step": name, "images": remaining, "dropped": int(gone.sum()),
                      "why": why + ("; ..." if len(gone) > WHY_SHOWN else "")})
     rows.append({"step": STEPS[-1], "images": remaining, "dropped": 0, "why": ""})
     return rows

@@ -11,6 +11,7 @@ DUPLICATE_OF = "duplicate of"  # + the keeper's item_id (dedupe)
 IN_REFERENCE_SET = "in reference set"  # + the set's name: in an earlier dataset's test split (dedupe)
 AUTOTAGGER_DISAGREES = "autotagger disagrees: "  # + the cross-check's reason, with `on_disagreement: drop`
 BUDGET_REACHED = "API budget reached"  # a paid autotagger's `max_calls` spent: the face is not tagged
+PER_FACE = "one row per face"  # + (N faces): an image whose faces have rows of their own (faces: {each: true})
 
 
 def duplicate_of(keeper: str) -> str:

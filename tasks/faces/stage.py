@@ -50,7 +50,7 @@ from PIL import Image
 from tasks.core.atomic import atomic_write, read_json, write_json
 from tasks.core.reports import write_report
 from tasks.core.quarantine import quarantine
-from tasks.core.reasons import reason_kind
+from tasks.core.reasons import PER_FACE, reason_kind
 from tasks.vision.decode import Decoded, decode_bytes
 from tasks.vision.detector import FaceDetector, default_detector, each_face, verify_and_crop
 from tasks.core.manifest import EXCLUDED, FAILED, KEPT, QUARANTINED, face_item_id, kept, with_columns
@@ -94,7 +94,7 @@ FACE_VALUES = ("face_index", "face_box", "face_score", "face_blur", "face_path")
 IMAGE_ONLY = ("faces", "faces_small", "faces_blurred", "faces_over", "faces_ms", "quarantine_path")
 
 MISSING = "image file missing"
-PARENT = "one row per face"  # the reason of an image whose faces have rows of their own
+PARENT = PER_FACE  # the reason of an image whose faces have rows of their own
 
 
 def parent_reason(faces: int) -> str:

@@ -89,3 +89,20 @@ def test_reasons_fold_details_and_duplicates():
         {"status": "quarantined", "reason": "file too small", "images": 2},
         {"status": "failed", "reason": "(no reason given)", "images": 1},
     ]
+
+
+def test_with_one_row_per_face_the_funnel_counts_images_then_faces():
+    """Two group photos give 3 and 2 face rows, one photo has no face, one download failed; of
+    the five faces one is a duplicate: 4 images found, then 5 faces, 4 kept."""
+    rows = [
+        {"item_id": "a", "sha256": "s1", "status": "excluded", "reason": "one row per face (3 faces)"},
+        {"item_id": "b", "sha256": "s2", "status": "excluded", "reason": "one row per face (2 faces)"},
+        {"item_id": "c", "sha256": "s3", "status": "quarantined", "reason": "no face"},
+        {"item_id": "d", "sha256": None, "status": "failed", "reason": "download failed: 404"},
+        *({"item_id": f"a{i}", "parent_id": "a", "sha256": "s1", "status": "kept", "reason": None} for i in range(3)),
+        {"item_id": "b0", "parent_id": "b", "sha256": "s2", "status": "kept", "reason": None},
+        {"item_id": "b1", "parent_id": "b", "sha256": "s2", "status": "duplicate", "reason": "duplicate of a0"},
+    ]
+    steps = {row["step"]: (row["images"], row["dropped"]) for row in funnel(pd.DataFrame(rows))}
+    assert steps == {"found": (4, 0), "removed on request": (4, 0), "downloaded": (3, 1), "decoded": (3, 0),
+                     "faces": (5, 1), "unique": (4, 1), "agreed": (4, 0), "kept": (4, 0)}
