@@ -8,10 +8,6 @@ that is what makes a build killed halfway through `faces` resume at the half.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -43,20 +39,9 @@ class SerialExecutor:
         return None
 
 
-def _exit_with_parent(parent: int) -> None:
-    """A pool worker's initializer: end the worker once the build process is gone. A SIGKILLed
-    build closes nothing, and its workers went on with their batches, orphaned."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.2)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="faceset-parent-watch", daemon=True).start()
-
-
 class ProcessExecutor:
-    """A process pool kept open for a whole stage ('spawn': OpenCV/torch threads never deadlock a child)."""
+    """A process pool kept open for a whole stage (`tasks.core.parallel.worker_pool`: one compute
+    thread per worker, spawned whenever forking is unsafe, ending with the build)."""
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or parallel.default_workers()
@@ -67,8 +52,7 @@ class ProcessExecutor:
             yield from SerialExecutor().imap_unordered(fn, items)
             return
         if self.pool is None:
-            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_exit_with_parent, initargs=(os.getpid(),))
+            self.pool = parallel.worker_pool(self.workers)
         pending = {self.pool.submit(fn, item): position for position, item in enumerate(items)}
         while pending:
             done, _ = wait_futures(pending, return_when=FIRST_COMPLETED)

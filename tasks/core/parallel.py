@@ -94,10 +94,25 @@ def can_fork() -> bool:
     return cv2 is None or cv2.getNumThreads() <= 1
 
 
+def _start_worker(parent: int) -> None:
+    """Pool worker initializer: one compute thread, and an end once the process that started
+    the pool is gone (a SIGKILLed build closes nothing; its workers went on, orphaned)."""
+    one_thread_each()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="faceset-parent-watch", daemon=True).start()
+
+
 def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool of `workers`, each with one compute thread; forked when `can_fork`, else spawned."""
+    """A process pool of `workers`, each with one compute thread and ending with its parent;
+    forked when `can_fork`, else spawned. The one pool of the stages and of the flow's runner."""
     context = multiprocessing.get_context("fork" if can_fork() else "spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=one_thread_each)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+                               initargs=(os.getpid(),))
 
 
 def process_mapper(workers: int | None = None) -> Mapper:
