@@ -26,6 +26,7 @@ from tasks.finetune import ensemble
 from tasks.vision.backbones import Net, Normalization, build_net
 from tasks.finetune.data import IMAGE_SUFFIXES, INFERENCE_BATCH
 from tasks.finetune.training import pick_device
+from tasks.finetune.unlearn import load_unlearned
 from tasks.core.recipe import FacesConfig, FinetuneConfig
 
 
@@ -48,6 +49,8 @@ def load_model(model_dir: Path) -> tuple[Net, dict]:
     trained = trained_config(checkpoint)
     net, _ = build_net(checkpoint["arch"], "none", len(checkpoint["classes"]), features_from=trained.features_from,
                        pool=trained.pool)
+    if "unlearn" in checkpoint:  # models/unlearn/alpha_<a>/: body, shared embedding, target head
+        return load_unlearned(net, checkpoint), checkpoint
     net.load_state_dict(checkpoint["state_dict"], strict=True)
     return net.eval(), checkpoint
 

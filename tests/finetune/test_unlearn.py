@@ -19,7 +19,8 @@ from PIL import Image, ImageDraw
 from tasks.finetune import data
 from tasks.vision.backbones import apply_freeze, build_net
 from tasks.finetune.training import Hyper, pick_device
-from tasks.finetune.unlearn import confusion_loss, load_unlearned, run_unlearning
+from tasks.finetune.apply import load_model
+from tasks.finetune.unlearn import confusion_loss, run_unlearning
 from tasks.core.recipe import FinetuneConfig, UnlearnConfig
 
 TINTS = {"warm": (200, 120, 60), "cool": (60, 120, 200)}
@@ -82,8 +83,8 @@ def test_unlearning_hides_the_planted_attribute_from_a_linear_probe(tmp_path):
     # each unlearned model is saved and, rebuilt, predicts what the run measured
     checkpoint = torch.load(grid[2]["model"], weights_only=True)
     assert Path(grid[2]["model"]).parent.name == "alpha_3" and checkpoint["unlearn"]["alpha"] == 3.0
-    net, _ = build_net(config.model, "none", len(classes), features_from=config.features_from, pool=config.pool)
-    unlearned = load_unlearned(net, checkpoint)
+    unlearned, saved = load_model(Path(grid[2]["model"]))  # as `faceset apply` loads any model
+    assert saved["unlearn"]["alpha"] == 3.0
     test = frame[frame["split"] == "test"]
     transform = data.eval_transform(config.image_size, norm, config.eval_crop)
     with torch.no_grad():
