@@ -34,8 +34,13 @@ FEW_LABELLED = 100  # held-out faces under which apply warns that the adjustment
 
 
 def trained_config(checkpoint: dict) -> FinetuneConfig:
-    """The finetune settings a model was trained with; keys an older model lacks take their defaults."""
-    return FinetuneConfig.model_validate(checkpoint.get("finetune") or {})
+    """The finetune settings a model was trained with; keys an older model lacks take their defaults.
+    The model is the architecture the checkpoint holds: models trained before model and weights
+    were checked recorded `model: resnet18, weights: lite0` and trained Lite0."""
+    settings = dict(checkpoint.get("finetune") or {})
+    if checkpoint.get("arch"):
+        settings["model"] = checkpoint["arch"]
+    return FinetuneConfig.model_validate(settings)
 
 
 def load_model(model_dir: Path) -> tuple[Net, dict]:

@@ -259,3 +259,11 @@ def test_bad_input_gets_one_clear_message(small_model, tmp_path, capsys):
         assert error.startswith("error: ") and message in error and "Traceback" not in error
     assert "choose among folder" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_saved_before_model_and_weights_were_checked_still_loads_its_settings():
+    """Older models recorded `model: resnet18, weights: lite0` and trained Lite0 (issue 19's silent
+    substitution): their settings are read with the architecture the checkpoint holds."""
+    from tasks.finetune.apply import trained_config
+    old = {"arch": "tf_efficientnet_lite0", "finetune": {"model": "resnet18", "weights": "lite0", "image_size": 160}}
+    assert trained_config(old).model == "tf_efficientnet_lite0" and trained_config(old).image_size == 160
