@@ -84,7 +84,7 @@ def search_study(args: argparse.Namespace) -> int:
 
 
 def serve_only(site, port: int) -> int:
-    """`--serve`: the demo site alone, until Ctrl-C."""
+    """`--serve`: the demo site alone, until Ctrl-C or SIGTERM (the CLI turns both into KeyboardInterrupt)."""
     with DemoServer(site, port=port) as server:
         print(f"demo: site on {server.url} (Ctrl-C stops it)", flush=True)
         try:
