@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from PIL import Image
 
 from tasks.core.errors import FacesetError
@@ -26,7 +27,6 @@ from tasks.finetune import ensemble
 from tasks.vision.backbones import Net, Normalization, build_net
 from tasks.finetune.data import IMAGE_SUFFIXES, INFERENCE_BATCH
 from tasks.finetune.training import pick_device
-from tasks.finetune.unlearn import load_unlearned
 from tasks.core.recipe import FacesConfig, FinetuneConfig
 
 
@@ -41,6 +41,21 @@ def trained_config(checkpoint: dict) -> FinetuneConfig:
     if checkpoint.get("arch"):
         settings["model"] = checkpoint["arch"]
     return FinetuneConfig.model_validate(settings)
+
+
+def load_unlearned(net: Net, checkpoint: dict) -> Net:
+    """`net` (built for the checkpoint's arch and settings) turned into the saved unlearned model:
+    body, then the shared embedding, then the target head, weights loaded strictly."""
+    dim = int(checkpoint["unlearn"]["embedding_dim"])
+    body = nn.Sequential()
+    body.add_module("0", net.body)
+    body.add_module("1", nn.Sequential(nn.Linear(net.embedding_dim, dim), nn.ReLU()))
+    unlearned = Net(body, nn.Linear(dim, len(checkpoint["classes"])), net.arch)
+    state = checkpoint["state_dict"]
+    renamed = {(f"body.0.{k[5:]}" if k.startswith("body.") else f"body.1.{k[5:]}" if k.startswith("neck.") else k): v
+               for k, v in state.items()}
+    unlearned.load_state_dict(renamed, strict=True)
+    return unlearned.eval()
 
 
 def load_model(model_dir: Path) -> tuple[Net, dict]:

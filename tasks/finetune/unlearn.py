@@ -8,7 +8,7 @@ say) that tries to read the attribute from the embedding. Training alternates:
 The report compares a linear probe of the attribute on embeddings trained with alpha=0
 (no unlearning) and with each of the recipe's alphas (`unlearn.alpha` may be a list: a grid),
 so the effect and its price in target accuracy are measured, not assumed. Each unlearned
-model is saved under `models/unlearn/alpha_<a>/` (`save_unlearned`; `load_unlearned` rebuilds it).
+model is saved under `models/unlearn/alpha_<a>/` (`save_unlearned`; `faceset apply` loads it: `apply.load_model`).
 """
 
 from __future__ import annotations
@@ -230,21 +230,6 @@ def save_unlearned(net: Net, model: UnlearnNet, classes: list[str], config: Fine
     write_json(folder / "recipe.json", {"finetune": config.model_dump(mode="json"), "unlearn": checkpoint["unlearn"]})
     write_json(folder / "class_map.json", {str(i): c for i, c in enumerate(classes)})
     return folder / "model.pt"
-
-
-def load_unlearned(net: Net, checkpoint: dict) -> Net:
-    """`net` (built for the checkpoint's arch and settings) turned into the saved unlearned model:
-    body, then the shared embedding, then the target head, weights loaded strictly."""
-    dim = int(checkpoint["unlearn"]["embedding_dim"])
-    body = nn.Sequential()
-    body.add_module("0", net.body)
-    body.add_module("1", nn.Sequential(nn.Linear(net.embedding_dim, dim), nn.ReLU()))
-    unlearned = Net(body, nn.Linear(dim, len(checkpoint["classes"])), net.arch)
-    state = checkpoint["state_dict"]
-    renamed = {(f"body.0.{k[5:]}" if k.startswith("body.") else f"body.1.{k[5:]}" if k.startswith("neck.") else k): v
-               for k, v in state.items()}
-    unlearned.load_state_dict(renamed, strict=True)
-    return unlearned.eval()
 
 
 def _split_labels(batch):
