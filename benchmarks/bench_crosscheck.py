@@ -197,7 +197,9 @@ def review_unplanted(out: pd.DataFrame, score: np.ndarray, planted: np.ndarray, 
     return review.write(rows, recipe(True), DatasetPaths(folder))
 
 
-def corrupt_and_check(data: pd.DataFrame, faces: int, seed: int) -> dict:
+def with_planted_errors(data: pd.DataFrame, faces: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
+    """`faces` adults as a manifest with planted errors: 5% of genders flipped, 5% of ages moved
+    15-25 years; returns the sample, the manifest, and which genders and ages were planted."""
     rng = np.random.default_rng(seed)
     adults = data[data["age"] >= 18]
     sample = adults.sample(min(faces, len(adults)), random_state=seed).reset_index(drop=True)
@@ -219,6 +221,15 @@ def corrupt_and_check(data: pd.DataFrame, faces: int, seed: int) -> dict:
         "autotag_gender": sample["gender_pred"], "autotag_gender_confidence": sample["confidence"],
         "autotag_age": sample["age_pred"], "autotag_source": "local",
     })
+    return sample, manifest, flipped, moved
+
+
+def corrupt_and_check(data: pd.DataFrame, faces: int, seed: int) -> dict:
+    sample, manifest, flipped, moved = with_planted_errors(data, faces, seed)
+    n = len(sample)
+    age = sample["age"].to_numpy(float)
+    noisy_age = manifest["age"].astype(float).to_numpy()
+    gender = manifest["gender"].to_numpy()
     gap = np.abs(manifest["autotag_age"].astype(float).to_numpy() - noisy_age)
     conf = manifest["autotag_gender_confidence"].astype(float).to_numpy()
     disagrees = manifest["autotag_gender"].to_numpy() != gender

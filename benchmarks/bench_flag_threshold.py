@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_crosscheck import CORPUS, RESULTS, recipe, tag_all  # noqa: E402
+from bench_crosscheck import CORPUS, RESULTS, recipe, tag_all, with_planted_errors  # noqa: E402
 from results_file import write_results  # noqa: E402
 
 from tasks.crosscheck import stage as crosscheck  # noqa: E402
@@ -45,24 +45,7 @@ ENOUGH = 0.8  # share of draws within 5 points for a size to count as enough
 
 def scored(data: pd.DataFrame, faces: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per check: (score, planted error, flagged by the stage) for `faces` adults with planted errors."""
-    rng = np.random.default_rng(seed)
-    sample = data[data["age"] >= 18].sample(faces, random_state=seed).reset_index(drop=True)
-    n = len(sample)
-    flipped, moved = np.zeros(n, bool), np.zeros(n, bool)
-    flipped[rng.choice(n, round(0.05 * n), replace=False)] = True
-    moved[rng.choice(n, round(0.05 * n), replace=False)] = True
-    shift = rng.uniform(15, 25, n) * rng.choice([-1, 1], n)
-    age = sample["age"].to_numpy(float)
-    noisy = np.where(moved, age + shift, age)
-    noisy = np.where(noisy < 1, age + np.abs(shift), noisy).round()
-    gender = np.where(flipped, np.where(sample["gender_true"] == "male", "female", "male"), sample["gender_true"])
-    manifest = pd.DataFrame({
-        "item_id": [f"f{i}" for i in range(n)], "source": "utkface", "page_url": "", "status": "kept", "reason": pd.NA,
-        "face_path": "faces/" + sample["file"], "gender": pd.array(gender, dtype="string"),
-        "age": pd.array(noisy.astype(int).astype(str), dtype="string"), "race": pd.array(sample["race_name"], dtype="string"),
-        "autotag_gender": sample["gender_pred"], "autotag_gender_confidence": sample["confidence"],
-        "autotag_age": sample["age_pred"], "autotag_source": "local",
-    })
+    _, manifest, flipped, moved = with_planted_errors(data, faces, seed)
     out = crosscheck.flag(crosscheck._typed(manifest), recipe(True))
     found = {}
     for check, truth in (("gender", flipped), ("age", moved)):
