@@ -7,6 +7,7 @@ benchmarks add REPO/tests themselves), never from one another. No tests here.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import random
 import shutil
@@ -175,3 +176,18 @@ def utkface_tree(utkface_dir: Path, root: Path, per_class: dict[str, int], *, se
                                          "item_id": row["file"]}))
         (root / split / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
+
+
+def stored_images(paths: DatasetPaths, files: dict[str, bytes], **columns: Any) -> list[dict[str, Any]]:
+    """Rows as the fetch stage leaves them: each file stored under images/ by its sha256, kept,
+    with `columns` (a value, or a function of the item id) added to every row."""
+    rows = []
+    for item, data in files.items():
+        sha = hashlib.sha256(data).hexdigest()
+        target = paths.image_file(sha, "jpg")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        extra = {k: v(item) if callable(v) else v for k, v in columns.items()}
+        rows.append({"item_id": item, "status": "kept", "sha256": sha,
+                     "image_path": target.relative_to(paths.root).as_posix(), **extra})
+    return rows

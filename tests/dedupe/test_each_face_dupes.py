@@ -6,13 +6,12 @@ real faces stage (YuNet), the real dedupe stage (dlib descriptors, aligned-face 
 
 from __future__ import annotations
 
-import hashlib
 import io
 
 import numpy as np
 import pandas as pd
 import pytest
-from builders import make_recipe
+from builders import make_recipe, stored_images
 from PIL import Image
 
 from tasks import dedupe, faces
@@ -40,14 +39,7 @@ def test_a_reposted_group_photo_duplicates_all_its_faces(utkface_dir, dedup_dir,
     smaller = np.asarray(Image.fromarray(photo.rgb).resize((1024, 768), Image.Resampling.LANCZOS))
     files = {"a-original": jpeg(photo.rgb), "b-same-bytes": jpeg(photo.rgb), "c-resized": jpeg(smaller, 85)}
     paths = DatasetPaths.create(tmp_path / "data")
-    rows = []
-    for item, data in files.items():
-        sha = hashlib.sha256(data).hexdigest()
-        target = paths.image_file(sha, "jpg")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-        rows.append({"item_id": item, "status": "kept", "sha256": sha, "label": "x",
-                     "image_path": target.relative_to(paths.root).as_posix()})
+    rows = stored_images(paths, files, label="x")
     recipe = make_recipe("reposts", fields=("label",), faces={"each": True, "blur_threshold": 0})
     cropped = faces.run(conform(pd.DataFrame(rows), ["label"]), recipe, paths, mapper=serial_mapper)
     out = dedupe.run(cropped, recipe, paths, mapper=serial_mapper)

