@@ -127,4 +127,6 @@ def main(args: argparse.Namespace) -> int:
     print(f"  report:   {paths.report_html}")
     print(f"  card:     {paths.card}")
     print(f"  model:    {paths.models}")
+    print(f"next: judge its faces in the browser with `faceset review {dataset}`, or try the shares study "
+          "with `faceset demo --study search`")
     return 0
