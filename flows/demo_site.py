@@ -6,6 +6,10 @@ so the recipe's parsers do real work. A few deliberately bad entries (a missing 
 a web page served as an image, a group photo, the same person listed twice) show
 what the pipeline does with them. Served on 127.0.0.1 only.
 
+For the validation study, a share of profiles can state the wrong gender
+(`wrong_gender`): label errors the cross-check should flag and gold labels reveal. Each
+profile keeps the corpus's own labels (`truth`), where the demo's gold labels come from.
+
 The labels CSV has a `file` column plus label columns. UTKFace's `labels.csv`
 (age, gender 0 male / 1 female, race 0-4) is understood natively, adults only; for any
 other CSV, every column becomes a field as plain text.
@@ -40,6 +44,7 @@ class Profile:
     photo: str  # path of the served image, e.g. /img/p0001.jpg
     fields: dict[str, str] = field(default_factory=dict)
     bio: str = ""
+    truth: dict[str, str] = field(default_factory=dict)  # the labels CSV's values (UTKFace: gender, age)
 
 
 @dataclass
@@ -106,8 +111,16 @@ def _utk_fields(row: dict[str, str], rng: random.Random) -> tuple[dict[str, str]
     return fields, bio
 
 
-def build_site(images_dir: Path, limit: int | None = None, seed: int = 7, extras: bool = True) -> DemoSite:
-    """Profiles for the first `limit` labelled photos (a seeded sample), plus bad entries."""
+def _misstate_gender(profile: Profile) -> None:
+    """The bio's pronouns swapped: the page says the other gender, the truth stays."""
+    swapped = {"She": "He", "He": "She", "her": "his", "his": "her"}
+    profile.bio = " ".join(swapped.get(word, word) for word in profile.bio.split(" "))
+
+
+def build_site(images_dir: Path, limit: int | None = None, seed: int = 7, extras: bool = True,
+               wrong_gender: float = 0.0) -> DemoSite:
+    """Profiles for the first `limit` labelled photos (a seeded sample), plus bad entries;
+    with `wrong_gender`, that share of UTKFace profiles (seeded) states the other gender."""
     rows = read_labels(images_dir)
     if not rows:
         raise FacesetError(f"{images_dir} has a labels CSV but none of its files exist", "check the 'file' column")
@@ -127,11 +140,16 @@ def build_site(images_dir: Path, limit: int | None = None, seed: int = 7, extras
         else:
             fields, bio = {k: v for k, v in row.items() if k != "file"}, ""
         name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
-        profiles.append(Profile(f"p{number:05d}", name, photo, fields, bio))
+        truth = {"gender": "female" if row["gender"] == "1" else "male", "age": row["age"]} if utkface else {}
+        profiles.append(Profile(f"p{number:05d}", name, photo, fields, bio, truth))
+    if utkface and wrong_gender > 0:  # its own draw: the other profiles stay as without errors
+        for profile in random.Random(seed + 1).sample(profiles, round(wrong_gender * len(profiles))):
+            _misstate_gender(profile)
     if extras and len(profiles) >= 4:
         first = profiles[0]
         # The same person listed twice (a joint appointment): a duplicate to find.
-        profiles.append(Profile("joint-appointment", first.name, first.photo, dict(first.fields), first.bio))
+        profiles.append(Profile("joint-appointment", first.name, first.photo, dict(first.fields), first.bio,
+                                dict(first.truth)))
         # A portrait that is missing on the server: a failed download.
         profiles.append(Profile("missing-photo", "Pat Doe", "/img/missing.jpg", dict(first.fields), first.bio))
         # A web page served where the portrait should be: not an image.
@@ -223,8 +241,25 @@ class DemoServer:
         self.httpd.server_close()
 
 
-def recipe_text(site: DemoSite, url: str, name: str = "demo-staff", epochs: int = 10) -> str:
-    """A recipe for the demo site, as a user would write it (docs/recipe-reference.md)."""
+# The demo's fine-tune: frozen Lite0 middle stage on a 6x6 grid, a 2-point grid (a minute on two cores).
+DEMO_FINETUNE = """
+  model: tf_efficientnet_lite0
+  weights: lite0
+  freeze: head
+  features_from: blocks.3  # the middle stage on a 6x6 grid: transfers to aligned faces better than the last
+  pool: 6
+  eval_crop: 1.0
+  image_size: 160
+  epochs: {epochs}
+  grid: {{lr: [0.001, 0.005], momentum: [0.9], batch_size: [16], weight_decay: [0.1, 0.3]}}"""
+
+
+def recipe_text(site: DemoSite, url: str, name: str = "demo-staff", epochs: int = 10,
+                sections: dict[str, str] | None = None) -> str:
+    """A recipe for the demo site, as a user would write it (docs/recipe-reference.md).
+
+    `sections` replaces top-level sections after the sources (target, attributes, faces,
+    dedupe, crosscheck, split, finetune) by YAML text: each study's own design."""
     if site.utkface:
         fields = """        name: "h1.name::text"
         gender: {css: "p.bio::text", parse: pronoun}
@@ -237,6 +272,19 @@ def recipe_text(site: DemoSite, url: str, name: str = "demo-staff", epochs: int 
         keys = list(site.profiles[0].fields)
         fields = '        name: "h1.name::text"\n' + "".join(f'        {k}: "dd.{k}::text"\n' for k in keys)
         target, attributes, crosscheck, stratify = keys[0], f"[{', '.join(keys[1:])}]", "{}", f"[{keys[0]}]"
+    design = {
+        "target": f" {target}",
+        "attributes": f" {attributes}",
+        "faces": " {size: 160, min_face_px: 40, max_faces: 1, min_score: 0.7, blur_threshold: 20}",
+        "dedupe": " {max_distance: 6, mirror: true, identity: true}",
+        "crosscheck": f"\n  autotagger: local\n  fields: {crosscheck}\n  on_disagreement: flag",
+        "split": f" {{train: 0.7, val: 0.2, test: 0.1, stratify: {stratify}, seed: 13}}",
+        "finetune": DEMO_FINETUNE.format(epochs=epochs),
+    }
+    unknown = set(sections or {}) - set(design)
+    if unknown:
+        raise ValueError(f"recipe_text: unknown sections {sorted(unknown)}")
+    design.update(sections or {})
     return f"""# Written by `faceset demo` for its local demo site.
 name: {name}
 description: Staff portraits of a demo faculty directory, labelled by the profile text
@@ -253,23 +301,4 @@ sources:
     item:
       image: "img.portrait::attr(src)"
       fields:
-{fields}target: {target}
-attributes: {attributes}
-faces: {{size: 160, min_face_px: 40, max_faces: 1, min_score: 0.7, blur_threshold: 20}}
-dedupe: {{max_distance: 6, mirror: true, identity: true}}
-crosscheck:
-  autotagger: local
-  fields: {crosscheck}
-  on_disagreement: flag
-split: {{train: 0.7, val: 0.2, test: 0.1, stratify: {stratify}, seed: 13}}
-finetune:
-  model: tf_efficientnet_lite0
-  weights: lite0
-  freeze: head
-  features_from: blocks.3  # the middle stage on a 6x6 grid: transfers to aligned faces better than the last
-  pool: 6
-  eval_crop: 1.0
-  image_size: 160
-  epochs: {epochs}
-  grid: {{lr: [0.001, 0.005], momentum: [0.9], batch_size: [16], weight_decay: [0.1, 0.3]}}
-"""
+{fields}""" + "".join(f"{key}:{text}\n" for key, text in design.items())
