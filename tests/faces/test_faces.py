@@ -169,6 +169,17 @@ def test_crop_is_reencoded_without_exif_or_gps(paths):
     assert b"PhoneMaker" not in (paths.root / row["face_path"]).read_bytes()
 
 
+def test_crop_files_are_the_bytes_pillow_would_write(tmp_path):
+    """Crops are encoded by OpenCV (faster); the file is byte for byte Pillow's JPEG at the
+    same quality, so no crop, hash or figure computed from crops changed with the encoder."""
+    ramp = np.linspace(0, 255, 301 * 157 * 3).reshape(157, 301, 3).astype(np.uint8)
+    for pixels in (texture(224, 224), texture(97, 65, seed=3), ramp):
+        faces.save_jpeg(pixels, tmp_path / "crop.jpg")
+        pillow = io.BytesIO()
+        Image.fromarray(pixels).save(pillow, "JPEG", quality=faces.JPEG_QUALITY)
+        assert (tmp_path / "crop.jpg").read_bytes() == pillow.getvalue(), pixels.shape
+
+
 def test_hostile_files_never_reach_the_detector_and_are_quarantined(paths):
     good = jpeg(texture(640, 480))
     files = {
