@@ -4,7 +4,11 @@
 
 Photos: UTKFace faces from ../shared/corpus, scaled to 480x480 and padded (edge pixels
 repeated) to 640x480 at run time, so faces keep their proportions. A second, small run
-uses 4000x3000 portraits, where detecting on a downscaled copy matters.
+uses 4000x3000 portraits, where detecting on a downscaled copy matters. Per core, the
+CPU time of both paths without detection (YuNet's rows replayed: `without_detection`)
+shows where they differ; autocrop's command-line work (each crop written as a file) is
+a second reference; `crop_resampling` compares Pillow's bicubic and OpenCV's area
+shrinking of crops. `issue_16_targets` holds the issue's two speed ratios and the load.
 
 One row per face (`faces: {each: true}`): group photos of 1 to 6 UTKFace faces, 40 to
 200 px wide, pasted onto 1280x960 UKBench photos (tasks/faces/group_photos.py, known
@@ -323,6 +327,42 @@ def findable(per_width: int) -> dict[str, float]:
     return figures
 
 
+def crop_resampling(count: int) -> dict:
+    """Why crops keep Pillow's bicubic (autocrop's `resize`) rather than OpenCV's area
+    averaging, which is faster: real photos (UKBench, 640x480; deepface's couple) cut into
+    squares of 300 to 470 px (the crops this benchmark makes are about 414 px) and shrunk to
+    224 px. Fidelity is PSNR against Lanczos-3 (a windowed sinc, the best of Pillow's
+    filters); sharpness the variance of the Laplacian; time CPU ms per crop."""
+    files = sorted((CORPUS / "dedup" / "imagededup" / "base_images").glob("*.jpg"))[:count]
+    rng = np.random.default_rng(7)
+    methods = {"pillow_bicubic": lambda crop: np.asarray(Image.fromarray(crop).resize((224, 224), Image.BICUBIC)),
+               "opencv_area": lambda crop: cv2.resize(crop, (224, 224), interpolation=cv2.INTER_AREA)}
+    psnr: dict[str, list[float]] = {name: [] for name in methods}
+    sharp: dict[str, list[float]] = {name: [] for name in [*methods, "lanczos"]}
+    spent = dict.fromkeys(methods, 0.0)
+    crops = 0
+    for path in files:
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        for side in (300, 414, 470):
+            y, x = (int(rng.integers(0, rgb.shape[i] - side + 1)) for i in (0, 1))
+            crop = np.ascontiguousarray(rgb[y : y + side, x : x + side])
+            reference = np.asarray(Image.fromarray(crop).resize((224, 224), Image.LANCZOS))
+            sharp["lanczos"].append(cv2.Laplacian(cv2.cvtColor(reference, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
+            for name, method in methods.items():
+                started = time.process_time()
+                small = method(crop)
+                spent[name] += time.process_time() - started
+                error = np.mean((small.astype(np.float64) - reference) ** 2)
+                psnr[name].append(10 * np.log10(255 ** 2 / max(error, 1e-12)))
+                sharp[name].append(cv2.Laplacian(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
+            crops += 1
+    return {"crops": crops, "sides_px": [300, 414, 470],
+            **{name: {"psnr_vs_lanczos_db": round(float(np.mean(psnr[name])), 1),
+                      "laplacian_variance": round(float(np.mean(sharp[name]))),
+                      "cpu_ms_per_crop": round(1000 * spent[name] / max(1, crops), 3)} for name in methods},
+            "lanczos_laplacian_variance": round(float(np.mean(sharp["lanczos"])))}
+
+
 def real_group_photos() -> dict[str, dict[str, int]]:
     """Faces found in the corpus's uncropped multi-face photos (no boxes known): one face per
     image mode's 640 px copy against per-face detection (min_face_px 40)."""
@@ -381,6 +421,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         results["each_face_group_photos"] = per_face(Path(tmp), group_photos(args.groups or (12 if args.quick else 60)),
                                                      args.quick)
+    results["crop_resampling"] = crop_resampling(10 if args.quick else 40)
     results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     base = results["baseline_plain_autocrop_640x480"]
     cli = results["reference_autocrop_cli_work_640x480"]
