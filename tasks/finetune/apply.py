@@ -68,7 +68,7 @@ def load_model(model_dir: Path) -> tuple[Net, dict]:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     trained = trained_config(checkpoint)
     net, _ = build_net(checkpoint["arch"], "none", len(checkpoint["classes"]), features_from=trained.features_from,
-                       pool=trained.pool)
+                       pool=trained.pool, face_features=trained.face_features)
     if "unlearn" in checkpoint:  # models/unlearn/alpha_<a>/: body, shared embedding, target head
         return load_unlearned(net, checkpoint), checkpoint
     net.load_state_dict(checkpoint["state_dict"], strict=True)

@@ -4,8 +4,10 @@ How long a fine-tune takes depends on the machine far more than on the settings'
 so the plan is made from a cost measured here: each model's seconds per image (decode,
 resize and a forward pass over a few real training images), times the passes its settings
 ask for (cached views, grid points x epochs, test views). What does not fit is taken away in
-the order it helps least: ensemble members from the last, then grid values (weight decay,
-batch size, momentum, lr: each down to its middle value), then epochs. A default run with
+the order it helps least: ensemble members from the last, then, when passes over the images
+cost more than training the head from their cached features, cached views (down to the image
+alone), then grid values (weight decay, batch size, momentum, lr: each down to its middle
+value), then epochs. A default run with
 room to spare gains the measured ensemble members (EXTRA_MEMBERS). The plan is printed
 before any training, and the estimate is kept beside the time the run really took. A
 machine that slows down during the run (a shared one) is caught by the deadline the
@@ -23,6 +25,7 @@ import torch
 
 from tasks.core.recipe import DEFAULT_FINETUNE, EnsembleMember, FinetuneConfig, budget_seconds
 from tasks.finetune import data
+from tasks.finetune.grid import LOGISTIC_C
 from tasks.finetune.training import embed
 from tasks.vision.backbones import build_net
 
@@ -30,6 +33,7 @@ SAFETY = 0.8  # plan for this share of the budget: estimates from a few images r
 MEASURE_IMAGES = 8
 GRID_ORDER = ("weight_decay", "batch_size", "momentum", "lr")  # what the grid gives up first
 MIN_EPOCHS = 2
+LOGISTIC_PASSES = 30  # a logistic head's fit costs about this many epochs of SGD over the cached samples
 # More models for a default run with time to spare, best first. Empty for now: Lite0's middle
 # stages averaged with the default WideResNet lowered UTKFace gender from 0.883 to 0.817
 # (docs/benchmarks.md, 'finetune'); a member goes here once it is measured to help.
@@ -49,13 +53,15 @@ class Plan:
 
     def lines(self) -> list[str]:
         members = self.config.members()
-        grid = len(_points(self.config))
+        head = (f"a logistic head ({len(LOGISTIC_C)} strengths)" if self.config.head == "logistic" else
+                f"a {len(_points(self.config))}-point grid, up to {self.config.epochs} epochs")
         out = [f"plan for a budget of {self.budget_seconds / 60:.1f} min (estimated {self.estimate_seconds / 60:.1f} min "
                f"from {', '.join(f'{s * 1000:.0f}' for s in self.seconds_per_image)} ms per image, measured in "
-               f"{self.measure_seconds:.0f} s): {len(members)} model(s), a {grid}-point grid, "
-               f"up to {self.config.epochs} epochs"]
+               f"{self.measure_seconds:.0f} s): {len(members)} model(s), {head}"]
         out += [f"  model {n}: {m.model} ({m.weights}), {m.image_size} px, freeze {m.freeze}"
                 + (f", features from {m.features_from}" if m.features_from else "") + (f", pool {m.pool}" if m.pool > 1 else "")
+                + (f", with the outputs of {', '.join(m.face_features)}" if m.face_features else "")
+                + (f", {m.cached_views} cached view(s)" if m.freeze == "head" else "")
                 for n, m in enumerate(members, 1)]
         out += [f"  {change}" for change in self.changes]
         return out
@@ -97,7 +103,8 @@ def measure_cost(config: FinetuneConfig, frame: pd.DataFrame, num_classes: int,
                  device: torch.device) -> tuple[float, float]:
     """Seconds per image for one pass of this model (decoding included), and per cached sample
     and epoch of training its head."""
-    net, norm = build_net(config.model, config.weights, num_classes, features_from=config.features_from, pool=config.pool)
+    net, norm = build_net(config.model, config.weights, num_classes, features_from=config.features_from, pool=config.pool,
+                          face_features=config.face_features)
     rows = frame[frame["split"] == "train"].head(MEASURE_IMAGES + 2)
     transform = data.eval_transform(config.image_size, norm, config.eval_crop)
     embed(net.body, data.loader(rows.head(2), transform, 2, shuffle=False), device)  # warm-up: first-call costs
@@ -108,26 +115,40 @@ def measure_cost(config: FinetuneConfig, frame: pd.DataFrame, num_classes: int,
     return per_image, head_seconds(net.embedding_dim, int(batch), device)
 
 
-def estimate(config: FinetuneConfig, frame: pd.DataFrame, costs: list[tuple[float, float]]) -> float:
-    """Seconds the fine-tune of `config` should take, from each model's measured cost."""
+def estimate_parts(config: FinetuneConfig, frame: pd.DataFrame, costs: list[tuple[float, float]]) -> tuple[float, float]:
+    """Seconds the fine-tune of `config` should take, from each model's measured cost, as
+    (passes over the images, training from cached features)."""
     n = {s: int((frame["split"] == s).sum()) for s in data.SPLITS}
-    points, total = len(_points(config)), 0.0
+    features, training = 0.0, 0.0
     for member, (per_image, per_sample) in zip(config.members(), costs):
         tta = 2 if member.tta else 1
+        points = len(_points(member))
         if member.freeze == "head" and member.cached_views > 0:
-            total += per_image * (n["train"] * member.cached_views + n["val"])
-            total += points * member.epochs * n["train"] * per_sample
+            features += per_image * (n["train"] * member.cached_views + n["val"])
+            points, passes = (len(LOGISTIC_C), LOGISTIC_PASSES) if member.head == "logistic" else (points, member.epochs)
+            training += points * passes * n["train"] * per_sample
         else:  # trained from images: a backward pass costs about two forward ones
-            total += points * member.epochs * per_image * (3 * n["train"] + n["val"])
-        total += per_image * tta * (n["test"] + n["val"])  # the test, and the ensemble's validation check
-    return total
+            training += points * member.epochs * per_image * (3 * n["train"] + n["val"])
+        features += per_image * tta * (n["test"] + n["val"])  # the test, and the ensemble's validation check
+    return features, training
 
 
-def _shrink(config: FinetuneConfig) -> tuple[FinetuneConfig, str] | None:
-    """One step smaller, with what was given up; None when nothing is left to give up."""
+def estimate(config: FinetuneConfig, frame: pd.DataFrame, costs: list[tuple[float, float]]) -> float:
+    """Seconds the fine-tune of `config` should take, from each model's measured cost."""
+    return sum(estimate_parts(config, frame, costs))
+
+
+def _shrink(config: FinetuneConfig, features_dominate: bool = False) -> tuple[FinetuneConfig, str] | None:
+    """One step smaller, with what was given up; None when nothing is left to give up. When
+    passes over the images cost more than training from them, a cached view (the mirror image,
+    then random crops) goes before any grid point: a grid point over cached features costs little."""
     if config.ensemble:
         return config.model_copy(update={"ensemble": config.ensemble[:-1]}), \
             f"left out ensemble member {len(config.ensemble)}"
+    if features_dominate and config.freeze == "head" and config.cached_views > 1:
+        views = config.cached_views - 1
+        return config.model_copy(update={"cached_views": views}), \
+            f"cached views {config.cached_views} -> {views} (passes over the images cost most)"
     for key in GRID_ORDER:
         values = config.grid.get(key, [])
         if len(values) > 1:
@@ -151,7 +172,8 @@ def plan(frame: pd.DataFrame, classes: list[str], config: FinetuneConfig, device
     def cost(cfg: FinetuneConfig) -> list[tuple[float, float]]:
         out = []
         for member in cfg.members():
-            key = (member.model, member.weights, member.image_size, str(member.features_from), member.pool)
+            key = (member.model, member.weights, member.image_size, str(member.features_from), member.pool,
+                   str(member.face_features))
             if key not in costs:
                 costs[key] = measure(member, frame, len(classes), device)
             out.append(costs[key])
@@ -161,10 +183,14 @@ def plan(frame: pd.DataFrame, classes: list[str], config: FinetuneConfig, device
         seconds = estimate(cfg, frame, cost(cfg))
         return seconds + time.perf_counter() - started <= SAFETY * budget, seconds
 
+    def features_dominate(cfg: FinetuneConfig) -> bool:
+        features, training = estimate_parts(cfg, frame, cost(cfg))
+        return features > training
+
     candidate, changes = config, []
     ok, seconds = fits(candidate)
     while not ok:
-        smaller = _shrink(candidate)
+        smaller = _shrink(candidate, features_dominate(candidate))
         if smaller is None:
             changes.append(f"even the smallest plan is estimated at {seconds / 60:.1f} min, over the budget: "
                            "it runs anyway; give a larger budget or fewer images")

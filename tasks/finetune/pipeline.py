@@ -50,7 +50,8 @@ def _write_grid(grid: GridResult, folder: ModelPaths) -> None:
 
 
 def _build(config: FinetuneConfig, classes: list[str]) -> tuple[Net, Normalization]:
-    return build_net(config.model, config.weights, len(classes), features_from=config.features_from, pool=config.pool)
+    return build_net(config.model, config.weights, len(classes), features_from=config.features_from, pool=config.pool,
+                     face_features=config.face_features)
 
 
 def _ensemble_summary(members: list[ensemble.Model], grids: list[GridResult], folder: ModelPaths,

@@ -27,7 +27,7 @@ from torch import nn
 
 from tasks.core.errors import FacesetError
 from tasks.core.recipe import check_model_weights
-from tasks.vision import wideresnet
+from tasks.vision import face_features as face_features_module, wideresnet
 
 LITE0_ARCH = "tf_efficientnet_lite0"
 LITE0_NAMES = {LITE0_ARCH, "efficientnet_lite0", "lite0"}
@@ -343,9 +343,22 @@ def _face_net(weights: str, num_classes: int, features_from: str | list[str] | N
 
 
 def build_net(model: str, weights: str, num_classes: int, *, features_from: str | list[str] | None = None,
-              pool: int = 1) -> tuple[Net, Normalization]:
+              pool: int = 1, face_features: list[str] | tuple[str, ...] = ()) -> tuple[Net, Normalization]:
     """The model with its pretrained weights loaded and a new head for `num_classes`;
-    with `features_from`, the body ends at that stage and averages to a `pool` grid."""
+    with `features_from`, the body ends at that stage and averages to a `pool` grid; with
+    `face_features`, face-trained networks' outputs follow the body's (tasks/vision/face_features.py)."""
+    net, norm = _backbone_net(model, weights, num_classes, features_from, pool)
+    if not face_features:
+        return net, norm
+    unknown = [name for name in face_features if name not in face_features_module.NAMES]
+    if unknown:
+        raise FacesetError(f"face_features {unknown} unknown", f"use one of: {', '.join(face_features_module.NAMES)}")
+    body = face_features_module.WithFaceFeatures(net.body, net.embedding_dim, list(face_features), norm.mean, norm.std)
+    return Net(body, nn.Linear(body.output_dim, num_classes), net.arch), norm
+
+
+def _backbone_net(model: str, weights: str, num_classes: int, features_from: str | list[str] | None,
+                  pool: int) -> tuple[Net, Normalization]:
     arch = resolve_arch(model, weights)
     if arch == wideresnet.NAME:
         return _face_net(weights, num_classes, features_from, pool)

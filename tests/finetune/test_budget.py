@@ -57,6 +57,18 @@ def test_a_small_budget_gives_up_members_then_grid_values_then_epochs_in_that_or
     assert plan.estimate_seconds == pytest.approx(plan.config.epochs * 0.01 * (3 * 300 + 60) + 0.01 * 120)
 
 
+def test_when_features_cost_most_a_cached_view_goes_before_any_grid_point():
+    """A frozen model whose passes over the images outweigh training the head from the cache
+    (a slow backbone) gives up its mirror view first: a grid point over cached features is cheap."""
+    config = FinetuneConfig(model="tf_efficientnet_lite0", grid=GRID, epochs=20, budget="60s", freeze="head",
+                            cached_views=2)
+    plan = budget.plan(_frame(300, 60, 60), ["a", "b"], config, "cpu", measure=lambda *_: (0.1, 1e-6))
+    assert plan.changes[0] == "cached views 2 -> 1 (passes over the images cost most)"
+    assert plan.config.cached_views == 1
+    cheap_features = budget.plan(_frame(300, 60, 60), ["a", "b"], config, "cpu", measure=lambda *_: (0.001, 1e-3))
+    assert cheap_features.config.cached_views == 2 and cheap_features.changes[0].startswith("grid: ")
+
+
 def test_a_default_run_with_time_to_spare_gains_the_measured_members():
     plan = budget.plan(_frame(100, 30, 30), ["a", "b"], FinetuneConfig(budget="1h"), "cpu", measure=_fixed(0.001)[0])
     assert plan.config.ensemble == budget.EXTRA_MEMBERS
