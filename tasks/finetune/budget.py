@@ -33,7 +33,9 @@ SAFETY = 0.8  # plan for this share of the budget: estimates from a few images r
 MEASURE_IMAGES = 8
 GRID_ORDER = ("weight_decay", "batch_size", "momentum", "lr")  # what the grid gives up first
 MIN_EPOCHS = 2
-LOGISTIC_PASSES = 30  # a logistic head's fit costs about this many epochs of SGD over the cached samples
+# seconds per cached sample and feature of one logistic-regression fit (sklearn's lbfgs, two shared
+# CPU cores: 12 s for 4,342 samples of 8,434 features); a rough figure, the features cost far more
+LOGISTIC_SECONDS = 3e-7
 # More models for a default run with time to spare, best first. Empty for now: Lite0's middle
 # stages averaged with the default WideResNet lowered UTKFace gender from 0.883 to 0.817
 # (docs/benchmarks.md, 'finetune'); a member goes here once it is measured to help.
@@ -102,7 +104,7 @@ def head_seconds(dim: int, batch_size: int, device: torch.device, samples: int =
 def measure_cost(config: FinetuneConfig, frame: pd.DataFrame, num_classes: int,
                  device: torch.device) -> tuple[float, float]:
     """Seconds per image for one pass of this model (decoding included), and per cached sample
-    and epoch of training its head."""
+    and epoch of training its head (a logistic head: per cached sample and fit)."""
     net, norm = build_net(config.model, config.weights, num_classes, features_from=config.features_from, pool=config.pool,
                           face_features=config.face_features)
     rows = frame[frame["split"] == "train"].head(MEASURE_IMAGES + 2)
@@ -111,6 +113,8 @@ def measure_cost(config: FinetuneConfig, frame: pd.DataFrame, num_classes: int,
     started = time.perf_counter()
     embed(net.body, data.loader(rows.tail(MEASURE_IMAGES), transform, MEASURE_IMAGES, shuffle=False), device)
     per_image = (time.perf_counter() - started) / max(1, min(MEASURE_IMAGES, len(rows) - 2))
+    if config.head == "logistic":  # per cached sample and fit
+        return per_image, LOGISTIC_SECONDS * net.embedding_dim
     batch = min(config.grid.get("batch_size", [config.batch_size]))
     return per_image, head_seconds(net.embedding_dim, int(batch), device)
 
@@ -125,8 +129,10 @@ def estimate_parts(config: FinetuneConfig, frame: pd.DataFrame, costs: list[tupl
         points = len(_points(member))
         if member.freeze == "head" and member.cached_views > 0:
             features += per_image * (n["train"] * member.cached_views + n["val"])
-            points, passes = (len(LOGISTIC_C), LOGISTIC_PASSES) if member.head == "logistic" else (points, member.epochs)
-            training += points * passes * n["train"] * per_sample
+            if member.head == "logistic":
+                training += len(LOGISTIC_C) * n["train"] * member.cached_views * per_sample
+            else:
+                training += points * member.epochs * n["train"] * per_sample
         else:  # trained from images: a backward pass costs about two forward ones
             training += points * member.epochs * per_image * (3 * n["train"] + n["val"])
         features += per_image * tta * (n["test"] + n["val"])  # the test, and the ensemble's validation check
@@ -145,10 +151,12 @@ def _shrink(config: FinetuneConfig, features_dominate: bool = False) -> tuple[Fi
     if config.ensemble:
         return config.model_copy(update={"ensemble": config.ensemble[:-1]}), \
             f"left out ensemble member {len(config.ensemble)}"
-    if features_dominate and config.freeze == "head" and config.cached_views > 1:
+    if (features_dominate or config.head == "logistic") and config.freeze == "head" and config.cached_views > 1:
         views = config.cached_views - 1
         return config.model_copy(update={"cached_views": views}), \
             f"cached views {config.cached_views} -> {views} (passes over the images cost most)"
+    if config.head == "logistic":  # neither the grid nor epochs are used
+        return None
     for key in GRID_ORDER:
         values = config.grid.get(key, [])
         if len(values) > 1:

@@ -35,8 +35,10 @@ def for_device(config: FinetuneConfig, device: torch.device) -> tuple[FinetuneCo
     changes: dict = {}
     said: list[str] = []
     if "freeze" not in fixed and config.freeze != "none":
-        changes.update(freeze="none", cached_views=0)
-        said.append(f"CUDA: every layer is trained (freeze none instead of {config.freeze}), from fresh crops")
+        changes.update(freeze="none", cached_views=0, head="sgd", face_features=[])
+        said.append(f"CUDA: every layer is trained (freeze none instead of {config.freeze}), from fresh crops, by the "
+                    "SGD grid" + (f" (without {', '.join(config.face_features)}: fixed face networks need a frozen "
+                                  "backbone)" if config.face_features else ""))
     if "batch_size" in config.grid and not grid_fixed:
         changes["grid"] = {**config.grid, "batch_size": [b * GPU_BATCH_FACTOR for b in config.grid["batch_size"]]}
         said.append(f"CUDA: batch sizes x{GPU_BATCH_FACTOR}")

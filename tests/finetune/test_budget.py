@@ -74,7 +74,8 @@ def test_a_default_run_with_time_to_spare_gains_the_measured_members():
     assert plan.config.ensemble == budget.EXTRA_MEMBERS
     assert plan.changes[-1] == f"default run: {len(budget.EXTRA_MEMBERS)} of {len(budget.EXTRA_MEMBERS)} measured ensemble members fit the budget"
     tight = budget.plan(_frame(100, 30, 30), ["a", "b"], FinetuneConfig(budget="1s"), "cpu", measure=_fixed(0.1)[0])
-    assert tight.config.ensemble == [] and tight.config.epochs == budget.MIN_EPOCHS
+    # the default's logistic head uses no grid and no epochs: only the mirror view can go
+    assert tight.config.ensemble == [] and tight.config.cached_views == 1 and tight.config.head == "logistic"
     assert any("over the budget: it runs anyway" in c for c in tight.changes)
     assert not any(c.startswith("default run") for c in tight.changes)
 
