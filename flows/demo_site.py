@@ -117,10 +117,25 @@ def _misstate_gender(profile: Profile) -> None:
     profile.bio = " ".join(swapped.get(word, word) for word in profile.bio.split(" "))
 
 
+def _distinct(name: str, taken: set[str]) -> str:
+    """`name`, or with a middle initial (then a number) when another profile has it."""
+    first, last = name.split(" ", 1)
+    candidates = [f"{first} {letter}. {last}" for letter in "ABCDEFGHIJKLMNOPRSTVW"]
+    candidate = next((c for c in [name, *candidates] if c not in taken), None)
+    candidate = candidate or next(f"{name} {n}" for n in range(2, len(taken) + 2) if f"{name} {n}" not in taken)
+    taken.add(candidate)
+    return candidate
+
+
 def build_site(images_dir: Path, limit: int | None = None, seed: int = 7, extras: bool = True,
-               wrong_gender: float = 0.0) -> DemoSite:
+               wrong_gender: float = 0.0, distinct_names: bool = False) -> DemoSite:
     """Profiles for the first `limit` labelled photos (a seeded sample), plus bad entries;
-    with `wrong_gender`, that share of UTKFace profiles (seeded) states the other gender."""
+    with `wrong_gender`, that share of UTKFace profiles (seeded) states the other gender.
+
+    Names are drawn from 144 pairs, so two profiles can share one, and the split then keeps
+    them together as one person (same name within a source). The studies ask for
+    `distinct_names`: their variants select whole people, and made-up namesakes would tie
+    unrelated faces together. The staff demo keeps its names (its golden manifest)."""
     rows = read_labels(images_dir)
     if not rows:
         raise FacesetError(f"{images_dir} has a labels CSV but none of its files exist", "check the 'file' column")
@@ -132,6 +147,7 @@ def build_site(images_dir: Path, limit: int | None = None, seed: int = 7, extras
     rows = rows[:limit] if limit else rows
     profiles: list[Profile] = []
     images: dict[str, bytes] = {}
+    taken: set[str] = set()
     for number, row in enumerate(rows, start=1):
         photo = f"/img/p{number:05d}.jpg"
         images[photo] = _portrait(images_dir / row["file"], rng)
@@ -140,6 +156,7 @@ def build_site(images_dir: Path, limit: int | None = None, seed: int = 7, extras
         else:
             fields, bio = {k: v for k, v in row.items() if k != "file"}, ""
         name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
+        name = _distinct(name, taken) if distinct_names else name
         truth = {"gender": "female" if row["gender"] == "1" else "male", "age": row["age"]} if utkface else {}
         profiles.append(Profile(f"p{number:05d}", name, photo, fields, bio, truth))
     if utkface and wrong_gender > 0:  # its own draw: the other profiles stay as without errors

@@ -124,7 +124,7 @@ def athletes_study(site: DemoSite, data_root: Path, *, port: int, epochs: int, r
     with on_site(site, port, recipe_path, lambda url: recipe_text(site, url, "demo-athletes", epochs, sections), log):
         dataset = build(recipe_path, data_root=str(data_root), rebuild=rebuild)
     paths, recipe = DatasetPaths(dataset), load_recipe(recipe_path)
-    biased, balanced = paths.root / "variants" / "biased", paths.root / "variants" / "balanced"
+    biased, balanced = paths.tree("split_biased"), paths.tree("split_balanced")
     models = {"original": paths.models, "biased": paths.root / "models-biased"}
     log(f"demo athletes: faceset finetune {biased} --out {models['biased']} (the recipe's settings, no unlearning)")
     finetune_tree(biased, models["biased"], recipe.finetune.model_copy(update={"unlearn": None}),

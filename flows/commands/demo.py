@@ -204,7 +204,7 @@ def main(args: argparse.Namespace) -> int:
     started = time.monotonic()
     wrong = WRONG_GENDER if args.study == "validation" else 0.0
     args.limit = args.limit or (150 if args.study == "validation" else 300)
-    site = build_site(images, limit=args.limit, wrong_gender=wrong)
+    site = build_site(images, limit=args.limit, wrong_gender=wrong, distinct_names=args.study != "staff")
     print(f"demo: {len(site.profiles)} profiles built from {images}")
     if args.serve:
         return serve_only(site, args.port)

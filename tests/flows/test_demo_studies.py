@@ -124,7 +124,7 @@ def test_validation_study(utkface_dir: Path, tmp_path: Path) -> None:
         correct = sum(confusion[g].get(g, 0) for g in confusion)
         assert report["sources"][source]["accuracy"] == pytest.approx(correct / len(gold), abs=1e-4)
     # the crawled labels' errors that gold reveals are the pages that state the wrong gender
-    site = build_site(utkface_dir, limit=60, wrong_gender=WRONG_GENDER)
+    site = build_site(utkface_dir, limit=60, wrong_gender=WRONG_GENDER, distinct_names=True)
     misstated = {p.slug for p in site.profiles if stated_gender(p) not in (None, p.truth.get("gender"))}
     pages = manifest.loc[gold.index, "page_url"].str.rsplit("/", n=1).str[-1].str.removesuffix(".html")
     wrong = manifest.loc[gold.index, "gender"] != gold
