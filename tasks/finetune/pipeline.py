@@ -22,6 +22,7 @@ from tasks.finetune import budget, data, device_plan, ensemble, evaluate
 from tasks.vision.backbones import PRETRAINED, Net, Normalization, apply_freeze, build_net, resolve_arch
 from tasks.finetune.grid import GridResult, run_grid
 from tasks.finetune.training import pick_device
+from tasks.vision.face_features import LICENCES
 from tasks.finetune.unlearn import run_unlearning
 from tasks.core.recipe import FinetuneConfig
 
@@ -36,7 +37,8 @@ def save_model(net: Net, norm: Normalization, classes: list[str], config: Finetu
     atomic_write(folder.model, lambda tmp: torch.save(checkpoint, tmp))
     write_json(folder.class_map, {str(i): c for i, c in enumerate(classes)})
     write_json(folder.settings, {"finetune": config.model_dump(mode="json"), "crop_faces": crop_faces,
-                                 "pretrained": PRETRAINED.get(config.weights, f"weights from the file {config.weights}")})
+                                 "pretrained": PRETRAINED.get(config.weights, f"weights from the file {config.weights}"),
+                                 "face_features": {name: LICENCES[name] for name in config.face_features}})
     return folder.model
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tasks.vision.agegender import NAME as AGEGENDER, age_gender_nets
+from tasks.vision.agegender import LICENCE as AGEGENDER_LICENCE, NAME as AGEGENDER, age_gender_nets
 
 EPSILON = 1e-6  # keeps log(0) finite for a network that is certain
 
@@ -45,6 +45,7 @@ class AgeGenderFeatures(nn.Module):
 
 EXTRACTORS = {AGEGENDER: AgeGenderFeatures}
 NAMES = tuple(EXTRACTORS)
+LICENCES = {AGEGENDER: AGEGENDER_LICENCE}  # written beside every saved model that uses them
 
 
 class WithFaceFeatures(nn.Module):

@@ -55,8 +55,10 @@ def test_the_default_trains_on_real_faces_and_apply_and_evaluate_load_it(utkface
     summary = finetune_tree(tree, tmp_path / "model", FinetuneConfig(budget=None), log=None)
     assert [p["C"] for p in summary["grid"]["points"]] == list(LOGISTIC_C)
     assert summary["test"]["n"] == 12 and summary["test"]["accuracy"] >= 0.5
-    saved = json.loads((tmp_path / "model" / "recipe.json").read_text())["finetune"]
+    settings = json.loads((tmp_path / "model" / "recipe.json").read_text())
+    saved = settings["finetune"]
     assert saved["face_features"] == ["agegender"] and saved["head"] == "logistic"
+    assert "CC0-1.0" in settings["face_features"]["agegender"]  # the networks' terms travel with the model
     models, checkpoint = load_models(tmp_path / "model")
     assert isinstance(models[0][0].body, WithFaceFeatures)
     # apply reproduces the finetune's own test probabilities
