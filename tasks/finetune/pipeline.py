@@ -123,6 +123,8 @@ def finetune_tree(directory: Path, out_dir: Path, config: FinetuneConfig, *, att
         log(f"fine-tuning {resolve_arch(config.model, config.weights)} (weights {config.weights}, freeze "
             f"{config.freeze}, {config.image_size} px" + (f", features from {config.features_from}, pool {config.pool}"
                                                           if config.features_from else "")
+            + (f", with the outputs of {', '.join(config.face_features)}" if config.face_features else "")
+            + (", a logistic head" if config.head == "logistic" else "")
             + f") on {device.type}: {len(classes)} classes, "
             + ", ".join(f"{s} {int((frame['split'] == s).sum())}" for s in data.SPLITS))
     models: list[ensemble.Model] = []
