@@ -71,7 +71,8 @@ class Plan:
     def summary(self) -> dict:
         return {"budget_seconds": self.budget_seconds, "estimate_seconds": round(self.estimate_seconds, 1),
                 "seconds_per_image": [round(s, 4) for s in self.seconds_per_image], "changes": self.changes,
-                "members": len(self.config.members()), "grid_points": len(_points(self.config)),
+                "members": len(self.config.members()),
+                "grid_points": len(LOGISTIC_C) if self.config.head == "logistic" else len(_points(self.config)),
                 "epochs": self.config.epochs, "measure_seconds": round(self.measure_seconds, 1)}
 
 
