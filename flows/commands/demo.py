@@ -4,6 +4,11 @@ It needs no setup beyond the install: it serves profile pages built from a folde
 labelled face photos on 127.0.0.1, writes a recipe for them, runs `faceset build` with
 the embedded defaults (Prefect's temporary local server, local disk, the local
 autotagger) and prints where the dataset, the report and the model are.
+
+`--study` runs another of the users' studies (docs/studies.md) on the same site:
+`athletes` (variants, Table 1, the alpha grid) and `validation` (gold labels, the
+validation tables, the ResNet-18 grid) in flows/demo_studies.py, `search` in
+flows/demo_search.py.
 """
 
 from __future__ import annotations
@@ -48,8 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="number of profiles on the demo site (default 300; 150 for --study validation, whose "
                              "ResNet-18 grid trains twelve models)")
     parser.add_argument("--data-root", default="data", help="where datasets are written (default ./data)")
-    parser.add_argument("--epochs", type=int, default=10,
-                        help="fine-tuning epochs (default 10: the head trains on cached features)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="fine-tuning epochs (default 10: the head trains on cached features; 3 for --study "
+                             "validation, whose grid trains ResNet-18's last block twelve times)")
     parser.add_argument("--port", type=int, default=8765, help="port of the demo site on 127.0.0.1 (default 8765; "
                         "a stable port keeps item ids and caches valid across runs)")
     parser.add_argument("--rebuild", action="store_true", help="ignore cached stages")
@@ -199,11 +205,13 @@ def validation_study(args: argparse.Namespace, site, started: float) -> int:
 def main(args: argparse.Namespace) -> int:
     quiet_prefect(args.verbose)
     if args.study == "search":
+        args.epochs = args.epochs or 10
         return search_study(args)
     images = find_demo_images(args.images)
     started = time.monotonic()
     wrong = WRONG_GENDER if args.study == "validation" else 0.0
     args.limit = args.limit or (150 if args.study == "validation" else 300)
+    args.epochs = args.epochs or (3 if args.study == "validation" else 10)
     site = build_site(images, limit=args.limit, wrong_gender=wrong, distinct_names=args.study != "staff")
     print(f"demo: {len(site.profiles)} profiles built from {images}")
     if args.serve:
