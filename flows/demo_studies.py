@@ -196,11 +196,11 @@ def validation_study(site: DemoSite, data_root: Path, *, port: int, epochs: int,
         imported = gold.import_table(sample, manifest, sorted(manifest_fields(manifest)), labeller=GOLD_LABELLER,
                                      source=f"import {sample_csv.name}")
         if gold.read(paths)["labeller"].eq(GOLD_LABELLER).any():
-            log(f"demo validation: gold labels of an earlier run kept in {gold.gold_path(paths)}")
+            log(f"demo validation: the gold labels of an earlier run are kept in {gold.gold_path(paths)}")
         else:
             gold.append(paths, imported.labels)
-        log(f"demo validation: faceset labels import {dataset} {sample_csv}: {len(imported.labels)} gold labels on "
-            f"{imported.labels['item_id'].nunique()} faces, from the corpus's own labels")
+            log(f"demo validation: faceset labels import {dataset} {sample_csv}: {len(imported.labels)} gold labels "
+                f"on {imported.labels['item_id'].nunique()} faces, from the corpus's own labels")
         dataset = build(recipe_path, data_root=str(data_root))
     return {"dataset": dataset, "paths": paths, "gold_csv": gold.gold_path(paths), "sample_csv": sample_csv,
             "validation": read_json(paths.report_json("validation"), "no validation report"),
