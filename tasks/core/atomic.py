@@ -32,28 +32,43 @@ def atomic_write(path: Path, write: Callable[[str], object], *, durable: bool = 
     `durable=False` skips the fsync: for files that are cheap to make again (face crops),
     where an fsync per file would cost more than making it.
     """
+    _replace(path, lambda fd, tmp: write(tmp), durable)
+
+
+def _replace(path: Path, write: Callable[[int, str], object], durable: bool) -> None:
+    """The mechanic: `write(fd, tmp)` fills a temporary file beside `path` (through the open
+    descriptor or by name), fsync when `durable`, rename into place; never a half file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        write(tmp)
+        write(fd, tmp)
         if durable:
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
+            os.fsync(fd)  # the file's data, whichever descriptor or name wrote it
+        os.close(fd)
+        fd = -1
         os.replace(tmp, path)
     except BaseException:
+        if fd >= 0:
+            os.close(fd)
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), durable=durable)
+    """Written through the temporary file's own descriptor: no second open (two files a photo in the faces stage)."""
+    _replace(path, lambda fd, tmp: _write_all(fd, data), durable)
 
 
 def write_text(path: Path, text: str, *, durable: bool = True) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), durable=durable)
+    write_bytes(path, text.encode("utf-8"), durable=durable)
 
 
 def _plain(value: Any) -> Any:
