@@ -413,9 +413,10 @@ def main() -> int:
     print(f"seed {args.seed}; load average at start {os.getloadavg()}", flush=True)
     rng, np_rng = random.Random(args.seed), np.random.default_rng(args.seed)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="faceset-search-study-"))
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    if args.keep and work.exists() and any(work.iterdir()):
+        print(f"--keep {work}: the folder is not empty; name a new or empty one")
+        return 2
+    work.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
     faces = read_faces()
