@@ -206,7 +206,12 @@ def validation_study(site: DemoSite, data_root: Path, *, port: int, epochs: int,
             "validation": read_json(paths.report_json("validation"), "no validation report"),
             "finetune": read_json(paths.report_json("finetune"), "no finetune report"),
             "metrics": ModelPaths(paths.models).test_metrics, "recipe": recipe_path,
-            "planted": sum(stated_gender(p) not in (None, p.truth.get("gender")) for p in site.profiles)}
+            "planted": len(misstated(site))}
+
+
+def misstated(site: DemoSite) -> set[str]:
+    """Slugs of the profiles whose page states another gender than the corpus's labels."""
+    return {p.slug for p in site.profiles if p.truth and stated_gender(p) not in (None, p.truth["gender"])}
 
 
 def stated_gender(profile: Profile) -> str | None:
