@@ -290,7 +290,7 @@ def field_report(frame: pd.DataFrame, table: pd.DataFrame, field: str, recipe: R
         outcome = rows[f"crosscheck_{check}"].astype("string")
         judged = [(w, o == "disagree") for w, o in
                   zip((_is_wrong(c, g, kind, margin) for c, g in zip(crawled_values(rows, field), gold)), outcome)
-                  if w is not None and o in ("agree", "disagree")]
+                  if w is not None and not pd.isna(o) and o in ("agree", "disagree")]
         if judged:
             result["flags"] = {**flag_scores([w for w, _ in judged], [f for _, f in judged]),
                                "error_means": f"differs from gold by more than {margin:g}" if kind == "numeric"

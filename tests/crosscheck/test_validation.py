@@ -139,6 +139,16 @@ def test_figures_equal_a_hand_computation():
     assert age["flags"]["precision"] == 0.5 and age["flags"]["recall"] == 1.0
 
 
+def test_gold_faces_the_cross_check_never_judged_are_left_out_of_the_flags():
+    """A gold label can name a face the cross-check has no outcome for (it was not kept in this
+    build): the flag figures leave it out instead of failing on the missing value."""
+    frame, labels = planted()
+    frame["crosscheck_gender"] = pd.array(FLAGS[:6] + [None, None], dtype="string")
+    flags = validation.build(frame, recipe(), labels)["fields"]["gender"]["flags"]
+    # Faces 6 and 7 drop out: flagged 1 and 2, wrong crawled label 2 only -> precision 1/2, recall 1/1.
+    assert (flags["flagged"], flags["errors"], flags["flagged_errors"]) == (2, 1, 1)
+
+
 def test_krippendorff_alpha_and_disagreements_by_hand():
     # Two labellers on four faces: a f/f, b m/m, c f/m, d m/m; one more face labelled by ann alone.
     rows = [("a", "ann", "female"), ("a", "bob", "female"), ("b", "ann", "male"), ("b", "bob", "male"),
