@@ -20,6 +20,7 @@ stopped here, the failure says `image too large` (spiders/failures.py).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from weakref import WeakKeyDictionary
 
@@ -54,6 +55,7 @@ class ByteLimits:
         self.reserved = self.before
         self.step = min(1 << 20, max(4096, self.max_total // 100))
         self.received: WeakKeyDictionary[Request, int] = WeakKeyDictionary()
+        self._lock = threading.Lock()
         crawler.faceset_limits = self  # for the render middleware, which downloads past Scrapy's handlers
         crawler.signals.connect(self.bytes_received, signal=signals.bytes_received)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
@@ -71,11 +73,14 @@ class ByteLimits:
         return self.total >= self.max_total
 
     def charge(self, size: int) -> None:
-        """Count `size` bytes; the reservation in the budget file stays ahead of the count."""
-        self.stats.inc_value(RECEIVED, size)
-        if self.file is not None and self.total > self.reserved:
-            self.reserved = self.total + self.step
-            record_spent(self.file, self.reserved, durable=False)
+        """Count `size` bytes; the reservation in the budget file stays ahead of the count.
+
+        Locked: downloads are charged on Scrapy's thread, rendered pages on the browsers' threads."""
+        with self._lock:
+            self.stats.inc_value(RECEIVED, size)
+            if self.file is not None and self.total > self.reserved:
+                self.reserved = self.total + self.step
+                record_spent(self.file, self.reserved, durable=False)
 
     def bytes_received(self, data: bytes, request: Request, spider=None) -> None:
         self.charge(len(data))

@@ -101,7 +101,10 @@ class SeleniumRenderMiddleware:
                                           meta.get("max_clicks") or 0, self.timeout)
             self.crawler.stats.inc_value("faceset/scrolls", scrolled)
             self.crawler.stats.inc_value("faceset/clicks", clicked)
-        return page_state(browser)
+        url, html = page_state(browser)
+        # charged here, before this worker takes the next page: its turn's check must see these bytes
+        limits.charge(len(html.encode("utf-8")))
+        return url, html
 
     async def process_request(self, request: Request, spider=None):
         if not request.meta.get("render"):
@@ -112,7 +115,6 @@ class SeleniumRenderMiddleware:
         loop = asyncio.get_running_loop()
         url, html = await loop.run_in_executor(self._executor, self._render, request.url, request.meta)
         self.crawler.stats.inc_value("faceset/rendered_pages")
-        limits.charge(len(html.encode("utf-8")))
         if limits.total > limits.max_total:
             raise Declined(budget_spent(limits.max_total))
         if canonicalize_url(url) != canonicalize_url(request.url):
