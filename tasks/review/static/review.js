@@ -60,23 +60,28 @@
     const note = face.querySelector("input.note");
     const body = { item_id: face.dataset.item, action: action, field: field || "", value: value || "",
                    note: note.value, reviewer: reviewer() };
+    // on to the next face at once: a quick reviewer's next key is for the next face, not this one
+    note.value = "";
+    focusFace(faces.indexOf(face) + 1);
+    const failed = (why) => {
+      note.value = body.note;
+      say("not recorded: " + face.dataset.item + " " + action + ": " + why, true);
+    };
     let answer;
     try {
       const response = await fetch("/api/decisions", { method: "POST", body: JSON.stringify(body),
         headers: { "Content-Type": "application/json", "X-Review-Token": token } });
       answer = await response.json();
-      if (!response.ok) { say("not recorded: " + answer.error, true); return; }
+      if (!response.ok) { failed(answer.error); return; }
     } catch (error) {
-      say("not recorded: the review app did not answer (" + error + ")", true);
+      failed("the review app did not answer (" + error + ")");
       return;
     }
     const item = document.createElement("li");
     item.textContent = answer.recorded;
     face.querySelector("ul.decisions").appendChild(item);
     face.classList.add("decided");
-    note.value = "";
     say("recorded: " + face.dataset.item + " " + answer.recorded);
-    focusFace(faces.indexOf(face) + 1);
   }
 
   function openRelabel(face) {
