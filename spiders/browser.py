@@ -19,6 +19,7 @@ checks that URL (hosts, addresses, robots.txt) before a browser ever loads it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -130,6 +131,18 @@ def start_browser(user_agent: str, page_timeout: float, resolver_rules: str) -> 
     driver.set_page_load_timeout(page_timeout)
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOLD_NAVIGATIONS})
     return Browser(driver, profile)
+
+
+SELECTOR_WAIT = 8.0  # seconds a rendered page gets for the selector it is read with, when no wait_for is given
+
+
+def element_of(selector: str | None) -> str | None:
+    """The element part of a CSS selector (`a.staff::attr(href)` -> `a.staff`), to wait for in
+    the browser; None for an XPath, which the browser's wait does not take."""
+    if not selector or selector.startswith(("/", "(")):
+        return None
+    css = re.sub(r"::(attr\([^)]*\)|text)\s*$", "", selector).strip()
+    return css or None
 
 
 def render(browser: Browser, url: str, wait_for: str | None, timeout: float) -> tuple[str, str]:

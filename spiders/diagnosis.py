@@ -13,7 +13,6 @@ Chromium (the machinery `render: true` uses) and counts the matches there, and
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from parsel import Selector
@@ -25,7 +24,6 @@ from tasks.core.recipe import FieldSpec, Recipe, Source
 STATS_KEY = "faceset/diagnosis"
 SAMPLES = 3  # URLs or texts kept per finding
 RENDER_PAGES = 2  # pages rendered at most by `check_rendered`, per crawl
-RENDER_WAIT = 8.0  # seconds the check waits for a selector to appear in the rendered page
 ITEM = "item"
 
 
@@ -134,12 +132,6 @@ def _shown(spec: FieldSpec) -> str:
 # ---------------------------------------------------------------- after the crawl: the rendered check
 
 
-def _css_to_wait_for(selector: str) -> str | None:
-    """The element part of a CSS selector (`a.staff::attr(href)` -> `a.staff`), to wait for in the browser."""
-    css = re.sub(r"::(attr\([^)]*\)|text)\s*$", "", selector).strip()
-    return css or None
-
-
 def _count(page: Selector, source: Source, where: str, what: str, url: str) -> int:
     """Matches of one selector of the recipe on a page (the same reading the spider does)."""
     if where != ITEM:
@@ -186,7 +178,7 @@ def check_rendered(recipe: Recipe, data: dict[str, Any], pages: int = RENDER_PAG
     checks = _to_check(recipe, data)
     if not checks:
         return
-    from spiders.browser import host_resolver_rules, render, require_browser, start_browser
+    from spiders.browser import SELECTOR_WAIT, element_of, host_resolver_rules, render, require_browser, start_browser
     from spiders.settings import user_agent
     from tasks.core.errors import FacesetError
     from tasks.core.urls import source_hosts, url_policy
@@ -208,9 +200,9 @@ def check_rendered(recipe: Recipe, data: dict[str, Any], pages: int = RENDER_PAG
             if url not in rendered:
                 if len(rendered) >= pages:
                     continue
-                wait_for = _css_to_wait_for(entry["selector"]) if not entry["selector"].startswith(("/", "(")) else None
+                wait_for = element_of(entry["selector"])
                 try:
-                    _, html = render(browser, url, wait_for, RENDER_WAIT)
+                    _, html = render(browser, url, wait_for, SELECTOR_WAIT)
                 except Exception:  # noqa: BLE001 - a page the browser cannot load: nothing to say about it
                     continue
                 rendered[url] = Selector(text=html, base_url=url)

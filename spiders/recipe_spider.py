@@ -3,7 +3,8 @@
 A page's *step* says what to do with it: pages at step k < len(follow) are read with
 `follow[k]` (its links lead to step k+1; its `next_page` link to another step-k page),
 pages at the last step are read with `item:`. A step's `render`/`wait_for` applies to
-the pages it reads links from; item pages use the source's.
+the pages it reads links from; item pages use the source's. A rendered page without
+`wait_for` waits up to SELECTOR_WAIT seconds for the selector it is read with.
 
 Bounds: a step beyond `depth_limit` is not followed, and each source stops scheduling
 pages at `page_budget`, so an endless "next month" calendar ends. Links leaving the
@@ -32,6 +33,7 @@ from scrapy.http import Response
 from w3lib.url import canonicalize_url
 
 from spiders import scopes
+from spiders.browser import SELECTOR_WAIT, element_of
 from spiders.diagnosis import Tally, step_key
 from spiders.extract import PageItem, read_items, select
 from spiders.failures import ROBOTS, TakenDown, describe
@@ -114,11 +116,16 @@ class RecipeSpider(scrapy.Spider):
         if step < len(source.follow):
             follow = source.follow[step]
             render = source.render if follow.render is None else follow.render
-            wait_for = follow.wait_for or source.wait_for
+            wait_for, read_with = follow.wait_for or source.wait_for, follow.links
             more = scopes.load_more(follow)
         else:
             render, wait_for, more = source.render, source.wait_for, scopes.load_more(source)
-        meta = {"source": source.name, "step": step, "render": render, "wait_for": wait_for, **more, **place}
+            read_with = source.item.each or source.item.image.css if source.item else None
+        # a rendered page without wait_for waits a while for what it is read with: a script that
+        # fetches its content after the page loads would otherwise be read empty
+        wait = {"wait_for": wait_for} if wait_for or not render else \
+            {"wait_for": element_of(read_with), "wait_seconds": SELECTOR_WAIT}
+        meta = {"source": source.name, "step": step, "render": render, **wait, **more, **place}
         # one page reached from two queries is read in both scopes, so the dupe filter stays out of it
         return scrapy.Request(url, callback=self.parse_page, errback=self.on_error, meta=meta,
                               dont_filter=bool(source.queries))

@@ -43,7 +43,8 @@ from tasks.core.urls import host_allowed, host_of, source_hosts, url_policy
 
 
 class SeleniumRenderMiddleware:
-    """Render requests whose meta has `render: True` (and optionally `wait_for`)."""
+    """Render requests whose meta has `render: True` (and optionally `wait_for`, waited for up to
+    `wait_seconds` or the download timeout)."""
 
     def __init__(self, crawler) -> None:
         settings = crawler.settings
@@ -95,7 +96,7 @@ class SeleniumRenderMiddleware:
         if limits.exhausted():  # checked here, in turn: every rendered request is queued at once
             raise Declined(budget_spent(limits.max_total))
         browser = self._browser(url)
-        open_page(browser, url, meta.get("wait_for"), self.timeout)
+        open_page(browser, url, meta.get("wait_for"), meta.get("wait_seconds") or self.timeout)
         if meta.get("scroll") or meta.get("click"):
             scrolled, clicked = load_more(browser, meta.get("scroll") or 0, meta.get("click"),
                                           meta.get("max_clicks") or 0, self.timeout)

@@ -26,6 +26,7 @@ def _browsers_running() -> list[str]:
 def test_javascript_listing_rendered_with_chromium(tmp_path) -> None:
     """A rendered listing (its JSON takes 3 s) beside a slow static source on the same site.
 
+    The step has no `wait_for`: the page must still be read only once its links are there.
     The static pages must keep coming while the browser waits: proof that Selenium runs
     off Scrapy's reactor.
     """
@@ -48,7 +49,7 @@ def test_javascript_listing_rendered_with_chromium(tmp_path) -> None:
         static = {**rendered, "name": "history", "start_urls": [server.url("/dept/hist/1.html")],
                   "follow": [{"links": "table.directory a.staff", "next_page": "a.pager-next"}]}
         rendered.update({"name": "jsdir", "start_urls": [server.url("/js/index.html")],
-                         "follow": [{"links": "div.card a", "render": True, "wait_for": "div.card a"}]})
+                         "follow": [{"links": "div.card a", "render": True}]})
         spec["sources"].append(static)
         recipe = parse_recipe(spec, "test")
         paths = DatasetPaths.create(tmp_path)
