@@ -213,7 +213,7 @@ def run_grid(net: Net, frozen_norms: list, frame: pd.DataFrame, config: Finetune
         prefix, suffix = split
         cache = cache_frozen(prefix, frame, config, norm, device)
         flat = cache["train"][0].dim() == 3  # [images, views, features]: the whole body is cached
-        blocks = getattr(net.body, "blocks", [net.embedding_dim]) if logistic else None
+        blocks = getattr(net.body, "feature_blocks", [net.embedding_dim]) if logistic else None
         standardize = Standardize(cache["train"][0], blocks) if flat else nn.Identity()
         trainable = nn.Sequential(suffix, standardize, net.head)
         feature_seconds = time.perf_counter() - started

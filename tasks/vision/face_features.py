@@ -56,8 +56,8 @@ class WithFaceFeatures(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.extras = nn.ModuleList(EXTRACTORS[name](mean, std) for name in names)
-        self.blocks = [backbone_dim, *(extra.dim for extra in self.extras)]  # weighed alike by a logistic head
-        self.output_dim = sum(self.blocks)
+        self.feature_blocks = [backbone_dim, *(extra.dim for extra in self.extras)]  # weighed alike by a logistic head
+        self.output_dim = sum(self.feature_blocks)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.backbone(images), *(extra(images) for extra in self.extras)], 1)

@@ -37,7 +37,7 @@ def test_the_age_and_gender_outputs_follow_the_backbone_features(utkface_dir):
 
     net, norm = build_net("tf_efficientnet_lite0", "lite0", 2, features_from=["blocks.2"], pool=1,
                           face_features=["agegender"])
-    assert isinstance(net.body, WithFaceFeatures) and net.body.blocks[1] == 82
+    assert isinstance(net.body, WithFaceFeatures) and net.body.feature_blocks[1] == 82
     files = sorted(utkface_dir.glob("*.jpg"))[:2]
     with Image.open(files[0]) as a, Image.open(files[1]) as b:
         images = torch.stack([data.eval_transform(160, norm, 1.0)(i.convert("RGB")) for i in (a, b)])

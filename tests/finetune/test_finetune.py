@@ -7,6 +7,7 @@ import shutil
 
 import pandas as pd
 import pytest
+import torch
 from builders import make_recipe, utkface_tree
 
 from tasks.finetune import data, grid, run
@@ -101,6 +102,25 @@ def test_cached_grid_reads_the_images_once_for_all_points(utkface_dir, tmp_path,
     result = grid.run_grid(net, apply_freeze(net, "head"), frame, config.model_copy(update={"cached_views": 0}), norm,
                            pick_device("cpu"), use_cache=True)
     assert result.cached is False and len(calls) == 2 * 2
+
+
+@pytest.mark.slow
+def test_a_logistic_head_on_the_backbone_alone_weighs_its_features_as_one_block(utkface_dir, tmp_path):
+    """head: logistic without face_features: the whole body is one block (it crashed reading
+    timm's own `blocks` stages as the block sizes)."""
+    from tasks.vision.backbones import apply_freeze, build_net
+    from tasks.finetune.training import pick_device
+
+    tree = utkface_tree(utkface_dir, tmp_path / "tree", {"train": 8, "val": 4, "test": 2})
+    frame, classes = data.read_tree(tree)
+    config = CONFIG.model_copy(update={"head": "logistic"})
+    net, norm = build_net(config.model, config.weights, len(classes))
+    result = grid.run_grid(net, apply_freeze(net, "head"), frame, config, norm, pick_device("cpu"))
+    assert [p["C"] for p in result.table] == list(grid.LOGISTIC_C)
+    chosen = result.fits[result.best].best_state  # (suffix), standardize, head: one block of embedding_dim
+    assert chosen["1.std"].shape == (net.embedding_dim,)
+    weight = (chosen["2.weight"] / chosen["1.std"]).float()  # the standardisation folded into the saved head
+    assert torch.allclose(net.head.weight.detach().float(), weight, atol=1e-5)
 
 
 @pytest.mark.slow
