@@ -231,7 +231,7 @@ def check_face(rgb: np.ndarray, face: np.ndarray, config: FacesConfig) -> dict[s
     blurred) or None: the checks of both modes, in this order."""
     box = pixel_box(rgb, face)
     blur = sharpness(rgb, box)
-    checked: dict[str, Any] = {"face_box": json.dumps(list(box)), "face_score": score(face),
+    checked: dict[str, Any] = {"face_box": json.dumps(list(box)), "face_score": round(score(face), 4),
                                "face_blur": round(blur, 2), "reason": None}
     if min(box[2], box[3]) < config.min_face_px:
         checked["reason"] = f"{FACE_TOO_SMALL} ({min(box[2], box[3])} px < {config.min_face_px} px)"
