@@ -323,8 +323,8 @@ def detectors(photos: list[bytes], rounds: int = 3) -> dict:
             for image in images:
                 detector.detect(image, details=True)
             times[name].append(1000 * (cpu_seconds() - cpu) / len(images))
-    differ = [np.abs(onnx.detect(image, details=True) - opencv.detect(image, details=True)).max(initial=0)
-              if len(onnx.detect(image)) == len(opencv.detect(image)) else np.inf for image in images]
+    pairs = [(onnx.detect(image, details=True), opencv.detect(image, details=True)) for image in images]
+    differ = [np.abs(a - b).max(initial=0) if a.shape == b.shape else np.inf for a, b in pairs]
     ms = {name: round(float(np.median(values)), 2) for name, values in times.items()}
     return {"images": len(images), "size": f"{images[0].shape[1]}x{images[0].shape[0]}",
             "opencv_cpu_ms_per_image": ms["opencv"], "onnxruntime_cpu_ms_per_image": ms["onnxruntime"],

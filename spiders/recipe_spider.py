@@ -121,10 +121,9 @@ class RecipeSpider(scrapy.Spider):
         else:
             render, wait_for, more = source.render, source.wait_for, scopes.load_more(source)
             read_with = source.item.each or source.item.image.css if source.item else None
-        # a rendered page without wait_for waits a while for what it is read with: a script that
-        # fetches its content after the page loads would otherwise be read empty
-        wait = {"wait_for": wait_for} if wait_for or not render else \
-            {"wait_for": element_of(read_with), "wait_seconds": SELECTOR_WAIT}
+        wait = {"wait_for": wait_for}
+        if render and not wait_for:  # a script that fetches its content after the page loads would be read empty
+            wait = {"wait_for": element_of(read_with), "wait_seconds": SELECTOR_WAIT}
         meta = {"source": source.name, "step": step, "render": render, **wait, **more, **place}
         # one page reached from two queries is read in both scopes, so the dupe filter stays out of it
         return scrapy.Request(url, callback=self.parse_page, errback=self.on_error, meta=meta,
