@@ -35,6 +35,10 @@ from tasks.core.recipe import FinetuneConfig
 # `head: logistic`: the regularisation strengths tried, validation choosing (UTKFace gender chose 0.3-3)
 LOGISTIC_C = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 LOGISTIC_ITERATIONS = 500
+# lbfgs stops when no gradient component exceeds this. The standardised features are small (each
+# block divided by the root of its size), so the 1e-3 used before stopped after 10-19 iterations,
+# short of the optimum; 1e-5 takes 58-115 on UTKFace gender (docs/benchmarks.md, 'finetune')
+LOGISTIC_TOLERANCE = 1e-5
 
 
 @dataclass
@@ -112,7 +116,8 @@ def fit_logistic(trainable: nn.Module, standardize: nn.Module, head: nn.Linear,
     with torch.no_grad():
         inputs = standardize(views.float()).reshape(-1, views.shape[-1]).numpy()
     labels = targets.repeat_interleave(views.shape[1]).numpy()
-    model = LogisticRegression(C=c, max_iter=LOGISTIC_ITERATIONS, tol=1e-3, class_weight="balanced").fit(inputs, labels)
+    model = LogisticRegression(C=c, max_iter=LOGISTIC_ITERATIONS, tol=LOGISTIC_TOLERANCE,
+                               class_weight="balanced").fit(inputs, labels)
     weight, bias = torch.zeros_like(head.weight), torch.zeros_like(head.bias)
     coef, intercept = torch.from_numpy(model.coef_).float(), torch.from_numpy(model.intercept_).float()
     rows = torch.as_tensor(model.classes_, dtype=torch.long)
