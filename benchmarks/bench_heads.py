@@ -26,7 +26,7 @@ import json
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,9 @@ from results_file import write_results
 from tasks.core.recipe import DEFAULT_FINETUNE, FACE_MODEL
 from tasks.dedupe.identity import DlibDescriber
 from tasks.finetune import data
-from tasks.finetune.grid import LOGISTIC_C, LOGISTIC_ITERATIONS, LOGISTIC_TOLERANCE
+from tasks.finetune import grid
+from tasks.finetune.grid import LOGISTIC_C, LOGISTIC_ITERATIONS, LOGISTIC_TOLERANCE, then_flip
+from tasks.finetune.training import embed
 from tasks.vision.backbones import build_net
 
 DEFAULT = ["lite0", "agegender"]  # the default body's two feature blocks
@@ -49,43 +51,27 @@ SVM_GRID = [(c, g) for c in (1.0, 3.0, 10.0) for g in (0.3, 1.0)]
 AGE_BANDS = ((0, 9, "0-9"), (10, 17, "10-17"), (18, 200, "18+"))
 
 
-def _faces(files: list[Path]) -> Iterator[Image.Image]:
-    for path in files:
-        with Image.open(path) as image:
-            yield image.convert("RGB")
-
-
-def _torch_views(body: torch.nn.Module, transform: Callable, files: list[Path]) -> np.ndarray:
-    """(faces, 2 views: image and mirror, features) from a torch body, in batches of 32."""
-    out, batch = [], []
-
-    def flush() -> None:
-        x = torch.stack(batch)
-        with torch.inference_mode():
-            out.append(torch.stack([body(x), body(x.flip(3))], 1).float().numpy())
-        batch.clear()
-
-    for face in _faces(files):
-        batch.append(transform(face))
-        if len(batch) == 32:
-            flush()
-    if batch:
-        flush()
-    return np.concatenate(out)
+def _torch_views(body: torch.nn.Module, transform: Callable, frame: pd.DataFrame) -> np.ndarray:
+    """(faces, 2 views: image and mirror, features) from a torch body, as the grid caches them."""
+    views = [embed(body, data.loader(frame, view, data.INFERENCE_BATCH, shuffle=False), torch.device("cpu"))[0]
+             for view in (transform, then_flip(transform))]
+    return torch.stack(views, 1).numpy()
 
 
 def extract(name: str, files: list[Path]) -> np.ndarray:
     """One network's features of every face and its mirror."""
+    frame = pd.DataFrame({"path": [str(f) for f in files], "target": 0})
     if name == "default":
         net, norm = build_net(DEFAULT_FINETUNE["model"], "lite0", 2, features_from=DEFAULT_FINETUNE["features_from"],
                               pool=DEFAULT_FINETUNE["pool"], face_features=DEFAULT_FINETUNE["face_features"])
-        return _torch_views(net.body.eval(), data.eval_transform(DEFAULT_FINETUNE["image_size"], norm, 1.0), files)
+        return _torch_views(net.body, data.eval_transform(DEFAULT_FINETUNE["image_size"], norm, 1.0), frame)
     if name == "wrn":
         net, norm = build_net(FACE_MODEL, "imdbwiki", 2, pool=2)
-        return _torch_views(net.body.eval(), data.eval_transform(64, norm, 1.0), files)
+        return _torch_views(net.body, data.eval_transform(64, norm, 1.0), frame)
     describer, rows = DlibDescriber(), []
-    for face in _faces(files):
-        pixels = np.asarray(face)
+    for path in files:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"))
         views = [describer(view).descriptor for view in (pixels, np.ascontiguousarray(pixels[:, ::-1]))]
         rows.append([v if v is not None else np.zeros(128, np.float32) for v in views])  # no face found: zeros
     return np.asarray(rows, np.float32)
@@ -111,13 +97,10 @@ def split_rows(seed: int, limit: int | None, index: dict[str, int]) -> dict[str,
 
 
 def standardised(blocks: list[np.ndarray], train: np.ndarray) -> np.ndarray:
-    out = []
-    for block in blocks:
-        flat = block[train].reshape(-1, block.shape[-1])
-        mean, std = flat.mean(0), flat.std(0)
-        std = np.maximum(std, max(0.1 * std.mean(), 1e-6))
-        out.append((block - mean) / std / np.sqrt(block.shape[-1]))
-    return np.concatenate(out, -1)
+    """The blocks side by side, standardised on the training faces as the default's head does."""
+    x = torch.from_numpy(np.concatenate(blocks, -1))
+    with torch.no_grad():
+        return grid.Standardize(x[train], [block.shape[-1] for block in blocks])(x).numpy()
 
 
 def fit_head(head: str, x: np.ndarray, blocks: int, y: np.ndarray,

@@ -172,7 +172,7 @@ def cache_frozen(prefix: nn.Module, frame: pd.DataFrame, config: FinetuneConfig,
     """
     transform = data.eval_transform(config.image_size, norm, config.eval_crop)
     augment = data.train_transform(config.image_size, norm, config.min_crop_scale, config.crop_ratio)
-    train_views = [transform, _then_flip(transform), *[augment] * max(0, config.cached_views - 2)]
+    train_views = [transform, then_flip(transform), *[augment] * max(0, config.cached_views - 2)]
     cache = {}
     for split in ("train", "val"):
         rows = frame[frame["split"] == split]
@@ -186,7 +186,7 @@ def cache_frozen(prefix: nn.Module, frame: pd.DataFrame, config: FinetuneConfig,
     return cache
 
 
-def _then_flip(transform):
+def then_flip(transform):
     from torchvision import transforms
 
     return transforms.Compose([transform, transforms.Lambda(TF.hflip)])
